@@ -1,0 +1,1 @@
+"""pytest plugin of the conformance suite; inert until ``--backend`` is given."""
