@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from reference.local import LocalExecutionBackend
 from reference.noop import NoopExecutionBackend
 
-__all__ = ["NoopExecutionBackend"]
+__all__ = ["LocalExecutionBackend", "NoopExecutionBackend"]

@@ -1,0 +1,654 @@
+"""`LocalExecutionBackend`: runs tasks on the local machine.
+
+Functions run in a thread or process pool, executables as asyncio subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from subprocess import DEVNULL, PIPE
+from typing import IO, Any, ClassVar
+
+from typing_extensions import Self
+
+from reference import _executables as ex
+from reference import _workers
+from reference._base import BackendBase
+from spec import (
+    BackendState,
+    Capability,
+    CapabilityNotSupportedError,
+    TaskState,
+    WorkerLostError,
+)
+
+__all__ = ["LocalExecutionBackend"]
+
+logger = logging.getLogger("reference")
+
+# Work done per event-loop turn, so a huge batch never stalls the loop (SC-3).
+_DISPATCH_CHUNK = 512
+_DRAIN_CHUNK = 1024
+
+_NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
+
+_Notice = tuple["_Job", int, Any, "str | None"]
+
+
+class _Job:
+    """The backend's handle on one accepted task."""
+
+    __slots__ = ("canceled", "future", "kill_timer", "proc", "running", "task", "uid")
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.uid: str = task["uid"]
+        self.future: Future[Any] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.kill_timer: asyncio.TimerHandle | None = None
+        self.canceled = False
+        self.running = False
+
+
+def _canceled(job: _Job) -> bool:
+    return job.canceled
+
+
+class LocalExecutionBackend(BackendBase):
+    """Runs tasks on the local machine: functions in a pool, executables as children.
+
+    Function tasks (sync or ``async def``) run in ``executor``: a
+    `ThreadPoolExecutor` by default, or a `ProcessPoolExecutor`, to which
+    functions and arguments are sent with cloudpickle (so lambdas, closures
+    and locally defined functions work). Async functions run on one event loop
+    per worker thread or process, reused across tasks.
+
+    Executable tasks run as asyncio subprocesses, each in its own process
+    group, at most ``max_processes`` at a time. ``shell`` (default ``True``:
+    executable and arguments joined by spaces, run by ``/bin/sh``), ``cwd``,
+    ``env`` and ``timeout`` come from ``task_backend_specific_kwargs``; with
+    ``capture_stdio`` the output goes to ``<_work_dir>/<uid>.stdout`` and
+    ``.stderr`` and those paths are returned.
+
+    States are delivered on the event loop that called ``submit_tasks``:
+    worker threads queue their notices, and the loop drains them in bursts.
+    RUNNING is reported when a task really starts: a pool thread picked it up,
+    or its child process was started. Tasks in a process pool report no
+    RUNNING, as the pool gives no signal when a worker picks a task up.
+
+    Cancellation and its limits:
+
+    - a task that has not started never starts, and is reported CANCELED;
+    - a running executable's process group gets SIGTERM, then SIGKILL after
+      ``kill_grace`` seconds; CANCELED is reported once the child has exited;
+    - a running *function* cannot be interrupted: it is reported CANCELED at
+      once, keeps running in its worker, and its result is discarded.
+
+    ``shutdown()`` reports every unfinished task CANCELED, kills child process
+    groups and process-pool workers, and returns within about
+    ``shutdown_timeout`` seconds. A *thread* stuck in a long function cannot
+    be killed: shutdown returns without it, but Python joins pool threads at
+    interpreter exit, so such a thread still delays the end of the program.
+
+    A process-pool worker that dies (``os._exit``, a crash) fails the tasks the
+    pool held with `spec.WorkerLostError`; the backend starts a new pool with
+    the same settings for the tasks that follow.
+
+    Args:
+        executor: Where function tasks run; a new `ThreadPoolExecutor` when
+            ``None``. The backend shuts it down in ``shutdown()``.
+        name: Name used to identify this backend in an engine's registry.
+        max_processes: Most executable children running at once.
+        kill_grace: Seconds between SIGTERM and SIGKILL when killing a child.
+        shutdown_timeout: Seconds ``shutdown()`` waits for children and
+            workers to exit before it stops waiting.
+
+    Raises:
+        TypeError: ``executor`` is not a `concurrent.futures.Executor`.
+        ValueError: A numeric option is out of range.
+    """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.FUNCTIONS,
+            Capability.EXECUTABLES,
+            Capability.CAPTURE_STDIO,
+            Capability.TIMEOUT,
+        }
+    )
+
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        name: str = "default",
+        *,
+        max_processes: int = 64,
+        kill_grace: float = 2.0,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(name)
+        if executor is None:
+            executor = ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}")
+        elif not isinstance(executor, Executor):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (a "
+                "ThreadPoolExecutor or ProcessPoolExecutor), got "
+                f"{type(executor).__name__}"
+            )
+        if isinstance(max_processes, bool) or not isinstance(max_processes, int):
+            raise TypeError(f"max_processes must be an int, got {max_processes!r}")
+        if max_processes < 1:
+            raise ValueError(f"max_processes must be at least 1, got {max_processes}")
+        if kill_grace < 0:
+            raise ValueError(f"kill_grace must be >= 0, got {kill_grace}")
+        if shutdown_timeout <= 0:
+            raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout}")
+        self._executor: Executor = executor
+        self._max_processes = max_processes
+        self._kill_grace = float(kill_grace)
+        self._shutdown_timeout = float(shutdown_timeout)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: dict[str, _Job] = {}
+        # Accepted, not yet handed to the executor / the child runners.
+        self._to_dispatch: deque[_Job] = deque()
+        self._dispatch_scheduled = False
+        self._exec_queue: deque[_Job] = deque()
+        self._runners: set[asyncio.Task[None]] = set()
+        # Notices from worker threads; drained on the loop, one wake-up per burst.
+        self._notices: deque[_Notice] = deque()
+        self._wake_pending = False
+        self._closed = False
+        self._shutdown_done: asyncio.Event | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        executor: Executor | None = None,
+        name: str = "default",
+        *,
+        max_processes: int = 64,
+        kill_grace: float = 2.0,
+        shutdown_timeout: float = 5.0,
+    ) -> Self:
+        """Construct and await a backend: ``backend = await Backend.create()``.
+
+        Takes the same arguments as the class.
+
+        Returns:
+            The ready backend.
+        """
+        backend = cls(
+            executor,
+            name,
+            max_processes=max_processes,
+            kill_grace=kill_grace,
+            shutdown_timeout=shutdown_timeout,
+        )
+        return await backend
+
+    @property
+    def executor(self) -> Executor:
+        """The executor function tasks run in (replaced if a process pool breaks)."""
+        return self._executor
+
+    # -- submission ----------------------------------------------------------
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Accept a batch and return at once; states follow through the callback.
+
+        Args:
+            tasks: Task dicts, each with a unique string ``uid``.
+
+        Raises:
+            InvalidTaskError: An entry is not a dict or lacks a string uid.
+            DuplicateTaskError: A uid repeats or is already in flight.
+            BackendShutdownError: The backend has been shut down.
+            RuntimeError: Tasks are still in flight on another event loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop and self._state is not BackendState.SHUTDOWN:
+            if self._jobs:
+                raise RuntimeError(
+                    f"backend {self.name!r} has tasks in flight on another event "
+                    "loop; submit from that loop"
+                )
+            self._loop = loop
+        accepted = self._accept(tasks)
+        if not accepted:
+            return
+        jobs = self._jobs
+        pending = self._to_dispatch
+        for task in accepted:
+            job = _Job(task)
+            jobs[job.uid] = job
+            pending.append(job)
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            # Handed to the executor on later loop turns, in chunks: submit
+            # returns fast and never delivers a state itself (ST-5).
+            loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self._closed:
+            return
+        pending = self._to_dispatch
+        process_pool = isinstance(self._executor, ProcessPoolExecutor)
+        for _ in range(min(len(pending), _DISPATCH_CHUNK)):
+            job = pending.popleft()
+            if job.canceled:
+                continue
+            task = job.task
+            func = task.get("function")
+            if func is not None:
+                if process_pool:
+                    self._start_in_process(job, func)
+                else:
+                    self._start_in_thread(job, func)
+            elif task.get("executable") is not None:
+                self._exec_queue.append(job)
+            elif task.get("prompt") is not None:
+                self._fail(
+                    job,
+                    CapabilityNotSupportedError(
+                        Capability.PROMPTS.value,
+                        f"{type(self).__name__} runs functions and executables; "
+                        f"route prompt task {job.uid!r} to a backend that offers "
+                        "prompts",
+                    ),
+                )
+            else:
+                self._fail(job, ValueError(_NOTHING_TO_RUN.format(uid=job.uid)))
+        if self._exec_queue:
+            self._start_runners()
+        if pending and not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self._bound_loop().call_soon(self._dispatch)
+
+    def _start_in_thread(self, job: _Job, func: Callable[..., Any]) -> None:
+        task = job.task
+        try:
+            job.future = self._executor.submit(
+                _workers.run_in_thread,
+                self._push,
+                job,
+                func,
+                task.get("args") or (),
+                task.get("kwargs") or {},
+            )
+        except RuntimeError as exc:  # the executor was shut down under us
+            self._fail(job, exc)
+
+    def _start_in_process(self, job: _Job, func: Callable[..., Any]) -> None:
+        task = job.task
+        call = _workers.CloudPickled(
+            (func, task.get("args") or (), task.get("kwargs") or {}), job.uid
+        )
+        for attempt in (1, 2):
+            try:
+                future = self._executor.submit(_workers.run_in_process, call)
+            except BrokenProcessPool:
+                if attempt == 2:
+                    raise
+                self._replace_broken_pool()
+                continue
+            except RuntimeError as exc:
+                self._fail(job, exc)
+                return
+            job.future = future
+            future.add_done_callback(partial(self._on_process_done, job))
+            return
+
+    def _on_process_done(self, job: _Job, future: Future[Any]) -> None:
+        # Runs in the pool's manager thread: only push, never touch the task.
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            ok, value, text = future.result()
+            self._push((job, _workers.DONE if ok else _workers.FAILED, value, text))
+        elif isinstance(exc, BrokenProcessPool):
+            self._push((job, _workers.LOST, exc, None))
+        else:
+            text = "".join(traceback.format_exception(exc))
+            self._push((job, _workers.FAILED, exc, text))
+
+    # -- notices from workers --------------------------------------------------
+
+    def _push(self, notice: _Notice) -> None:
+        """Queue a worker's notice; wake the loop once per burst. Thread-safe."""
+        self._notices.append(notice)
+        # Appending before reading the flag means a drain that already reset
+        # it will still see this notice; a spare wake-up is harmless.
+        loop = self._loop
+        if not self._wake_pending and loop is not None:
+            self._wake_pending = True
+            # A closed loop means nobody is left to tell.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._wake_pending = False
+        notices = self._notices
+        if self._closed:
+            notices.clear()
+            return
+        jobs = self._jobs
+        report = self._report
+        for _ in range(min(len(notices), _DRAIN_CHUNK)):
+            job, kind, value, text = notices.popleft()
+            if job.canceled or jobs.get(job.uid) is not job:
+                continue  # cancelled (result discarded) or already reported
+            task = job.task
+            if kind == _workers.RUNNING:
+                if not job.running:
+                    job.running = True
+                    report(task, TaskState.RUNNING)
+            elif kind == _workers.DONE:
+                task["return_value"] = value
+                self._complete(job, TaskState.DONE)
+            elif kind == _workers.FAILED:
+                task["exception"] = value
+                task["stderr"] = text
+                self._complete(job, TaskState.FAILED)
+            else:
+                self._worker_lost(job, value)
+        if notices and not self._wake_pending:
+            self._wake_pending = True
+            self._bound_loop().call_soon(self._drain)
+
+    def _complete(self, job: _Job, state: TaskState) -> None:
+        if self._jobs.get(job.uid) is job:
+            del self._jobs[job.uid]
+        job.future = None  # breaks the future -> done-callback -> job cycle
+        self._finish(job.task, state)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        job.task["exception"] = exc
+        job.task["stderr"] = str(exc)
+        self._complete(job, TaskState.FAILED)
+
+    def _bound_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:  # pragma: no cover - set by the first submit
+            raise RuntimeError("backend is not bound to an event loop")
+        return self._loop
+
+    # -- process pool recovery -------------------------------------------------
+
+    def _worker_lost(self, job: _Job, exc: BaseException) -> None:
+        error = WorkerLostError(
+            f"a process-pool worker died while task {job.uid!r} was in the pool "
+            f"({exc}); the backend replaced the pool for later tasks"
+        )
+        error.__cause__ = exc
+        self._fail(job, error)
+        self._replace_broken_pool()
+
+    def _replace_broken_pool(self) -> None:
+        old = self._executor
+        if not getattr(old, "_broken", False) or self._closed:
+            return
+        kwargs: dict[str, Any] = {
+            "max_workers": getattr(old, "_max_workers", None),
+            "mp_context": getattr(old, "_mp_context", None),
+            "initializer": getattr(old, "_initializer", None),
+            "initargs": getattr(old, "_initargs", ()),
+        }
+        max_tasks = getattr(old, "_max_tasks_per_child", None)
+        if max_tasks is not None:
+            kwargs["max_tasks_per_child"] = max_tasks
+        logger.warning(
+            "backend %r: a process-pool worker died; starting a new pool", self.name
+        )
+        self._executor = ProcessPoolExecutor(**kwargs)
+        old.shutdown(wait=False, cancel_futures=True)
+
+    # -- executables -----------------------------------------------------------
+
+    def _start_runners(self) -> None:
+        loop = self._bound_loop()
+        want = min(len(self._exec_queue), self._max_processes - len(self._runners))
+        for _ in range(want):
+            runner = loop.create_task(self._run_executables())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+
+    async def _run_executables(self) -> None:
+        # One runner per allowed child: the runner count is the bound (SC-4).
+        queue = self._exec_queue
+        while queue and not self._closed:
+            job = queue.popleft()
+            if job.canceled:
+                continue
+            try:
+                await self._run_executable(job)
+            except Exception as exc:  # a bug must not hang the task
+                logger.exception("backend %r: executable task %r", self.name, job.uid)
+                if not job.canceled and self._jobs.get(job.uid) is job:
+                    self._fail(job, exc)
+
+    async def _run_executable(self, job: _Job) -> None:
+        task = job.task
+        try:
+            options = ex.parse_options(task)
+            command = ex.build_command(task, options)
+        except ValueError as exc:
+            self._fail(job, exc)
+            return
+        out: int | IO[bytes] = PIPE
+        err: int | IO[bytes] = PIPE
+        if options.capture_stdio:
+            try:
+                out, err = ex.open_capture_files(self._work_dir, job.uid)
+            except OSError as exc:
+                self._fail(job, exc)
+                return
+        try:
+            if isinstance(command, str):
+                proc = await asyncio.create_subprocess_shell(
+                    command,
+                    stdin=DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=options.cwd,
+                    env=options.env,
+                    start_new_session=True,
+                )
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=options.cwd,
+                    env=options.env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            if not job.canceled:
+                self._fail(job, ex.spawn_error(exc, task, options))
+            return
+        finally:
+            if not isinstance(out, int):
+                out.close()
+            if not isinstance(err, int):
+                err.close()
+        if job.canceled or self._closed:
+            # Cancelled while starting; its CANCELED is already on its way.
+            ex.signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return
+        job.proc = proc
+        job.running = True
+        self._report(task, TaskState.RUNNING)
+        timed_out = False
+        if options.timeout is None:
+            raw_out, raw_err = await proc.communicate()
+        else:
+            talk = asyncio.ensure_future(proc.communicate())
+            done, _ = await asyncio.wait({talk}, timeout=options.timeout)
+            if not done:
+                timed_out = True
+                self._terminate(job)
+            raw_out, raw_err = await talk
+        if job.kill_timer is not None:
+            job.kill_timer.cancel()
+            # The leader is gone; make sure nothing of its group lingers.
+            ex.signal_group(proc.pid, signal.SIGKILL)
+        if _canceled(job):  # a helper: mypy would keep the narrowing across awaits
+            # cancel_task promised CANCELED once the child was gone (CN-5).
+            if self._jobs.get(job.uid) is job:
+                self._complete(job, TaskState.CANCELED)
+            return
+        exit_code = proc.returncode if proc.returncode is not None else -1
+        if options.capture_stdio:
+            stdout, stderr = ex.capture_paths(self._work_dir, job.uid)
+        else:
+            stdout, stderr = ex.decode(raw_out), ex.decode(raw_err)
+        task["stdout"] = stdout
+        task["stderr"] = stderr
+        task["exit_code"] = exit_code
+        if timed_out:
+            task["exception"] = ex.timeout_error(task, options.timeout or 0.0)
+            self._complete(job, TaskState.FAILED)
+            return
+        error = ex.exit_exception(task, options, exit_code, stderr)
+        if error is not None:
+            task["exception"] = error
+        self._complete(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
+
+    def _terminate(self, job: _Job) -> None:
+        """TERM a running child's group now, KILL it after the grace period."""
+        proc = job.proc
+        if proc is None or job.kill_timer is not None:
+            return
+        ex.signal_group(proc.pid, signal.SIGTERM)
+        job.kill_timer = self._bound_loop().call_later(
+            self._kill_grace, ex.signal_group, proc.pid, signal.SIGKILL
+        )
+
+    # -- cancellation ------------------------------------------------------------
+
+    async def cancel_task(self, uid: str) -> bool:
+        """Cancel a task; see the class docstring for what happens to running ones.
+
+        Args:
+            uid: The task's uid.
+
+        Returns:
+            ``True`` if the task will be reported ``CANCELED``; ``False``
+            for unknown or finished uids, and after shutdown.
+        """
+        job = self._jobs.get(uid) if isinstance(uid, str) else None
+        if job is None or self._closed:
+            return False
+        if job.canceled:
+            return True
+        job.canceled = True
+        if job.future is not None:
+            # Never starts if still queued; if running, its result is dropped.
+            job.future.cancel()
+        if job.proc is not None:
+            # The runner reports CANCELED once the child has exited.
+            self._terminate(job)
+        else:
+            # Delivered on a later loop turn, never inside cancel_task (ST-5).
+            self._bound_loop().call_soon(self._deliver_cancel, job)
+        return True
+
+    def _deliver_cancel(self, job: _Job) -> None:
+        if self._jobs.get(job.uid) is job:
+            self._complete(job, TaskState.CANCELED)
+
+    # -- shutdown --------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop the backend: cancel what is in flight, kill children; idempotent.
+
+        Every unfinished task is reported ``CANCELED`` before this returns, no
+        child process is left running, and no callback follows. It returns
+        within about ``shutdown_timeout`` seconds even if a worker is stuck.
+        """
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
+            return
+        self._shutdown_done = asyncio.Event()
+        self._state = BackendState.SHUTDOWN
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown_timeout
+        try:
+            jobs = list(self._jobs.values())
+            for job in jobs:
+                job.canceled = True
+                if job.future is not None:
+                    job.future.cancel()
+            self._to_dispatch.clear()
+            self._exec_queue.clear()
+            pool_busy = any(
+                job.future is not None and job.future.running() for job in jobs
+            )
+            workers = self._pool_processes()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._stop_children(jobs, deadline)
+            await self._stop_pool_workers(workers, pool_busy, deadline)
+            # Report what is left, then refuse to report anything else (SD-2, SD-3).
+            for job in list(self._jobs.values()):
+                self._complete(job, TaskState.CANCELED)
+        finally:
+            self._closed = True
+            self._jobs.clear()
+            self._notices.clear()
+            self._shutdown_done.set()
+
+    async def _stop_children(self, jobs: list[_Job], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        running = [j for j in jobs if j.proc is not None and j.proc.returncode is None]
+        for job in running:
+            self._terminate(job)
+        if self._runners:
+            grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
+            await asyncio.wait(set(self._runners), timeout=grace)
+        for job in running:
+            if job.proc is not None:
+                ex.signal_group(job.proc.pid, signal.SIGKILL)
+            if job.kill_timer is not None:
+                job.kill_timer.cancel()
+        if self._runners:
+            await asyncio.wait(
+                set(self._runners), timeout=max(0.01, deadline - loop.time())
+            )
+        for runner in list(self._runners):
+            runner.cancel()
+
+    def _pool_processes(self) -> list[Any]:
+        processes = getattr(self._executor, "_processes", None)
+        if isinstance(self._executor, ProcessPoolExecutor) and processes:
+            return list(processes.values())
+        return []
+
+    async def _stop_pool_workers(
+        self, workers: list[Any], busy: bool, deadline: float
+    ) -> None:
+        if not workers:
+            return
+        loop = asyncio.get_running_loop()
+        # Idle workers exit on their own after executor.shutdown(); a busy one
+        # may never finish its task, so it is killed straight away.
+        if not busy:
+            grace_end = min(deadline, loop.time() + self._kill_grace)
+            while loop.time() < grace_end and any(w.is_alive() for w in workers):
+                await asyncio.sleep(0.01)
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+        while loop.time() < deadline and any(w.is_alive() for w in workers):
+            await asyncio.sleep(0.01)
