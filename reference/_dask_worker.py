@@ -1,0 +1,393 @@
+"""The worker side of the Dask backend: what runs inside a Dask worker.
+
+Nothing here imports ``distributed``: Dask calls these plain functions on a
+worker, so a worker needs only this distribution installed (and the task
+functions importable). Results travel back as `Outcome` tuples of plain
+strings and bytes, never as live objects, so a return value or exception
+that cannot be pickled fails only its own task, with a message saying why.
+
+Function tasks arrive in chunks (many tasks per Dask task, which is what
+makes 10,000 trivial tasks cheap). Coroutines run on one event loop per
+worker thread that lives as long as the thread, rather than a fresh
+``asyncio.run`` per task.
+
+Executable tasks run one per Dask task, as a child in its own session
+(process group). A per-process registry maps each task's key to its child,
+so `cancel_keys` (sent to every worker with ``client.run``) can kill the
+whole group; a key cancelled before its child starts is remembered so the
+child never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+from reference._executables import (
+    build_command,
+    capture_paths,
+    decode,
+    exit_exception,
+    group_alive,
+    open_capture_files,
+    parse_options,
+    signal_group,
+    spawn_error,
+    timeout_error,
+)
+
+__all__ = [
+    "CANCELLED",
+    "EXITED",
+    "FAILED",
+    "OK",
+    "ExecutableJob",
+    "FunctionBatch",
+    "Outcome",
+    "cancel_keys",
+    "dumps_function_item",
+    "run_executable",
+    "run_functions",
+]
+
+OK = "ok"
+"""Outcome status: the task succeeded; ``payload`` pickles its result."""
+FAILED = "failed"
+"""Outcome status: the task failed; ``payload`` pickles the exception."""
+CANCELLED = "cancelled"
+"""Outcome status: the task was cancelled before it started."""
+EXITED = "exited"
+"""Outcome status: an executable ran; ``payload`` pickles its results."""
+
+Outcome = tuple[str, bytes | None, str, str, str]
+"""``(status, payload, stderr, type_name, message)`` sent back per task.
+
+``payload`` is cloudpickled: the return value (functions), the
+``(stdout, stderr, exit_code, exception)`` results (executables), or the
+exception; ``None`` when it could not be pickled, in which case
+``type_name`` and ``message`` describe what could not be sent.
+"""
+
+
+class FunctionBatch:
+    """A chunk of function tasks: ``(key, pickled (function, args, kwargs))`` each.
+
+    A plain object rather than a list, because Dask walks lists, tuples and
+    dicts in task arguments looking for keys, which is wasted work here.
+    """
+
+    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+        self.items = items
+
+
+class ExecutableJob:
+    """One executable task as sent to a worker (opaque to Dask, as above).
+
+    Attributes:
+        key: Unique per submission; what `cancel_keys` names.
+        task: The executable's part of the task dict (``uid``, ``executable``,
+            ``arguments``, ``capture_stdio``, ``task_backend_specific_kwargs``).
+        work_dir: Directory for ``capture_stdio`` files.
+        grace: Seconds between SIGTERM and SIGKILL at a timeout.
+    """
+
+    def __init__(self, key: str, task: dict[str, Any], work_dir: str, grace: float):
+        self.key = key
+        self.task = task
+        self.work_dir = work_dir
+        self.grace = grace
+
+
+_FORGET_CANCELLED_AFTER = 600.0  # seconds a cancelled-but-unseen key is remembered
+_lock = threading.Lock()
+_children: dict[str, subprocess.Popen[bytes]] = {}
+_cancelled: dict[str, float] = {}
+_loops = threading.local()
+
+
+# -- cancellation registry ------------------------------------------------------
+
+
+def _mark_cancelled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
+    """Remember ``keys`` as cancelled; return the children running for them."""
+    now = time.monotonic()
+    with _lock:
+        if _cancelled:
+            stale = [
+                k for k, t in _cancelled.items() if now - t > _FORGET_CANCELLED_AFTER
+            ]
+            for key in stale:
+                del _cancelled[key]
+        found = []
+        for key in keys:
+            _cancelled[key] = now
+            child = _children.get(key)
+            if child is not None:
+                found.append(child)
+        return found
+
+
+def _take_cancelled(key: str) -> bool:
+    """Tell whether ``key`` was cancelled, and forget it (it is being seen)."""
+    with _lock:
+        return _cancelled.pop(key, None) is not None
+
+
+async def cancel_keys(keys: list[str], grace: float) -> int:
+    """Cancel tasks by key on this worker; run through ``client.run``.
+
+    Children running for the keys get SIGTERM on their whole process group,
+    then SIGKILL after ``grace`` seconds; keys not started yet are remembered
+    so they never start. It is a coroutine so Dask runs it on the worker's
+    event loop without blocking it during the grace period.
+
+    Args:
+        keys: Item keys (unique per submission) of the tasks to cancel.
+        grace: Seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        How many running children were signalled.
+    """
+    children = _mark_cancelled(keys)
+    groups = [c.pid for c in children if signal_group(c.pid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        groups = [g for g in groups if group_alive(g)]
+    for pgid in groups:
+        signal_group(pgid, signal.SIGKILL)
+    # The runner thread reaps its leader; wait briefly so that, on return,
+    # the group is gone rather than merely signalled.
+    deadline = time.monotonic() + 1.0
+    while groups and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        groups = [g for g in groups if group_alive(g)]
+    return len(children)
+
+
+# -- outcomes -------------------------------------------------------------------
+
+
+def _failure(exc: BaseException, stderr: str | None = None) -> Outcome:
+    """Package an exception, falling back to its description if it won't pickle."""
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    text = stderr if stderr is not None else _traceback_text(exc)
+    try:
+        payload = cloudpickle.dumps(exc)
+        cloudpickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
+    except Exception:
+        payload = None
+    return (FAILED, payload, text, type_name, str(exc))
+
+
+def _success(value: object) -> Outcome:
+    try:
+        return (OK, cloudpickle.dumps(value), "", "", "")
+    except Exception as exc:
+        error = TypeError(
+            f"the return value ({type(value).__qualname__}) cannot be pickled "
+            f"to send it back from the Dask worker: {exc}"
+        )
+        return _failure(error, stderr=str(error))
+
+
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+# -- function tasks -------------------------------------------------------------
+
+
+def dumps_function_item(
+    function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+) -> bytes:
+    """Pickle one function task for `run_functions` (done on the client)."""
+    blob: bytes = cloudpickle.dumps((function, tuple(args), kwargs))
+    return blob
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """Return this worker thread's own event loop, created on first use."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _loops.loop = loop
+    return loop
+
+
+async def _await_outcome(awaitable: Any) -> Outcome:
+    try:
+        value = await awaitable
+    except BaseException as exc:  # a task's own CancelledError is its failure too
+        return _failure(exc)
+    return _success(value)
+
+
+async def _gather(awaitables: list[Any]) -> list[Outcome]:
+    return list(await asyncio.gather(*(_await_outcome(a) for a in awaitables)))
+
+
+def run_functions(batch: FunctionBatch) -> list[Outcome]:
+    """Run a chunk of function tasks; the Dask task the client submits.
+
+    Sync functions run one after the other in this worker thread; the
+    coroutines of ``async def`` functions then run concurrently on the
+    thread's persistent event loop.
+
+    Args:
+        batch: The tasks.
+
+    Returns:
+        One `Outcome` per item, in order.
+    """
+    items = batch.items
+    outcomes: list[Outcome | None] = [None] * len(items)
+    pending: list[tuple[int, Any]] = []
+    for index, (key, blob) in enumerate(items):
+        if _take_cancelled(key):
+            outcomes[index] = (CANCELLED, None, "", "", "")
+            continue
+        try:
+            function, args, kwargs = cloudpickle.loads(blob)
+        except Exception as exc:
+            outcomes[index] = _failure(
+                RuntimeError(
+                    f"the Dask worker cannot unpickle the task's function: {exc!r} "
+                    "(is its module installed on the workers?)"
+                )
+            )
+            continue
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:
+            outcomes[index] = _failure(exc)
+            continue
+        if inspect.isawaitable(result):
+            pending.append((index, result))
+        else:
+            outcomes[index] = _success(result)
+    if pending:
+        done = _thread_loop().run_until_complete(_gather([a for _, a in pending]))
+        for (index, _), outcome in zip(pending, done, strict=True):
+            outcomes[index] = outcome
+    return [o if o is not None else (CANCELLED, None, "", "", "") for o in outcomes]
+
+
+# -- executable tasks -----------------------------------------------------------
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved once here: the forked child must only call it, not look it up.
+_prctl: Any = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Ask Linux to SIGKILL the child if its worker dies (a lost worker)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None else None
+
+
+def run_executable(job: ExecutableJob) -> Outcome:
+    """Run one executable task to completion; the Dask task the client submits.
+
+    Args:
+        job: The task.
+
+    Returns:
+        The `Outcome`: `EXITED` with ``(stdout, stderr, exit_code,
+        exception)`` pickled once the child ran, `FAILED` when it could not
+        start, `CANCELLED` when cancelled before it started.
+    """
+    key, task, work_dir, grace = job.key, job.task, job.work_dir, job.grace
+    try:
+        options = parse_options(task)
+        command = build_command(task, options)
+    except ValueError as exc:
+        return _failure(exc, stderr=str(exc))
+    out: Any = subprocess.PIPE
+    err: Any = subprocess.PIPE
+    if options.capture_stdio:
+        try:
+            out, err = open_capture_files(work_dir, task["uid"])
+        except OSError as exc:
+            return _failure(exc, stderr=str(exc))
+    try:
+        with _lock:  # atomic with cancel_keys: cancelled before start, never starts
+            if _cancelled.pop(key, None) is not None:
+                return (CANCELLED, None, "", "", "")
+            try:
+                child = subprocess.Popen(
+                    command,
+                    shell=options.shell,
+                    cwd=options.cwd,
+                    env=options.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    preexec_fn=_preexec,  # only a prctl call: safe after fork
+                )
+            except OSError as exc:
+                error = spawn_error(exc, task, options)
+                return _failure(error, stderr=str(error))
+            _children[key] = child
+    finally:
+        if options.capture_stdio:
+            out.close()
+            err.close()
+    try:
+        return _wait_child(key, child, task, options.timeout, work_dir, grace)
+    finally:
+        with _lock:
+            _children.pop(key, None)
+            _cancelled.pop(key, None)
+        if child.poll() is None:  # interrupted: leave nothing behind
+            signal_group(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def _wait_child(
+    key: str,
+    child: subprocess.Popen[bytes],
+    task: dict[str, Any],
+    timeout: float | None,
+    work_dir: str,
+    grace: float,
+) -> Outcome:
+    timed_out = False
+    try:
+        raw_out, raw_err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        signal_group(child.pid, signal.SIGTERM)
+        try:
+            raw_out, raw_err = child.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_group(child.pid, signal.SIGKILL)
+            raw_out, raw_err = child.communicate()
+    options = parse_options(task)
+    if options.capture_stdio:
+        stdout, stderr = capture_paths(work_dir, task["uid"])
+    else:
+        stdout, stderr = decode(raw_out), decode(raw_err)
+    exit_code = child.returncode
+    exception: Exception | None
+    if timed_out:
+        exception = timeout_error(task, timeout or 0.0)
+    else:
+        exception = exit_exception(task, options, exit_code, stderr)
+    payload = cloudpickle.dumps((stdout, stderr, exit_code, exception))
+    return (EXITED, payload, "", "", "")

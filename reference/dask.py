@@ -1,0 +1,747 @@
+"""`DaskExecutionBackend`: runs tasks on a ``dask.distributed`` cluster.
+
+Needs the ``dask`` extra (``pip install "asyncflow-backend-spec[dask]"``);
+importing this module without ``distributed`` raises an `ImportError` that
+says so. ``reference`` itself never imports it.
+
+How it works, in one paragraph: ``submit_tasks`` only validates and queues
+(it never awaits, so no callback can run inside it). A dispatcher task on
+the caller's event loop connects the asynchronous ``distributed.Client``
+(starting a `LocalCluster` first when it owns one), pickles function tasks
+into chunks and submits each chunk as one Dask task with ``client.map``;
+executables go one per Dask task. A consumer task takes finished Dask
+futures from ``distributed.as_completed`` in batches, gathers their results
+in one round trip, reports every task on the loop thread and drops the
+futures, so Dask releases them. Cancels are collected and sent to every
+worker in one ``client.run`` call, which kills the process groups of
+cancelled executables (see `reference._dask_worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from typing_extensions import Self
+
+from reference import _dask_worker as _worker
+from reference._base import BackendBase
+from reference._executables import build_command, parse_options
+from spec import (
+    BackendError,
+    BackendState,
+    Capability,
+    CapabilityNotSupportedError,
+    StandInError,
+    TaskKind,
+    TaskState,
+    WorkerLostError,
+    task_kind,
+)
+
+try:
+    import cloudpickle
+    import distributed as _distributed
+    from distributed.scheduler import KilledWorker
+except ImportError as _missing:  # pragma: no cover - exercised with a fake import
+    raise ImportError(
+        "reference.dask needs dask.distributed, which is not installed; install "
+        'the dask extra: pip install "asyncflow-backend-spec[dask]" '
+        f"({_missing})"
+    ) from _missing
+
+__all__ = ["DaskExecutionBackend", "shared_local_backend"]
+
+# distributed is only partly annotated; its entry points are used untyped.
+_dd: Any = _distributed
+
+logger = logging.getLogger("reference.dask")
+
+_NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
+_SLICE = 2_000  # tasks dispatched per event-loop turn: keeps the loop responsive
+_MAX_CHUNK = 64  # function tasks per Dask task, at most
+_CONNECT_TIMEOUT = 60.0  # starting a LocalCluster on a loaded machine is slow
+_CLOSE_TIMEOUT = 20.0
+_EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
+_EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One accepted task and where it is on the cluster."""
+
+    task: dict[str, Any]
+    kind: TaskKind
+    key: str  # unique per submission: names the task to the workers
+    chunk: _Chunk | None = None  # set once dispatched
+    canceling: bool = False
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """One Dask task: a chunk of function tasks, or one executable."""
+
+    key: str
+    entries: list[_Entry]
+    future: Any = None
+    live: int = 0  # members not cancelled; at 0 the Dask future is cancelled
+
+
+class DaskExecutionBackend(BackendBase):
+    """Runs function and executable tasks on a Dask cluster.
+
+    It honours the same contract as the local backend. With neither
+    ``client`` nor ``address`` it starts its own `distributed.LocalCluster`
+    (lazily, on ``await backend`` or the first submitted task) and closes it
+    on shutdown; given an ``address`` it connects a client of its own to that
+    scheduler, and given a ``client`` it uses it; in both cases the cluster
+    is left running on shutdown.
+
+    Function tasks are pickled with cloudpickle and run in worker threads;
+    ``async def`` functions run on a persistent event loop per worker thread.
+    Small function tasks are sent many to a Dask task (``chunk_size``), which
+    is what makes thousands of trivial tasks cheap. Executable tasks run one
+    per Dask task, as a child process in its own process group on the worker
+    (``shell``, ``cwd``, ``env``, ``timeout``, ``capture_stdio`` as in the
+    local backend; ``capture_stdio`` files are written on the worker, under
+    the backend's ``_work_dir``, so a remote cluster needs a shared file
+    system for them).
+
+    Cancelling reports the task CANCELED. A running executable's process
+    group is killed first (TERM, then KILL after ``kill_grace``); a running
+    function cannot be interrupted: its Dask task is cancelled when it has
+    not started, otherwise it runs on and its result is discarded. A task
+    whose worker dies is FAILED with `spec.WorkerLostError`; an owned cluster
+    runs with ``allowed_failures=0`` so the first worker death fails it rather
+    than re-running it elsewhere. RUNNING is not reported: Dask does not tell
+    a client when a task starts without a round trip per task.
+
+    Args:
+        client: An asynchronous ``distributed.Client`` (``asynchronous=True``)
+            on the event loop that will submit tasks. Never closed.
+        address: A scheduler address (``"tcp://host:8786"``) to connect to.
+        name: Name of the backend in an engine's registry.
+        chunk_size: Function tasks per Dask task; ``None`` picks one from
+            the backlog and the cluster's thread count; ``1`` disables
+            chunking.
+        kill_grace: Seconds between SIGTERM and SIGKILL when an executable
+            is cancelled or times out.
+        **cluster_kwargs: Passed to `distributed.LocalCluster` when the
+            backend owns its cluster (e.g. ``n_workers=2,
+            threads_per_worker=1``).
+
+    Raises:
+        ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
+            with either, or a ``client`` that is not asynchronous.
+    """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.FUNCTIONS,
+            Capability.EXECUTABLES,
+            Capability.CAPTURE_STDIO,
+            Capability.TIMEOUT,
+        }
+    )
+
+    def __init__(
+        self,
+        client: Any = None,
+        address: str | None = None,
+        name: str = "default",
+        *,
+        chunk_size: int | None = None,
+        kill_grace: float = 2.0,
+        **cluster_kwargs: Any,
+    ) -> None:
+        super().__init__(name)
+        if client is not None and address is not None:
+            raise ValueError("give a Dask client or a scheduler address, not both")
+        if cluster_kwargs and (client is not None or address is not None):
+            raise ValueError(
+                "LocalCluster options "
+                f"({', '.join(sorted(cluster_kwargs))}) apply only when the "
+                "backend starts its own cluster (no client, no address)"
+            )
+        if client is not None and not getattr(client, "asynchronous", False):
+            raise ValueError(
+                "the Dask client must be asynchronous: Client(..., asynchronous=True)"
+            )
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self._client: Any = client
+        self._address = address
+        self._cluster_kwargs = cluster_kwargs
+        self._owns_client = client is None
+        self._cluster: Any = None
+        self._chunk_size = chunk_size
+        self._kill_grace = float(kill_grace)
+        self._token = uuid.uuid4().hex[:8]
+        self._counter = itertools.count()
+        self._entries: dict[str, _Entry] = {}
+        self._pending: deque[_Entry] = deque()
+        self._chunks: dict[str, _Chunk] = {}
+        self._nthreads = 1
+        self._nthreads_at = 0.0
+        self._connect_error: BaseException | None = None
+        self._ac: Any = None
+        self._starter: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopper: asyncio.Task[None] | None = None
+        self._dispatch_wake: asyncio.Event | None = None
+        self._consume_wake: asyncio.Event | None = None
+        self._kill_keys: list[str] = []
+        self._kill_waiters: list[_Entry] = []
+        self._futures_to_cancel: list[Any] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def _start(self) -> Self:
+        await super()._start()
+        if self._state is not BackendState.SHUTDOWN:
+            await self._connected()
+            if self._connect_error is not None:
+                raise self._connect_error
+        return self
+
+    async def _connected(self) -> None:
+        """Connect once; later callers wait for the same attempt."""
+        if self._starter is None:
+            self._starter = asyncio.get_running_loop().create_task(self._connect())
+        await asyncio.shield(self._starter)
+
+    async def _connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._open_client(), _CONNECT_TIMEOUT)
+            self._ac = _dd.as_completed(loop=self._client.loop)
+            await self._refresh_nthreads()
+        except Exception as exc:
+            self._connect_error = BackendError(
+                f"backend {self.name!r} could not connect to Dask: {exc!r}"
+            )
+            self._connect_error.__cause__ = exc
+            logger.error("%s", self._connect_error)
+            return
+        loop = asyncio.get_running_loop()
+        self._consume_wake = asyncio.Event()
+        self._consumer = loop.create_task(self._consume())
+
+    async def _open_client(self) -> None:
+        if self._client is not None:
+            return
+        if self._address is None:
+            options: dict[str, Any] = {
+                "processes": True,
+                "dashboard_address": None,
+                # One worker death fails the task instead of re-running it.
+                "scheduler_kwargs": {"allowed_failures": 0},
+            }
+            options.update(self._cluster_kwargs)
+            self._cluster = await _dd.LocalCluster(asynchronous=True, **options)
+            target: Any = self._cluster
+        else:
+            target = self._address
+        self._client = await _dd.Client(target, asynchronous=True, set_as_default=False)
+
+    async def _refresh_nthreads(self) -> None:
+        threads = await self._client.nthreads()
+        self._nthreads = max(1, sum(threads.values()))
+        self._nthreads_at = time.monotonic()
+
+    async def shutdown(self) -> None:
+        """Stop: every unfinished task is reported CANCELED before this returns.
+
+        Running executables are killed on the workers; the Dask futures are
+        cancelled; an owned cluster is closed, a connected one left running.
+        Idempotent; concurrent calls wait for the same shutdown.
+        """
+        self._state = BackendState.SHUTDOWN
+        if self._stopper is None:
+            self._stopper = asyncio.get_running_loop().create_task(self._stop())
+        await asyncio.shield(self._stopper)
+
+    async def _stop(self) -> None:
+        await _cancel_and_wait(self._dispatcher)
+        if self._starter is not None and not self._starter.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._starter), _CONNECT_TIMEOUT)
+        if self._client is not None and self._ac is not None:
+            keys = [
+                e.key
+                for e in self._entries.values()
+                if e.chunk is not None and e.kind is TaskKind.EXECUTABLE
+            ]
+            keys.extend(self._kill_keys)
+            futures = [c.future for c in self._chunks.values() if c.future is not None]
+            try:
+                await asyncio.wait_for(
+                    self._cancel_remote(keys, futures), self._kill_grace + 10.0
+                )
+            except Exception:
+                logger.exception("backend %r: cancelling on Dask failed", self.name)
+        self._pending.clear()
+        for task in list(self._in_flight.values()):
+            self._finish(task, TaskState.CANCELED)
+        self._entries.clear()
+        self._kill_waiters.clear()
+        for task_ in (self._consumer, self._flusher, self._starter):
+            await _cancel_and_wait(task_)
+        self._chunks.clear()
+        self._ac = None
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        client, cluster = self._client, self._cluster
+        self._cluster = None
+        try:
+            if client is not None and self._owns_client:
+                await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
+            if cluster is not None:
+                await asyncio.wait_for(cluster.close(), _CLOSE_TIMEOUT)
+        except Exception:
+            logger.exception("backend %r: closing Dask failed", self.name)
+
+    # -- submission ------------------------------------------------------------
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        """Queue a batch for the cluster and return at once.
+
+        Nothing here awaits, so no state is delivered while it runs (ST-5);
+        the dispatcher sends the batch to Dask on the next loop turns.
+
+        Args:
+            tasks: Task dicts, each with a unique string ``uid``.
+
+        Raises:
+            InvalidTaskError: An entry is not a dict or lacks a string uid.
+            DuplicateTaskError: A uid repeats or is already in flight.
+            BackendShutdownError: The backend has been shut down.
+        """
+        accepted = self._accept(tasks)
+        if not accepted:
+            return
+        loop = asyncio.get_running_loop()
+        unrunnable: list[dict[str, Any]] = []
+        entries, pending = self._entries, self._pending
+        token, counter = self._token, self._counter
+        for task in accepted:
+            kind = task_kind(task)
+            if kind is None or kind is TaskKind.PROMPT:
+                unrunnable.append(task)
+                continue
+            entry = _Entry(task, kind, f"{task['uid']}-{token}-{next(counter)}")
+            entries[task["uid"]] = entry
+            pending.append(entry)
+        if unrunnable:
+            loop.call_soon(self._fail_unrunnable, unrunnable)
+        if self._dispatcher is None:
+            self._dispatch_wake = asyncio.Event()
+            self._dispatcher = loop.create_task(self._dispatch())
+        if self._dispatch_wake is not None:
+            self._dispatch_wake.set()
+
+    def _fail_unrunnable(self, tasks: list[dict[str, Any]]) -> None:
+        for task in tasks:
+            error: Exception
+            if task_kind(task) is TaskKind.PROMPT:
+                error = CapabilityNotSupportedError(
+                    "prompts", f"task {task['uid']!r} is a prompt task"
+                )
+            else:
+                error = ValueError(_NOTHING_TO_RUN.format(uid=task["uid"]))
+            task["exception"] = error
+            task["stderr"] = str(error)
+            self._finish(task, TaskState.FAILED)
+
+    def _complete(self, entry: _Entry, state: TaskState) -> None:
+        uid = entry.task["uid"]
+        if self._entries.get(uid) is entry:
+            del self._entries[uid]
+        self._finish(entry.task, state)
+
+    def _fail(self, entry: _Entry, error: BaseException, stderr: str = "") -> None:
+        entry.task["exception"] = error
+        entry.task["stderr"] = stderr or str(error)
+        self._complete(entry, TaskState.FAILED)
+
+    async def _dispatch(self) -> None:
+        """Send queued tasks to Dask, a slice per loop turn."""
+        await self._connected()
+        wake = self._dispatch_wake
+        assert wake is not None  # set together with this task
+        while True:
+            if not self._pending:
+                wake.clear()
+                await wake.wait()
+                continue
+            if self._connect_error is not None:
+                while self._pending:
+                    entry = self._pending.popleft()
+                    if not entry.canceling:
+                        self._fail(entry, self._connect_error)
+                continue
+            if time.monotonic() - self._nthreads_at > 10.0:
+                with contextlib.suppress(Exception):
+                    await self._refresh_nthreads()
+            self._dispatch_slice()
+            await asyncio.sleep(0)
+
+    def _dispatch_slice(self) -> None:
+        backlog = len(self._pending)
+        functions: list[_Entry] = []
+        executables: list[_Entry] = []
+        while self._pending and len(functions) + len(executables) < _SLICE:
+            entry = self._pending.popleft()
+            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+                continue
+            if entry.kind is TaskKind.FUNCTION:
+                functions.append(entry)
+            else:
+                executables.append(entry)
+        if functions:
+            size = self._chunk_size or max(
+                1, min(_MAX_CHUNK, backlog // (4 * self._nthreads))
+            )
+            self._submit_functions(functions, size)
+        if executables:
+            self._submit_executables(executables)
+
+    def _submit_functions(self, entries: list[_Entry], size: int) -> None:
+        chunks: list[_Chunk] = []
+        batches: list[_worker.FunctionBatch] = []
+        items: list[tuple[str, bytes]] = []
+        members: list[_Entry] = []
+        for entry in entries:
+            task = entry.task
+            try:
+                blob = _worker.dumps_function_item(
+                    task["function"], task.get("args") or (), task.get("kwargs") or {}
+                )
+            except Exception as exc:
+                error = TypeError(
+                    f"task {task['uid']!r}: its function or arguments cannot be "
+                    f"pickled to send them to the Dask workers: {exc}"
+                )
+                error.__cause__ = exc
+                self._fail(entry, error)
+                continue
+            items.append((entry.key, blob))
+            members.append(entry)
+            if len(items) >= size:
+                chunks.append(self._new_chunk(members))
+                batches.append(_worker.FunctionBatch(items))
+                items, members = [], []
+        if items:
+            chunks.append(self._new_chunk(members))
+            batches.append(_worker.FunctionBatch(items))
+        if chunks:
+            self._submit(_worker.run_functions, chunks, batches)
+
+    def _submit_executables(self, entries: list[_Entry]) -> None:
+        chunks: list[_Chunk] = []
+        jobs: list[_worker.ExecutableJob] = []
+        for entry in entries:
+            task = entry.task
+            try:
+                build_command(task, parse_options(task))
+            except ValueError as exc:
+                self._fail(entry, exc)
+                continue
+            options = task.get("task_backend_specific_kwargs") or {}
+            part = {k: task[k] for k in _EXEC_FIELDS if k in task}
+            part["task_backend_specific_kwargs"] = {
+                k: options[k] for k in _EXEC_OPTIONS if k in options
+            }
+            chunk = self._new_chunk([entry], key=entry.key)
+            chunks.append(chunk)
+            jobs.append(
+                _worker.ExecutableJob(entry.key, part, self._work_dir, self._kill_grace)
+            )
+        if chunks:
+            self._submit(_worker.run_executable, chunks, jobs)
+
+    def _new_chunk(self, members: list[_Entry], key: str | None = None) -> _Chunk:
+        if key is None:
+            key = f"asyncflow-{self._token}-c{next(self._counter)}"
+        chunk = _Chunk(key, members, live=len(members))
+        for entry in members:
+            entry.chunk = chunk
+        self._chunks[key] = chunk
+        return chunk
+
+    def _submit(self, function: Any, chunks: list[_Chunk], payloads: list[Any]) -> None:
+        try:
+            futures = self._client.map(
+                function, payloads, key=[c.key for c in chunks], pure=False
+            )
+        except Exception as exc:
+            for chunk in chunks:
+                self._chunks.pop(chunk.key, None)
+                for entry in chunk.entries:
+                    self._fail(entry, BackendError(f"Dask refused the task: {exc!r}"))
+            return
+        for chunk, future in zip(chunks, futures, strict=True):
+            chunk.future = future
+        self._ac.update(futures)
+        if self._consume_wake is not None:
+            self._consume_wake.set()
+
+    # -- completion ------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        """Report finished Dask futures, in batches, on the loop thread."""
+        ac, wake = self._ac, self._consume_wake
+        assert wake is not None  # set together with this task
+        while True:
+            if ac.is_empty():
+                wake.clear()
+                await wake.wait()
+                continue
+            try:
+                first = await ac.__anext__()
+            except StopAsyncIteration:
+                continue
+            batch = [first, *ac.next_batch(block=False)]
+            try:
+                await self._settle(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never lose the consumer; the tasks fail instead
+                logger.exception("backend %r: settling Dask results failed", self.name)
+                for future in batch:
+                    self._settle_error(future, BackendError("internal error"))
+
+    async def _settle(self, batch: list[Any]) -> None:
+        finished = [f for f in batch if f.status == "finished"]
+        if finished:
+            try:
+                results = await self._client.gather(finished)
+            except Exception:
+                results = None
+            if results is None:  # one gather failed (lost data?): go one by one
+                for future in finished:
+                    try:
+                        outcomes = await self._client.gather(future)
+                    except Exception as exc:
+                        self._settle_error(future, exc)
+                    else:
+                        self._settle_outcomes(future, outcomes)
+            else:
+                for future, outcomes in zip(finished, results, strict=True):
+                    self._settle_outcomes(future, outcomes)
+        for future in batch:
+            if future.status == "finished":
+                continue
+            error: BaseException
+            if future.status == "cancelled":
+                error = WorkerLostError(
+                    "Dask cancelled the task without being asked to "
+                    "(lost connection to the scheduler?)"
+                )
+            else:
+                try:
+                    error = await future.exception()
+                except Exception as exc:
+                    error = exc
+            self._settle_error(future, error)
+
+    def _settle_outcomes(self, future: Any, outcomes: Any) -> None:
+        chunk = self._chunks.pop(future.key, None)
+        if chunk is None:
+            return
+        if not isinstance(outcomes, list):  # an executable's one outcome
+            outcomes = [outcomes]
+        for entry, outcome in zip(chunk.entries, outcomes, strict=True):
+            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+                continue
+            if entry.kind is TaskKind.EXECUTABLE:
+                self._settle_executable(entry, outcome)
+            else:
+                self._settle_function(entry, outcome)
+
+    def _settle_function(self, entry: _Entry, outcome: _worker.Outcome) -> None:
+        status, payload, stderr, type_name, message = outcome
+        task = entry.task
+        if status == _worker.OK:
+            try:
+                task["return_value"] = cloudpickle.loads(payload)
+            except Exception as exc:
+                self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
+                return
+            self._complete(entry, TaskState.DONE)
+        elif status == _worker.FAILED:
+            self._fail(entry, _load_exception(payload, type_name, message), stderr)
+        else:
+            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+
+    def _settle_executable(self, entry: _Entry, outcome: _worker.Outcome) -> None:
+        status, payload, stderr, type_name, message = outcome
+        task = entry.task
+        if status == _worker.EXITED:
+            stdout, err, exit_code, exception = cloudpickle.loads(payload)
+            task.update(stdout=stdout, stderr=err, exit_code=exit_code)
+            task["exception"] = exception
+            done = exit_code == 0
+            self._complete(entry, TaskState.DONE if done else TaskState.FAILED)
+        elif status == _worker.FAILED:
+            task.update(stdout=None, exit_code=None)
+            self._fail(entry, _load_exception(payload, type_name, message), stderr)
+        else:
+            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+
+    def _settle_error(self, future: Any, exc: BaseException) -> None:
+        chunk = self._chunks.pop(future.key, None)
+        if chunk is None:
+            return
+        error = exc
+        if isinstance(exc, KilledWorker):
+            error = WorkerLostError(
+                f"the Dask worker running this task died ({exc}); "
+                "the task's result is lost"
+            )
+            error.__cause__ = exc
+        for entry in chunk.entries:
+            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+                continue
+            self._fail(entry, error)
+
+    # -- cancellation ------------------------------------------------------------
+
+    async def cancel_task(self, uid: str) -> bool:
+        """Cancel a task; ``True`` iff it will be reported CANCELED.
+
+        Returns at once: the CANCELED state comes on a later loop turn. For a
+        running executable it comes once its process group has been killed.
+
+        Args:
+            uid: The task's uid.
+
+        Returns:
+            ``False`` for unknown or finished uids, ``True`` otherwise.
+        """
+        entry = self._entries.get(uid)
+        if entry is None or self._in_flight.get(uid) is not entry.task:
+            return False
+        if entry.canceling:
+            return True
+        entry.canceling = True
+        chunk = entry.chunk
+        loop = asyncio.get_running_loop()
+        if chunk is None or entry.kind is TaskKind.FUNCTION:
+            loop.call_soon(self._complete, entry, TaskState.CANCELED)
+        if chunk is not None:
+            self._kill_keys.append(entry.key)
+            if entry.kind is TaskKind.EXECUTABLE:
+                self._kill_waiters.append(entry)
+            chunk.live -= 1
+            if chunk.live == 0 and chunk.future is not None:
+                self._futures_to_cancel.append(chunk.future)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = loop.create_task(self._flush_cancels())
+        return True
+
+    async def _flush_cancels(self) -> None:
+        """Send the cancels collected so far in one call; repeat until none."""
+        while self._kill_keys or self._futures_to_cancel:
+            keys, self._kill_keys = self._kill_keys, []
+            futures, self._futures_to_cancel = self._futures_to_cancel, []
+            waiters, self._kill_waiters = self._kill_waiters, []
+            try:
+                await asyncio.wait_for(
+                    self._cancel_remote(keys, futures), self._kill_grace + 10.0
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("backend %r: cancelling on Dask failed", self.name)
+            for entry in waiters:
+                self._complete(entry, TaskState.CANCELED)
+
+    async def _cancel_remote(self, keys: list[str], futures: list[Any]) -> None:
+        if futures:
+            await self._client.cancel(futures, force=True)
+        if keys:
+            await self._client.run(
+                _worker.cancel_keys, keys, self._kill_grace, on_error="return"
+            )
+
+
+def _load_exception(
+    payload: bytes | None, type_name: str, message: str
+) -> BaseException:
+    """Rebuild a task's exception, or a `StandInError` naming its type."""
+    if payload is not None:
+        try:
+            exc = cloudpickle.loads(payload)
+        except Exception:
+            pass
+        else:
+            if isinstance(exc, BaseException):
+                return exc
+    return StandInError(type_name, message)
+
+
+async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(task, _CLOSE_TIMEOUT)
+
+
+# -- a shared LocalCluster, for the conformance suite and tests --------------------
+
+_shared_lock = threading.Lock()
+_shared_cluster: Any = None
+
+
+def _shared_address(n_workers: int) -> str:
+    global _shared_cluster
+    with _shared_lock:
+        if _shared_cluster is None:
+            _shared_cluster = _dd.LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                scheduler_kwargs={"allowed_failures": 0},
+            )
+            atexit.register(_close_shared)
+        return str(_shared_cluster.scheduler_address)
+
+
+def _close_shared() -> None:
+    global _shared_cluster
+    with _shared_lock:
+        if _shared_cluster is not None:
+            with contextlib.suppress(Exception):
+                _shared_cluster.close(timeout=_CLOSE_TIMEOUT)
+            _shared_cluster = None
+
+
+async def shared_local_backend() -> DaskExecutionBackend:
+    """Return a backend connected to a process-wide two-worker `LocalCluster`.
+
+    The cluster (two worker processes, one thread each) starts on the first
+    call, in its own thread, and is closed when the interpreter exits; every
+    backend returned connects to it, so many short-lived backends (as the
+    conformance suite creates) do not pay for a cluster each::
+
+        python -m conformance reference.dask:shared_local_backend
+
+    Returns:
+        A new backend, connected to the shared cluster.
+    """
+    address = await asyncio.to_thread(_shared_address, 2)
+    return DaskExecutionBackend(address=address, name="dask")
