@@ -70,63 +70,68 @@ def _cell(text: str) -> str:
 
 @dataclass(frozen=True)
 class ConformanceTest:
-    """One test function of the conformance suite and the clauses it checks."""
+    """One test of the conformance suite and the clauses it checks."""
 
     path: str
-    """Path relative to the project root, e.g. ``conformance/test_x.py``."""
+    """Path relative to the project root, e.g. ``conformance/checks/states.py``."""
     qualname: str
-    """``Class::test_name`` or ``test_name``."""
+    """The function's name, prefixed by its class (``Class.name``) if any."""
     line: int
     summary: str
     clauses: tuple[str, ...] = field(default=())
 
     @property
-    def node_id(self) -> str:
-        """The pytest-style node id."""
-        return f"{self.path}::{self.qualname}"
+    def test_id(self) -> str:
+        """The suite's test ID: ``<module>.<qualname>``, e.g. ``states.order``."""
+        return f"{Path(self.path).stem}.{self.qualname}"
 
     @property
     def anchor(self) -> str:
         """The HTML id of the test's entry on the tests page."""
-        return re.sub(r"[^a-z0-9]+", "-", self.node_id.lower()).strip("-")
+        return re.sub(r"[^a-z0-9]+", "-", self.test_id.lower()).strip("-")
 
 
 def _ids_in(node: ast.AST) -> list[str]:
     """Clause IDs in the string constants under ``node``."""
     found: list[str] = []
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
-            found.extend(CLAUSE_ID.findall(sub.value))
+        if (
+            isinstance(sub, ast.Constant)
+            and isinstance(sub.value, str)
+            and CLAUSE_ID.fullmatch(sub.value)
+        ):
+            found.append(sub.value)
     return found
 
 
-def _tests_in_module(path: Path, root: Path) -> Iterable[ConformanceTest]:
+def _tests_in_module(path: Path, root: Path) -> list[ConformanceTest]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     rel = path.relative_to(root).as_posix()
+    tests: list[ConformanceTest] = []
 
     def visit(body: list[ast.stmt], prefix: str, inherited: list[str]) -> None:
         for node in body:
+            if not isinstance(
+                node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            ):
+                continue
+            ids = inherited + [i for d in node.decorator_list for i in _ids_in(d)]
             if isinstance(node, ast.ClassDef):
-                ids = inherited + [i for d in node.decorator_list for i in _ids_in(d)]
-                visit(node.body, f"{prefix}{node.name}::", ids)
-            elif isinstance(
-                node, (ast.FunctionDef, ast.AsyncFunctionDef)
-            ) and node.name.startswith("test"):
-                ids = inherited + [i for d in node.decorator_list for i in _ids_in(d)]
-                if not ids:
-                    continue
-                doc = ast.get_docstring(node) or ""
-                tests.append(
-                    ConformanceTest(
-                        path=rel,
-                        qualname=f"{prefix}{node.name}",
-                        line=node.lineno,
-                        summary=doc.strip().splitlines()[0] if doc.strip() else "",
-                        clauses=tuple(dict.fromkeys(ids)),
-                    )
+                visit(node.body, f"{prefix}{node.name}.", ids)
+                continue
+            if not ids:
+                continue
+            doc = (ast.get_docstring(node) or "").strip()
+            tests.append(
+                ConformanceTest(
+                    path=rel,
+                    qualname=f"{prefix}{node.name}",
+                    line=node.lineno,
+                    summary=" ".join(doc.split("\n\n")[0].split()),
+                    clauses=tuple(dict.fromkeys(ids)),
                 )
+            )
 
-    tests: list[ConformanceTest] = []
     visit(tree.body, "", [])
     return tests
 
@@ -134,9 +139,9 @@ def _tests_in_module(path: Path, root: Path) -> Iterable[ConformanceTest]:
 def find_conformance_tests(package_dir: Path | None = None) -> list[ConformanceTest]:
     """Scan the conformance package for tests tagged with clause IDs.
 
-    A test counts when a clause ID appears in a string constant of one of its
-    decorators (or of its class's decorators), e.g. ``@clause("SB-2")`` or
-    ``@pytest.mark.clause("SB-2")``. Nothing is imported.
+    A function counts as a test of a clause when the clause ID is a string
+    constant in one of its decorators (or its class's), which is how the
+    suite registers them: ``@clause("ST-2", "ST-3")``. Nothing is imported.
 
     Args:
         package_dir: The package to scan; defaults to the installed
@@ -175,9 +180,9 @@ def tests_page(tests: list[ConformanceTest]) -> str:
             lines += [f"## `{current}`", ""]
         links = ", ".join(f"[{c}](contract.md#{c})" for c in test.clauses)
         lines += [
-            f"### `{test.qualname}` {{ #{test.anchor} }}",
+            f"### `{test.test_id}` {{ #{test.anchor} }}",
             "",
-            f"Line {test.line}; checks {links}.",
+            f"`{test.path}`, line {test.line}; checks {links}.",
             "",
         ]
         if test.summary:
@@ -214,7 +219,7 @@ def clause_tables(
             else "every backend"
         )
         checked = ", ".join(
-            f"[`{t.qualname.rsplit('::', 1)[-1]}`]({tests_page_url}#{t.anchor})"
+            f"[`{t.test_id}`]({tests_page_url}#{t.anchor})"
             for t in by_clause.get(item.id, [])
         )
         out.append(
@@ -342,9 +347,11 @@ def _rst_to_md(text: str) -> str:
 
 
 def _type(annotation: str) -> str:
-    required = annotation.startswith("Required[")
-    inner = annotation[len("Required[") : -1] if required else annotation
-    return f"`{inner}`"
+    """The annotation without a ``Required[...]`` / ``NotRequired[...]`` wrapper."""
+    for wrapper in ("Required[", "NotRequired["):
+        if annotation.startswith(wrapper):
+            return f"`{annotation[len(wrapper) : -1]}`"
+    return f"`{annotation}`"
 
 
 _TASK_SECTIONS = (
@@ -393,9 +400,14 @@ def task_dict_tables() -> str:
             "| Key | Type | Required | Meaning |",
             "| --- | --- | --- | --- |",
         ]
-        required: frozenset[str] = getattr(cls, "__required_keys__", frozenset())
+        # Read Required[...] from the source: with postponed annotations the
+        # runtime __required_keys__ cannot see it.
+        total: bool = getattr(cls, "__total__", True)
         for key, (annotation, text) in attribute_docs(path, class_name).items():
-            req = "yes" if key in required else "no"
+            required = annotation.startswith("Required[") or (
+                total and not annotation.startswith("NotRequired[")
+            )
+            req = "yes" if required else "no"
             out.append(
                 f"| `{key}` | {_cell(_type(annotation))} | {req} "
                 f"| {_cell(_rst_to_md(text))} |"

@@ -1,0 +1,129 @@
+"""The tutorial's backend (docs/tutorial/tutorial_backend.py) is real and conforms.
+
+The page shows this file; these tests keep it honest: mypy accepts it as a
+`spec.ExecutionBackend` under ``--strict``, and the conformance suite passes
+every MUST clause for the capabilities it declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from mypy import api
+
+import spec
+
+ROOT = Path(__file__).resolve().parents[2]
+TUTORIAL = ROOT / "docs" / "tutorial" / "tutorial_backend.py"
+
+
+def _load() -> ModuleType:
+    found = importlib.util.spec_from_file_location("tutorial_backend", TUTORIAL)
+    assert found and found.loader
+    module = importlib.util.module_from_spec(found)
+    sys.modules["tutorial_backend"] = module
+    found.loader.exec_module(module)
+    return module
+
+
+def test_mypy_strict_accepts_it_as_an_execution_backend() -> None:
+    text = TUTORIAL.read_text(encoding="utf-8")
+    # The file must declare conformance, or mypy would check nothing.
+    assert "backend: ExecutionBackend = TutorialBackend()" in text
+    stdout, stderr, status = api.run(["--strict", "--no-error-summary", str(TUTORIAL)])
+    assert status == 0, stdout + stderr
+
+
+def test_mypy_would_reject_a_broken_copy(tmp_path: Path) -> None:
+    """The declaration really is checked: break cancel_task and mypy says so."""
+    broken = TUTORIAL.read_text(encoding="utf-8").replace(
+        "async def cancel_task(self, uid: str) -> bool:",
+        "def cancel_task(self, uid: str) -> bool:",
+    )
+    broken = broken.replace("asyncio.get_running_loop().call_soon(", "(")
+    path = tmp_path / "tutorial_backend.py"
+    path.write_text(broken, encoding="utf-8")
+    stdout, _, status = api.run(["--strict", "--no-error-summary", str(path)])
+    assert status == 1
+    assert "cancel_task" in stdout
+
+
+def test_it_declares_functions_only() -> None:
+    module = _load()
+    backend = module.TutorialBackend()
+    assert isinstance(backend, spec.ExecutionBackend)
+    assert spec.capabilities_of(backend) == {spec.Capability.FUNCTIONS}
+
+
+@pytest.mark.asyncio
+async def test_the_tutorial_walkthrough_holds() -> None:
+    """The behaviours the page promises, one quick run."""
+    module = _load()
+    backend = module.TutorialBackend()
+    states: list[tuple[str, str]] = []
+    terminal = asyncio.Event()
+
+    def on_state(task: dict[str, Any], state: str) -> None:
+        states.append((task["uid"], str(state)))
+        if sum(s in ("DONE", "FAILED", "CANCELED") for _, s in states) == 4:
+            terminal.set()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    backend.register_callback(on_state)
+    batch = [
+        {"uid": "ok", "function": divmod, "args": [7, 2]},
+        {"uid": "boom", "function": lambda: 1 / 0},
+        {"uid": "exe", "executable": "/bin/true"},
+        {"uid": "hang", "function": forever},
+    ]
+    await backend.submit_tasks(batch)
+    assert states == []  # nothing delivered inside submit_tasks (ST-5)
+    with pytest.raises(spec.DuplicateTaskError):
+        await backend.submit_tasks([{"uid": "new"}, {"uid": "ok"}])
+    assert await backend.cancel_task("hang") is True
+    assert await backend.cancel_task("nobody") is False
+    await asyncio.wait_for(terminal.wait(), timeout=30)
+    await backend.shutdown()
+    assert backend.state() is spec.BackendState.SHUTDOWN
+    final = {uid: s for uid, s in states if s != "RUNNING"}
+    assert final == {
+        "ok": "DONE",
+        "boom": "FAILED",
+        "exe": "FAILED",
+        "hang": "CANCELED",
+    }
+    assert batch[0]["return_value"] == (3, 1)
+    assert isinstance(batch[1]["exception"], ZeroDivisionError)
+    assert "ZeroDivisionError" in batch[1]["stderr"]
+    assert isinstance(batch[2]["exception"], spec.CapabilityNotSupportedError)
+    with pytest.raises(spec.BackendShutdownError):
+        await backend.submit_tasks([{"uid": "late", "function": int}])
+
+
+def _suite_present() -> bool:
+    return importlib.util.find_spec("conformance.checks.lifecycle") is not None
+
+
+@pytest.mark.skipif(
+    not _suite_present(), reason="the conformance checks are not built yet"
+)
+def test_the_conformance_suite_passes_every_applicable_must_clause() -> None:
+    from conformance.runner import run
+
+    module = _load()
+    report = run(module.TutorialBackend)
+    failing = {
+        cid: res.evidence
+        for cid, res in report.clauses.items()
+        if res.clause.level is spec.Level.MUST and cid in report.failed
+    }
+    assert not failing, failing
+    assert report.ok, report.errors
