@@ -210,8 +210,8 @@ def clause_tables(
                 "",
                 f"## {area.value} ({area.name}) {{ #area-{area.name.lower()} }}",
                 "",
-                "| ID | Level | Rule | Applies to | Checked by |",
-                "| --- | --- | --- | --- | --- |",
+                "| Clause | Rule | Applies to | Checked by |",
+                "| --- | --- | --- | --- |",
             ]
         applies = (
             f"[`{item.capability.value}`](#capabilities)"
@@ -223,7 +223,7 @@ def clause_tables(
             for t in by_clause.get(item.id, [])
         )
         out.append(
-            f"| **{item.id}**{{ #{item.id} }} | {item.level.value} "
+            f"| **{item.id}**{{ #{item.id} }} {item.level.value} "
             f"| {_cell(item.text)} | {applies} | {checked or 'no test yet'} |"
         )
     return "\n".join(out).lstrip("\n") + "\n"

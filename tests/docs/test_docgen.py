@@ -68,7 +68,7 @@ def test_clause_tables_list_every_clause_once_and_link_its_tests(
     for cid, item in spec.CLAUSES.items():
         rows = [line for line in md.splitlines() if f"{{ #{cid} }}" in line]
         assert len(rows) == 1, cid
-        assert f"| {item.level.value} |" in rows[0]
+        assert f"{{ #{cid} }} {item.level.value} |" in rows[0]
     st2 = next(line for line in md.splitlines() if "{ #ST-2 }" in line)
     assert "conformance-tests.md#states-one-terminal-state" in st2
     lc1 = next(line for line in md.splitlines() if "{ #LC-1 }" in line)
