@@ -272,6 +272,8 @@ class DaskExecutionBackend(BackendBase):
         await asyncio.shield(self._stopper)
 
     async def _stop(self) -> None:
+        for entry in self._entries.values():
+            entry.canceling = True  # from now on, results that arrive are dropped
         await _cancel_and_wait(self._dispatcher)
         if self._starter is not None and not self._starter.done():
             with contextlib.suppress(asyncio.TimeoutError):

@@ -1,0 +1,95 @@
+"""Task functions and a state recorder shared by the Dask backend tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import cloudpickle
+
+from spec import TaskState
+
+# Workers are separate processes that cannot import the tests: send these by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int = 0) -> int:
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+async def loop_use_count() -> tuple[int, int, int]:
+    """Count the tasks that ran on this loop: 1 each time if loops were fresh."""
+    loop = asyncio.get_running_loop()
+    count = getattr(loop, "asyncflow_test_count", 0) + 1
+    loop.asyncflow_test_count = count  # type: ignore[attr-defined]
+    return os.getpid(), threading.get_ident(), count
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickles, but cannot be rebuilt
+        super().__init__(f"{a}-{b}")
+        self.lock = threading.Lock()
+
+
+def raise_key_error() -> None:
+    raise KeyError("missing thing")
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable(1, 2)
+
+
+def return_lock() -> Any:
+    return threading.Lock()
+
+
+def sleep_then(seconds: float, marker: str | None = None) -> str:
+    time.sleep(seconds)
+    if marker:
+        with open(marker, "w") as f:
+            f.write("ran")
+    return "slept"
+
+
+def kill_own_worker() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Recorder:
+    """The callback: records every state, with the thread it arrived on."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, list[TaskState]] = {}
+        self.threads: set[int] = set()
+        self.terminal: dict[str, asyncio.Event] = {}
+        self.closed = False
+        self.after_close: list[tuple[str, TaskState]] = []
+
+    def __call__(self, task: dict[str, Any], state: TaskState) -> None:
+        uid = task["uid"]
+        if self.closed:
+            self.after_close.append((uid, state))
+        self.states.setdefault(uid, []).append(state)
+        self.threads.add(threading.get_ident())
+        if state in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELED):
+            self.event(uid).set()
+
+    def event(self, uid: str) -> asyncio.Event:
+        return self.terminal.setdefault(uid, asyncio.Event())
+
+    async def wait(self, *uids: str, timeout: float = 60.0) -> None:
+        events = [self.event(uid).wait() for uid in uids]
+        await asyncio.wait_for(asyncio.gather(*events), timeout)
+
+    def final(self, uid: str) -> TaskState:
+        return self.states[uid][-1]

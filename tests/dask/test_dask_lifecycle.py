@@ -1,0 +1,165 @@
+"""Lifecycle of the Dask backend: clusters owned or not, cancel, shutdown, loss."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _dask_helpers import Recorder, add, kill_own_worker, sleep_then
+
+from spec import (
+    BackendShutdownError,
+    BackendState,
+    Capability,
+    TaskState,
+    WorkerLostError,
+    capabilities_of,
+)
+
+distributed = pytest.importorskip("distributed")
+from reference.dask import DaskExecutionBackend  # noqa: E402
+
+pytestmark = pytest.mark.asyncio
+
+
+def _children() -> set[int]:
+    """Living descendants, minus multiprocessing's per-interpreter helpers."""
+    psutil = pytest.importorskip("psutil")
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if "multiprocessing.resource_tracker" in " ".join(child.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        found.add(child.pid)
+    return found
+
+
+async def test_owned_cluster_starts_lazily_and_closes_on_shutdown() -> None:
+    before = _children()
+    backend = DaskExecutionBackend(n_workers=1, threads_per_worker=1)
+    assert backend.state() is BackendState.INITIALIZED
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    # Accepts tasks straight after construction; the cluster starts behind it.
+    task: dict[str, Any] = {"uid": "a", "function": add, "args": (20, 22)}
+    await backend.submit_tasks([task])
+    assert backend.state() is BackendState.RUNNING
+    await recorder.wait("a", timeout=90)
+    assert task["return_value"] == 42
+    assert _children() - before, "the owned cluster runs worker processes"
+    await asyncio.wait_for(backend.shutdown(), 90)
+    await asyncio.wait_for(backend.shutdown(), 10)  # idempotent
+    assert backend.state() is BackendState.SHUTDOWN
+    assert not (_children() - before), "the owned cluster's processes are gone"
+
+
+async def test_await_backend_connects_and_async_with_shuts_down(address: str) -> None:
+    async with DaskExecutionBackend(address=address) as backend:
+        assert backend.state() is BackendState.RUNNING
+        assert await backend is backend
+    assert backend.state() is BackendState.SHUTDOWN
+
+
+async def test_connected_cluster_and_given_client_are_left_running(
+    address: str,
+) -> None:
+    first = DaskExecutionBackend(address=address)
+    await first
+    await first.shutdown()
+    client = await distributed.Client(address, asynchronous=True)
+    try:
+        backend = DaskExecutionBackend(client=client)
+        recorder = Recorder()
+        backend.register_callback(recorder)
+        await backend.submit_tasks([{"uid": "c", "function": add, "args": (1,)}])
+        await recorder.wait("c")
+        await backend.shutdown()
+        assert client.status == "running"
+        # The cluster still runs tasks for someone else.
+        assert await client.submit(add, 2, 3, pure=False) == 5
+    finally:
+        await client.close()
+
+
+async def test_constructor_rejects_conflicting_arguments() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        DaskExecutionBackend(client=object(), address="tcp://x:1")
+    with pytest.raises(ValueError, match="asynchronous"):
+        DaskExecutionBackend(client=object())
+    with pytest.raises(ValueError, match="n_workers"):
+        DaskExecutionBackend(address="tcp://x:1", n_workers=2)
+
+
+async def test_declares_its_capabilities() -> None:
+    caps = capabilities_of(DaskExecutionBackend(address="tcp://unused:1"))
+    assert {
+        Capability.FUNCTIONS,
+        Capability.EXECUTABLES,
+        Capability.CAPTURE_STDIO,
+        Capability.TIMEOUT,
+    } <= caps
+    assert Capability.PROMPTS not in caps
+
+
+async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> None:
+    backend = DaskExecutionBackend(address=address, chunk_size=1)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    marker = tmp_path / "ran"
+    busy = [
+        {"uid": f"busy{i}", "function": sleep_then, "args": (1.0,)} for i in range(2)
+    ]
+    late: dict[str, Any] = {
+        "uid": "late",
+        "function": sleep_then,
+        "args": (0.0, str(marker)),
+    }
+    try:
+        await backend.submit_tasks([*busy, late])
+        assert await backend.cancel_task("late") is True
+        assert await backend.cancel_task("nobody") is False
+        await recorder.wait("busy0", "busy1", "late")
+        assert recorder.states["late"] == [TaskState.CANCELED]
+        assert recorder.final("busy0") is TaskState.DONE
+    finally:
+        await backend.shutdown()
+    assert not marker.exists()
+
+
+async def test_shutdown_cancels_everything_and_then_stays_silent(
+    address: str,
+) -> None:
+    backend = DaskExecutionBackend(address=address)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    tasks = [{"uid": f"s{i}", "function": sleep_then, "args": (2.0,)} for i in range(4)]
+    await backend.submit_tasks(tasks)
+    await asyncio.sleep(0)  # let the dispatcher hand them to Dask
+    await asyncio.wait_for(backend.shutdown(), 60)
+    recorder.closed = True
+    assert all(recorder.states[t["uid"]] == [TaskState.CANCELED] for t in tasks)
+    with pytest.raises(BackendShutdownError):
+        await backend.submit_tasks([{"uid": "after", "function": add, "args": (1,)}])
+    assert await backend.cancel_task("s0") is False
+    await asyncio.sleep(2.5)  # the cancelled functions finish on the workers now
+    assert recorder.after_close == []
+
+
+async def test_lost_worker_fails_the_task(address: str) -> None:
+    backend = DaskExecutionBackend(address=address)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    task: dict[str, Any] = {"uid": "doomed", "function": kill_own_worker}
+    try:
+        await backend.submit_tasks([task])
+        await recorder.wait("doomed", timeout=90)
+    finally:
+        await backend.shutdown()
+    assert recorder.states["doomed"] == [TaskState.FAILED]
+    assert isinstance(task["exception"], WorkerLostError)
