@@ -1,0 +1,99 @@
+"""Helpers shared by the reference-backend tests (imported as ``_ref_helpers``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import psutil
+
+from spec import TASK_TRANSITIONS, TaskState
+
+
+class Recorder:
+    """A state callback that records every delivery and checks the state machine.
+
+    It keeps uids and states only, never the task dicts, so tests can check
+    that the backend retains nothing.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, TaskState, int]] = []
+        self.last: dict[str, TaskState | None] = {}
+        self.violations: list[str] = []
+        self._changed: asyncio.Event | None = None
+
+    def __call__(self, task: dict[str, Any], state: TaskState) -> None:
+        uid = task["uid"]
+        self.events.append((uid, state, threading.get_ident()))
+        previous = self.last.get(uid)
+        if not isinstance(state, TaskState):
+            self.violations.append(f"{uid}: {state!r} is not a TaskState")
+        elif state not in TASK_TRANSITIONS[previous]:
+            self.violations.append(f"{uid}: {previous} -> {state}")
+        self.last[uid] = state
+        if self._changed is not None:
+            self._changed.set()
+
+    def states(self, uid: str) -> list[TaskState]:
+        """Every state delivered for ``uid``, in order."""
+        return [state for u, state, _ in self.events if u == uid]
+
+    def final(self, uid: str) -> TaskState | None:
+        """The last state delivered for ``uid``."""
+        return self.last.get(uid)
+
+    async def wait(
+        self,
+        uids: Iterable[str],
+        state: TaskState | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Wait until every uid reached ``state`` (default: any terminal state)."""
+        wanted = list(uids)
+        if self._changed is None:
+            self._changed = asyncio.Event()
+
+        def reached() -> bool:
+            for uid in wanted:
+                last = self.last.get(uid)
+                if state is None:
+                    if last is None or last is TaskState.RUNNING:
+                        return False
+                elif state not in self.states(uid):
+                    return False
+            return True
+
+        async def loop() -> None:
+            assert self._changed is not None
+            while not reached():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+def process_gone(pid: int) -> bool:
+    """True if ``pid`` no longer runs (gone, or a zombie awaiting its reaper)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def read_pid(path: Any, timeout: float = 10.0) -> int:
+    """Wait for a child to write its pid into ``path`` and return it."""
+
+    async def poll() -> int:
+        while True:
+            try:
+                text = path.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            if text.endswith("."):
+                return int(text[:-1])
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), timeout)
