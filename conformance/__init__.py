@@ -1,8 +1,82 @@
 """The conformance suite: proves a backend honours the contract in ``spec``.
 
-``conformance`` imports only ``spec``, so it can judge any backend.
+``conformance`` imports only ``spec``, so it can judge any backend. One set of
+tests (`conformance.checks`, one module per area of the contract, each test
+tagged with the clause IDs it checks) sits behind every way in:
+
+* the command line: ``python -m conformance [TARGET]`` (or
+  ``asyncflow-conformance``), TARGET being ``module:attr`` (a backend class or
+  a zero-argument sync or async factory) or a name registered in
+  `spec.ENTRY_POINT_GROUP`; see ``python -m conformance --help``;
+* pytest: ``pytest --backend module:attr`` (the plugin is inert without it),
+  or subclass `conformance.suite.ConformanceSuite` and override its one
+  fixture, ``backend_factory``;
+* Python: `run`.
+
+Public API (stable):
+
+* ``run(target, *, clauses=None, expected_failures=None, progress=None) ->
+  Report`` -- synchronous; ``target`` is a factory or a target string;
+  ``clauses`` selects clause IDs; ``expected_failures`` maps a clause or test
+  ID to a reason.
+* `Report` -- ``report.outcome("ST-2")`` is an `Outcome` (``pass``, ``fail``,
+  ``n/a``, ``xfail``, ``xpass``, ``blocked``, ``untested``);
+  ``report.failed`` the set of failed clause IDs; ``report.ok`` and
+  ``report.exit_code`` the verdict (non-zero iff a MUST clause fails or is
+  blocked, or an expected failure passes); ``report.tests`` the per-test
+  `TestResult` list; ``to_text()``, ``to_json()`` (the conformance
+  certificate), ``to_junit()``.
+* `ContractMonitor` and `ContractViolation` -- the runtime validator, usable
+  on its own in an engine; a violation carries ``clause_id``, ``message`` and
+  ``trace`` (a tuple of `Event`).
+* `clause` (decorator registering a test), `Case`, `cases`, `Harness` -- for
+  adding tests; `run_case` runs one `Case` against a factory.
+* `load_target`, `load_expected_failures`, `DEFAULT_TARGET`.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from conformance.errors import ContractViolation, Event, format_trace
+from conformance.expectations import load_expected_failures, parse_expected_failures
+from conformance.harness import Blocker, Harness, NotApplicable
+from conformance.monitor import ContractMonitor
+from conformance.registry import Case, case, cases, clause
+from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
+from conformance.runner import run, run_case
+from conformance.target import (
+    DEFAULT_TARGET,
+    BackendFactory,
+    build_backend,
+    load_target,
+)
+
+__version__ = "0.1.0"
+"""Version of the suite (reported in every report and certificate)."""
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "BackendFactory",
+    "Blocker",
+    "Case",
+    "ClauseResult",
+    "ContractMonitor",
+    "ContractViolation",
+    "Event",
+    "Failure",
+    "Harness",
+    "NotApplicable",
+    "Outcome",
+    "Report",
+    "TestResult",
+    "__version__",
+    "build_backend",
+    "case",
+    "cases",
+    "clause",
+    "format_trace",
+    "load_expected_failures",
+    "load_target",
+    "parse_expected_failures",
+    "run",
+    "run_case",
+]

@@ -1,21 +1,133 @@
-"""``python -m conformance``: for now, print the contract the suite will check."""
+"""``python -m conformance [TARGET]``: run the suite and print the report.
+
+Exit status: 0 iff every MUST clause passed (or is not applicable) and no
+expected failure passed; 1 otherwise; 2 for a usage error (bad target,
+unknown clause, unreadable expected-failures file).
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
 import spec
+from conformance.expectations import load_expected_failures
+from conformance.registry import cases
+from conformance.report import Outcome, TestResult
+from conformance.runner import run
+from conformance.target import DEFAULT_TARGET, load_target
+
+__all__ = ["main"]
+
+_MARKS = {
+    Outcome.PASS: ".",
+    Outcome.FAIL: "F",
+    Outcome.NOT_APPLICABLE: "s",
+    Outcome.XFAIL: "x",
+    Outcome.XPASS: "X",
+}
 
 
-def main() -> int:
-    """Print the contract's clauses, one per line, grouped by area."""
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Check an execution backend against the asyncflow-backend-spec "
+        "contract and print one row per clause.",
+    )
+    parser.add_argument(
+        "target",
+        nargs="?",
+        default=DEFAULT_TARGET,
+        help="module:attr (a backend class or a zero-argument sync or async "
+        "factory), or a name registered in the entry-point group "
+        f"{spec.ENTRY_POINT_GROUP!r} (default: {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="write the JSON report (the certificate)"
+    )
+    parser.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
+    parser.add_argument(
+        "--expected-failures",
+        metavar="FILE",
+        help="file of clause or test IDs expected to fail, each with a reason",
+    )
+    parser.add_argument(
+        "--clauses", metavar="ID,ID", help="check only these clauses (e.g. ST-2,CN-4)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list every test and whole traces"
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the clauses and their tests, then exit",
+    )
+    return parser
+
+
+def _list() -> None:
+    by_clause: dict[str, list[str]] = {}
+    for case in cases():
+        for clause_id in case.clauses:
+            by_clause.setdefault(clause_id, []).append(case.id)
     print(f"asyncflow-backend-spec contract {spec.CONTRACT_VERSION}")
     area = None
-    for clause in spec.CLAUSES.values():
-        if clause.area is not area:
-            area = clause.area
+    for found in spec.CLAUSES.values():
+        if found.area is not area:
+            area = found.area
             print(f"\n{area.value}")
-        scope = f" [{clause.capability.value}]" if clause.capability else ""
-        print(f"  {clause.id:<6} {clause.level.value:<6} {clause.text}{scope}")
-    return 0
+        scope = f" [{found.capability.value}]" if found.capability else ""
+        print(f"  {found.id:<6} {found.level.value:<6} {found.text}{scope}")
+        for test_id in by_clause.get(found.id, ["(no test)"]):
+            print(f"           - {test_id}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite from the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.list:
+        _list()
+        return 0
+    try:
+        factory = load_target(args.target)
+        selected = None
+        if args.clauses:
+            selected = [c.strip() for c in args.clauses.split(",") if c.strip()]
+            for clause_id in selected:
+                spec.clause(clause_id)
+        expected = None
+        if args.expected_failures:
+            known = {c.id for c in cases()}
+            expected = load_expected_failures(args.expected_failures, known)
+    except (LookupError, TypeError, ValueError, OSError) as exc:
+        print(f"python -m conformance: error: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(result: TestResult) -> None:
+        if args.verbose:
+            print(
+                f"{result.outcome.value:<6} {result.id} ({result.duration:.2f} s)",
+                flush=True,
+            )
+        else:
+            print(_MARKS.get(result.outcome, "?"), end="", flush=True)
+
+    began = time.monotonic()
+    report = run(
+        factory, clauses=selected, expected_failures=expected, progress=progress
+    )
+    report.backend = args.target
+    print("\n" if not args.verbose else "")
+    print(report.to_text(verbose=args.verbose))
+    print(f"wall time: {time.monotonic() - began:.2f} s")
+    if args.json:
+        Path(args.json).write_text(report.dumps() + "\n")
+    if args.junit:
+        Path(args.junit).write_text(report.to_junit() + "\n")
+    return report.exit_code
 
 
 if __name__ == "__main__":

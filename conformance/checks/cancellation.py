@@ -1,0 +1,3 @@
+"""cancellation checks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""compat checks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""results checks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""scale checks."""
+
+from __future__ import annotations

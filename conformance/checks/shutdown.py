@@ -1,0 +1,3 @@
+"""shutdown checks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""states checks."""
+
+from __future__ import annotations

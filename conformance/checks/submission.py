@@ -1,0 +1,3 @@
+"""submission checks."""
+
+from __future__ import annotations

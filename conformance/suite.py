@@ -1,0 +1,88 @@
+"""`ConformanceSuite`: the pytest form of the suite, to subclass.
+
+In your own tests::
+
+    import pytest
+    from conformance.suite import ConformanceSuite
+
+    class TestMyBackend(ConformanceSuite):
+        @pytest.fixture
+        def backend_factory(self):
+            return MyBackend  # a class, or a zero-argument sync or async factory
+
+Every conformance test then runs as
+``TestMyBackend::test_conformance[<area>.<test>]``: passed, failed (with
+the clause and the monitor's trace), or skipped as not applicable. To track
+known gaps, override the ``conformance_expected_failures`` fixture (clause
+or test ID -> reason). The fixtures ship here; nothing else is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from conformance.registry import Case, cases
+from conformance.report import Outcome
+from conformance.runner import apply_expected, run_case
+from conformance.target import BackendFactory
+
+__all__ = ["ConformanceSuite"]
+
+_CASES = cases()
+
+
+class ConformanceSuite:
+    """Base class of a pytest suite checking one backend; override `backend_factory`."""
+
+    @pytest.fixture
+    def backend_factory(self) -> BackendFactory:
+        """Return the class or zero-argument factory that builds the backend."""
+        pytest.fail(
+            f"{type(self).__name__} must override the backend_factory fixture",
+            pytrace=False,
+        )
+
+    @pytest.fixture
+    def conformance_expected_failures(self) -> Mapping[str, str]:
+        """Return clause or test IDs expected to fail, with reasons (none here)."""
+        return {}
+
+    @pytest.mark.parametrize("conformance_case", _CASES, ids=[c.id for c in _CASES])
+    def test_conformance(
+        self,
+        conformance_case: Case,
+        backend_factory: BackendFactory,
+        conformance_expected_failures: Mapping[str, str],
+    ) -> None:
+        """Run one conformance test on a fresh backend from `backend_factory`."""
+        result = apply_expected(
+            run_case(conformance_case, backend_factory), conformance_expected_failures
+        )
+        listed = [c for c in result.clauses if c in conformance_expected_failures]
+        failed_listed = result.failures and all(
+            f.clause_id in conformance_expected_failures for f in result.failures
+        )
+        if result.outcome is Outcome.NOT_APPLICABLE:
+            pytest.skip(f"not applicable: {result.reason}")
+        if result.outcome is Outcome.XFAIL or (
+            result.outcome is Outcome.FAIL and failed_listed
+        ):
+            reason = (
+                result.reason
+                or conformance_expected_failures[result.failures[0].clause_id]
+            )
+            pytest.xfail(reason)
+        if result.outcome is Outcome.XPASS or (
+            result.outcome is Outcome.PASS and listed
+        ):
+            pytest.fail(
+                f"expected to fail ({result.reason or listed}) but passed",
+                pytrace=False,
+            )
+        if result.outcome is Outcome.FAIL:
+            lines: list[str] = []
+            for failure in result.failures:
+                lines.extend(failure.evidence)
+            pytest.fail("\n".join(lines), pytrace=False)
