@@ -1,4 +1,4 @@
-"""LocalExecutionBackend: executable tasks (results, options, capture, timeout, scale)."""
+"""LocalExecutionBackend: executables (results, options, capture, timeout, scale)."""
 
 from __future__ import annotations
 
