@@ -1,8 +1,18 @@
 """Accepted: the reference backends satisfy the core and the drop-in protocols."""
 
-from reference import NoopExecutionBackend
-from spec import AsyncflowBackend, ExecutionBackend, SupportsAsyncContext
+from reference import LocalExecutionBackend, NoopExecutionBackend
+from spec import (
+    AsyncflowBackend,
+    ExecutionBackend,
+    SupportsAsyncContext,
+    SupportsAsyncInit,
+)
 
 core: ExecutionBackend = NoopExecutionBackend()
 drop_in: AsyncflowBackend = NoopExecutionBackend(name="noop")
 context: SupportsAsyncContext = NoopExecutionBackend()
+
+local_core: ExecutionBackend = LocalExecutionBackend()
+local_drop_in: AsyncflowBackend = LocalExecutionBackend(name="local")
+local_context: SupportsAsyncContext = LocalExecutionBackend()
+local_init: SupportsAsyncInit = LocalExecutionBackend()
