@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from subprocess import DEVNULL, PIPE
+from subprocess import PIPE
 from typing import IO, Any, ClassVar
 
 from typing_extensions import Self
@@ -23,6 +23,7 @@ from typing_extensions import Self
 from reference import _executables as ex
 from reference import _workers
 from reference._base import BackendBase
+from reference._children import Child, spawn
 from spec import (
     BackendState,
     Capability,
@@ -47,16 +48,26 @@ _Notice = tuple["_Job", int, Any, "str | None"]
 class _Job:
     """The backend's handle on one accepted task."""
 
-    __slots__ = ("canceled", "future", "kill_timer", "proc", "running", "task", "uid")
+    __slots__ = (
+        "canceled",
+        "child",
+        "future",
+        "kill_timer",
+        "running",
+        "task",
+        "timed_out",
+        "uid",
+    )
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.task = task
         self.uid: str = task["uid"]
         self.future: Future[Any] | None = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
         self.canceled = False
         self.running = False
+        self.timed_out = False
 
 
 def _canceled(job: _Job) -> bool:
@@ -222,6 +233,8 @@ class LocalExecutionBackend(BackendBase):
                     "loop; submit from that loop"
                 )
             self._loop = loop
+            # A wake-up owed by the old loop will never come.
+            self._wake_pending = False
         accepted = self._accept(tasks)
         if not accepted:
             return
@@ -453,26 +466,7 @@ class LocalExecutionBackend(BackendBase):
                 self._fail(job, exc)
                 return
         try:
-            if isinstance(command, str):
-                proc = await asyncio.create_subprocess_shell(
-                    command,
-                    stdin=DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=options.cwd,
-                    env=options.env,
-                    start_new_session=True,
-                )
-            else:
-                proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=options.cwd,
-                    env=options.env,
-                    start_new_session=True,
-                )
+            child = await spawn(command, options, out, err)
         except OSError as exc:
             if not job.canceled:
                 self._fail(job, ex.spawn_error(exc, task, options))
@@ -484,40 +478,42 @@ class LocalExecutionBackend(BackendBase):
                 err.close()
         if job.canceled or self._closed:
             # Cancelled while starting; its CANCELED is already on its way.
-            ex.signal_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
+            ex.signal_group(child.pid, signal.SIGKILL)
+            await child.finished
+            child.close()
             return
-        job.proc = proc
+        job.child = child
         job.running = True
         self._report(task, TaskState.RUNNING)
-        timed_out = False
-        if options.timeout is None:
-            raw_out, raw_err = await proc.communicate()
-        else:
-            talk = asyncio.ensure_future(proc.communicate())
-            done, _ = await asyncio.wait({talk}, timeout=options.timeout)
-            if not done:
-                timed_out = True
-                self._terminate(job)
-            raw_out, raw_err = await talk
-        if job.kill_timer is not None:
-            job.kill_timer.cancel()
-            # The leader is gone; make sure nothing of its group lingers.
-            ex.signal_group(proc.pid, signal.SIGKILL)
+        timer = None
+        if options.timeout is not None:
+            timer = self._bound_loop().call_later(options.timeout, self._time_out, job)
+        try:
+            await child.finished
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if job.kill_timer is not None:
+                job.kill_timer.cancel()
+                # The leader is gone; make sure nothing of its group lingers.
+                ex.signal_group(child.pid, signal.SIGKILL)
+            child.close()
         if _canceled(job):  # a helper: mypy would keep the narrowing across awaits
             # cancel_task promised CANCELED once the child was gone (CN-5).
             if self._jobs.get(job.uid) is job:
                 self._complete(job, TaskState.CANCELED)
             return
-        exit_code = proc.returncode if proc.returncode is not None else -1
+        code = child.returncode
+        exit_code = code if code is not None else -1
         if options.capture_stdio:
             stdout, stderr = ex.capture_paths(self._work_dir, job.uid)
         else:
-            stdout, stderr = ex.decode(raw_out), ex.decode(raw_err)
+            stdout = ex.decode(b"".join(child.stdout))
+            stderr = ex.decode(b"".join(child.stderr))
         task["stdout"] = stdout
         task["stderr"] = stderr
         task["exit_code"] = exit_code
-        if timed_out:
+        if job.timed_out:
             task["exception"] = ex.timeout_error(task, options.timeout or 0.0)
             self._complete(job, TaskState.FAILED)
             return
@@ -526,14 +522,19 @@ class LocalExecutionBackend(BackendBase):
             task["exception"] = error
         self._complete(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
 
+    def _time_out(self, job: _Job) -> None:
+        if not job.canceled:
+            job.timed_out = True
+            self._terminate(job)
+
     def _terminate(self, job: _Job) -> None:
         """TERM a running child's group now, KILL it after the grace period."""
-        proc = job.proc
-        if proc is None or job.kill_timer is not None:
+        child = job.child
+        if child is None or job.kill_timer is not None:
             return
-        ex.signal_group(proc.pid, signal.SIGTERM)
+        ex.signal_group(child.pid, signal.SIGTERM)
         job.kill_timer = self._bound_loop().call_later(
-            self._kill_grace, ex.signal_group, proc.pid, signal.SIGKILL
+            self._kill_grace, ex.signal_group, child.pid, signal.SIGKILL
         )
 
     # -- cancellation ------------------------------------------------------------
@@ -557,7 +558,7 @@ class LocalExecutionBackend(BackendBase):
         if job.future is not None:
             # Never starts if still queued; if running, its result is dropped.
             job.future.cancel()
-        if job.proc is not None:
+        if job.child is not None:
             # The runner reports CANCELED once the child has exited.
             self._terminate(job)
         else:
@@ -611,15 +612,17 @@ class LocalExecutionBackend(BackendBase):
 
     async def _stop_children(self, jobs: list[_Job], deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        running = [j for j in jobs if j.proc is not None and j.proc.returncode is None]
+        running = [
+            j for j in jobs if j.child is not None and j.child.returncode is None
+        ]
         for job in running:
             self._terminate(job)
         if self._runners:
             grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
             await asyncio.wait(set(self._runners), timeout=grace)
         for job in running:
-            if job.proc is not None:
-                ex.signal_group(job.proc.pid, signal.SIGKILL)
+            if job.child is not None:
+                ex.signal_group(job.child.pid, signal.SIGKILL)
             if job.kill_timer is not None:
                 job.kill_timer.cancel()
         if self._runners:
