@@ -1,0 +1,429 @@
+"""Turn measurements into the table, the target verdicts, JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TARGETS",
+    "chart",
+    "evaluate_targets",
+    "format_report",
+    "machine",
+    "write_json",
+]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """A ratio (or bound) the issue sets, checked against this run."""
+
+    id: str
+    text: str
+    section: str
+    """``throughput``, ``memory``, ``stall`` or ``absolute``."""
+    workload: str
+    subject: str
+    reference: str | None
+    """Key divided by (throughput), or ``None`` for bounds."""
+    threshold: float
+    at_most: bool = False
+
+
+TARGETS = [
+    Target("T1", "Local async fn >= 0.8x raw thread pool (loop per thread)",
+           "throughput", "async-fn", "ours-local-thread", "raw-thread-loop", 0.8),
+    Target("T2", "Local async fn >= 20x radical.asyncflow 0.6 Local",
+           "throughput", "async-fn", "ours-local-thread", "orig-local-thread", 20.0),
+    Target("T3", "Local sync fn >= 0.8x raw thread pool",
+           "throughput", "sync-fn", "ours-local-thread", "raw-thread", 0.8),
+    Target("T4", "Local executables >= 0.9x raw subprocess loop",
+           "throughput", "exec", "ours-local", "raw-subprocess", 0.9),
+    Target("T5", "Local process pool, async fn >= 0.7x raw process pool",
+           "throughput", "async-fn", "ours-local-process", "raw-process-loop", 0.7),
+    Target("T6", "Local process pool, sync fn >= 0.7x raw process pool",
+           "throughput", "sync-fn", "ours-local-process", "raw-process", 0.7),
+    Target("T7", "Noop >= 0.5x bare loop.call_soon",
+           "throughput", "noop", "ours-noop", "raw-call-soon", 0.5),
+    Target("T8", "Noop memory retained after the run <= 10 MiB",
+           "memory", "noop", "ours-noop", None, 10.0, at_most=True),
+    Target("T9", "Loop stall during a 10,000-task submit < 50 ms (Local)",
+           "stall", "async-fn", "ours-local-thread", None, 50.0, at_most=True),
+    Target("T10", "Loop stall during a 10,000-task submit < 50 ms (Noop)",
+           "stall", "noop", "ours-noop", None, 50.0, at_most=True),
+    Target("T11", "Dask async fn at 10,000 >= 615 tasks/s (5x rhapsody 0.6's 123)",
+           "absolute", "async-fn", "dask-2x1-10000", None, 615.0),
+]  # fmt: skip
+
+
+def _find(rows: list[dict[str, Any]], workload: str, key: str) -> dict[str, Any] | None:
+    for row in rows:
+        if row["workload"] == workload and row["key"] == key:
+            return row
+    return None
+
+
+def _usable(row: dict[str, Any] | None) -> bool:
+    return row is not None and row["status"] == "ok" and row["tasks_per_s"] is not None
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check every target against this run's medians.
+
+    A target whose inputs were skipped, failed, or measured at different task
+    counts is reported ``n/a`` with the reason, never silently compared.
+    """
+    out: list[dict[str, Any]] = []
+    for t in TARGETS:
+        verdict: dict[str, Any] = {
+            "id": t.id,
+            "target": t.text,
+            "threshold": t.threshold,
+            "measured": None,
+            "status": "n/a",
+            "note": "",
+        }
+        if t.section in ("throughput", "absolute"):
+            row = _find(results["throughput"], t.workload, t.subject)
+            ref = _find(results["throughput"], t.workload, t.reference or "")
+            if not _usable(row):
+                verdict["note"] = f"{t.subject} not measured" + (
+                    f": {row['note']}" if row else ""
+                )
+            elif t.reference is None:
+                assert row is not None
+                verdict["measured"] = row["tasks_per_s"]
+            elif not _usable(ref):
+                verdict["note"] = f"{t.reference} not measured" + (
+                    f": {ref['note']}" if ref else ""
+                )
+            else:
+                assert row is not None and ref is not None
+                verdict["measured"] = row["tasks_per_s"] / ref["tasks_per_s"]
+                if row["n"] != ref["n"]:
+                    verdict["note"] = (
+                        f"N differs: {row['n']:,} vs {ref['n']:,} for {t.reference}"
+                    )
+        elif t.section == "memory":
+            mem = _find(results["memory"], t.workload, t.subject)
+            if mem is not None and mem.get("retained_bytes") is not None:
+                verdict["measured"] = mem["retained_bytes"] / MiB
+                verdict["note"] = f"tracemalloc, N={mem['n']:,}"
+        elif t.section == "stall":
+            stall = _find(results["stall"], t.workload, t.subject)
+            if stall is not None and stall.get("max_stall_ms") is not None:
+                verdict["measured"] = stall["max_stall_ms"]
+                verdict["note"] = f"N={stall['n']:,}"
+        measured = verdict["measured"]
+        if measured is not None:
+            ok = measured <= t.threshold if t.at_most else measured >= t.threshold
+            verdict["status"] = "pass" if ok else "MISS"
+        out.append(verdict)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """Describe where the run happened: CPU, cores, Python, load, date."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        model = platform.processor() or "unknown"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {
+        "cpu_model": model,
+        "nproc": usable,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub-flavoured Markdown table (readable in a terminal too)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    num = [
+        all(_numeric(r[i]) for r in rows) if rows else False for i in range(len(header))
+    ]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if is_num else c.ljust(w)
+            for c, w, is_num in zip(cells, widths, num, strict=True)
+        ]
+        return "| " + " | ".join(parts) + " |"
+
+    sep = (
+        "| "
+        + " | ".join(
+            ("-" * (w - 1) + ":") if is_num else "-" * w
+            for w, is_num in zip(widths, num, strict=True)
+        )
+        + " |"
+    )
+    return [line(header), sep, *(line(r) for r in rows)]
+
+
+def _numeric(cell: str) -> bool:
+    stripped = cell.replace(",", "").replace(".", "").rstrip("x").replace("-", "")
+    return stripped.isdigit() or cell == "-"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The human-readable report: throughput, engine, memory, stall, targets."""
+    out: list[str] = []
+    m = results["machine"]
+    out.append(
+        f"Machine: {m['cpu_model']}, {m['nproc']} CPUs, Python {m['python']} "
+        f"({m['platform']}), {m['date_utc']}, load average at start "
+        f"{m['loadavg_start']}"
+    )
+    cfg = results["config"]
+    out.append(
+        f"Each figure is the median of up to {cfg['repeat']} runs; pools: "
+        f"{cfg['threads']} threads / {cfg['processes']} processes; subprocess "
+        f"bound {cfg['subprocess_bound']}."
+    )
+    rows = []
+    if results["throughput"]:
+        out.append("")
+        out.append("Throughput (first submit -> last terminal callback):")
+        out.append("")
+    for r in results["throughput"]:
+        rows.append(
+            [
+                r["workload"],
+                f"{r['n']:,}",
+                r["label"],
+                _fmt_rate(r["tasks_per_s"]),
+                str(len(r["runs"])),
+                _fmt_ratio(r["ratio"]),
+                r["baseline_label"] or "",
+                r["note"],
+            ]
+        )
+    if rows:
+        out += _table(
+            [
+                "workload",
+                "N",
+                "subject",
+                "tasks/s",
+                "runs",
+                "ratio",
+                "baseline",
+                "note",
+            ],
+            rows,
+        )
+    if results["engine"]:
+        out.append("")
+        out.append(
+            "End to end through radical.asyncflow 0.6's WorkflowEngine "
+            "(N independent async function tasks, gathered):"
+        )
+        out.append("")
+        rows = [
+            [
+                f"{r['n']:,}",
+                r["label"],
+                _fmt_rate(r["tasks_per_s"]),
+                str(len(r["runs"])),
+                _fmt_ratio(r["ratio"]),
+                r["note"],
+            ]
+            for r in results["engine"]
+        ]
+        out += _table(
+            ["N", "subject", "tasks/s", "runs", "vs 0.6 same kind", "note"], rows
+        )
+    if results["memory"]:
+        out.append("")
+        out.append("Memory (tracemalloc: Python heap, not RSS), growth over one batch:")
+        out.append("")
+        rows = [
+            [
+                r["workload"],
+                f"{r['n']:,}",
+                r["label"],
+                "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / MiB:.1f}",
+                "-"
+                if r["retained_bytes"] is None
+                else f"{r['retained_bytes'] / MiB:.2f}",
+                "-"
+                if r["retained_bytes"] is None
+                else f"{r['retained_bytes'] / r['n']:.0f}",
+                r["note"],
+            ]
+            for r in results["memory"]
+        ]
+        out += _table(
+            ["workload", "N", "subject", "peak MiB", "retained MiB", "B/task", "note"],
+            rows,
+        )
+    if results["stall"]:
+        out.append("")
+        out.append(
+            "Longest event-loop stall (1 ms heartbeat) from submit to last callback:"
+        )
+        out.append("")
+        rows = [
+            [
+                r["workload"],
+                f"{r['n']:,}",
+                r["label"],
+                "-" if r["max_stall_ms"] is None else f"{r['max_stall_ms']:.1f}",
+                "-" if r["submit_ms"] is None else f"{r['submit_ms']:.1f}",
+                str(len(r["runs"])),
+                r["note"],
+            ]
+            for r in results["stall"]
+        ]
+        out += _table(
+            [
+                "workload",
+                "N",
+                "subject",
+                "max stall ms",
+                "submit_tasks ms",
+                "runs",
+                "note",
+            ],
+            rows,
+        )
+    out.append("")
+    out.append("Targets (ratios from this run):")
+    out.append("")
+    rows = []
+    for t in results["targets"]:
+        measured = t["measured"]
+        if measured is None:
+            shown = "-"
+        elif t["id"] in ("T8",):
+            shown = f"{measured:.2f} MiB"
+        elif t["id"] in ("T9", "T10"):
+            shown = f"{measured:.1f} ms"
+        elif t["id"] == "T11":
+            shown = f"{measured:,.0f}/s"
+        else:
+            shown = f"{measured:.2f}x"
+        rows.append([t["id"], t["target"], shown, t["status"], t["note"]])
+    out += _table(["id", "target", "measured", "status", "note"], rows)
+    for msg in results["skipped"]:
+        out.append(f"skipped: {msg}")
+    return "\n".join(out)
+
+
+def write_json(results: dict[str, Any], path: str) -> None:
+    """Write the whole result document as JSON (``-`` for stdout)."""
+    text = json.dumps(results, indent=2, sort_keys=False, default=str)
+    if path == "-":
+        print(text)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n")
+
+
+_COLOURS = {"raw": "#9e9e9e", "ours": "#1e88e5", "orig": "#fb8c00"}
+
+
+def chart(results: dict[str, Any], path: str) -> str | None:
+    """Draw tasks/s per subject, one panel per workload, on a log scale.
+
+    Returns:
+        ``None`` on success, else why no chart was drawn.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install '.[bench]')"
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results["throughput"]:
+        if r["tasks_per_s"]:
+            groups.setdefault(r["workload"], []).append(r)
+    engine = [r for r in results["engine"] if r["tasks_per_s"]]
+    if engine:
+        groups["engine (WorkflowEngine)"] = [dict(r, workload="engine") for r in engine]
+    if not groups:
+        return "nothing was measured"
+    heights = [max(1.2, 0.38 * len(rows) + 0.6) for rows in groups.values()]
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(9, sum(heights) + 0.8),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    lo = min(r["tasks_per_s"] for rows in groups.values() for r in rows)
+    hi = max(r["tasks_per_s"] for rows in groups.values() for r in rows)
+    for ax, (name, rows) in zip(axes[:, 0], groups.items(), strict=True):
+        labels = [
+            f"{r['label']} (N={r['n']:,})" if r.get("n_differs") else r["label"]
+            for r in rows
+        ]
+        values = [r["tasks_per_s"] for r in rows]
+        colours = [_COLOURS.get(r["family"], "#666666") for r in rows]
+        y = list(range(len(rows)))[::-1]
+        ax.barh(y, values, color=colours)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 3, hi * 6)
+        n = rows[0]["n"]
+        ax.set_title(f"{name}, N={n:,}", fontsize=9, loc="left")
+        for yi, v in zip(y, values, strict=True):
+            ax.text(v * 1.08, yi, f"{v:,.0f}", va="center", fontsize=7)
+        ax.grid(axis="x", which="major", alpha=0.3)
+    axes[-1, 0].set_xlabel(
+        "tasks/s (log scale; grey = raw baseline, blue = this project, "
+        "orange = radical.asyncflow 0.6)"
+    )
+    m = results["machine"]
+    fig.suptitle(
+        f"Throughput, median of runs - {m['nproc']} CPUs, Python {m['python']}, "
+        f"{m['date_utc']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

@@ -1,0 +1,549 @@
+"""Benchmark the reference backends against raw baselines and radical.asyncflow 0.6.
+
+Run from the repository root::
+
+    python benchmarks/run.py                 # full run (a few minutes)
+    python benchmarks/run.py --quick         # tiny sizes, seconds (a smoke run)
+    python benchmarks/run.py --repeat 5 --json out.json --chart out.png
+    python benchmarks/run.py --profile async-fn:ours-local-thread
+
+Everything is measured in one process and one run, so the ratios compare
+like with like even on a noisy machine. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _engine import ENGINE_SUBJECTS, run_engine
+from _measure import Sample, StallWatch, median, traced_memory
+from _report import chart, evaluate_targets, format_report, machine, write_json
+from _subjects import (
+    Runner,
+    Subject,
+    Unavailable,
+    build_and_warm,
+    dask_subjects,
+    pool_sizes,
+    subjects,
+    subprocess_bound,
+)
+from _workloads import WORKLOADS, make_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FULL = {
+    "fn": 10_000,
+    "exec": 1_000,
+    "noop": 10_000,
+    "engine": 1_000,
+    "memory": 100_000,
+    "memory_local": 10_000,
+    "memory_orig_local": 2_000,
+    "stall": 10_000,
+    "orig_sync": 200,
+    "dask": [10_000, 1_000],
+    "repeat": 3,
+}
+QUICK = {
+    "fn": 200,
+    "exec": 20,
+    "noop": 1_000,
+    "engine": 50,
+    "memory": 2_000,
+    "memory_local": 200,
+    "memory_orig_local": 100,
+    "stall": 500,
+    "orig_sync": 20,
+    "dask": [200],
+    "repeat": 1,
+}
+
+
+def _sizes_n(workload: str, sizes: dict[str, Any]) -> int:
+    return {
+        "async-fn": sizes["fn"],
+        "sync-fn": sizes["fn"],
+        "exec": sizes["exec"],
+        "noop": sizes["noop"],
+    }[workload]
+
+
+def _row(subject: Subject, n: int) -> dict[str, Any]:
+    return {
+        "workload": subject.workload,
+        "key": subject.key,
+        "label": subject.label,
+        "family": subject.family,
+        "n": n,
+        "runs": [],
+        "seconds": [],
+        "submit_seconds": [],
+        "tasks_per_s": None,
+        "baseline": subject.baseline,
+        "baseline_label": None,
+        "ratio": None,
+        "status": "ok",
+        "note": subject.extra.get("note", ""),
+    }
+
+
+def _record(row: dict[str, Any], sample: Sample) -> None:
+    row["runs"].append(round(sample.rate, 1))
+    row["seconds"].append(round(sample.seconds, 4))
+    if sample.submit_seconds is not None:
+        row["submit_seconds"].append(round(sample.submit_seconds, 4))
+    if sample.failed or sample.canceled or sample.off_loop_callbacks:
+        row["status"] = "failed"
+        row["note"] = (
+            f"{sample.failed} FAILED, {sample.canceled} CANCELED of {sample.n}"
+            + (
+                f", {sample.off_loop_callbacks} callbacks off the loop thread"
+                if sample.off_loop_callbacks
+                else ""
+            )
+            + (f": {sample.first_error}" if sample.first_error else "")
+        )
+
+
+async def _measure_once(subject: Subject, n: int, tag: str, timeout: float) -> Sample:
+    runner: Runner = await build_and_warm(subject, timeout)
+    try:
+        tasks = make_tasks(subject.workload, n, f"{subject.key}.{tag}")
+        gc.collect()
+        return await runner.run(tasks, timeout)
+    finally:
+        await runner.close()
+
+
+async def throughput(
+    catalogue: list[Subject],
+    sizes: dict[str, Any],
+    repeat: int,
+    slow_cap: float,
+    timeout: float,
+    skipped: list[str],
+) -> list[dict[str, Any]]:
+    """Measure every subject, interleaved across repetitions to share the noise."""
+    rows = {
+        (s.workload, s.key): _row(s, s.n_override or _sizes_n(s.workload, sizes))
+        for s in catalogue
+    }
+    spent = dict.fromkeys(rows, 0.0)
+    dead: set[tuple[str, str]] = set()
+    for rep in range(repeat):
+        # Rotate the order each repetition so no subject always runs first.
+        order = catalogue[rep % len(catalogue) :] + catalogue[: rep % len(catalogue)]
+        for s in order:
+            ident = (s.workload, s.key)
+            row = rows[ident]
+            if ident in dead or (rep > 0 and spent[ident] > slow_cap):
+                continue
+            t0 = time.perf_counter()
+            try:
+                sample = await _measure_once(s, row["n"], f"r{rep}", timeout)
+            except Unavailable as exc:
+                row["status"], row["note"] = "skipped", str(exc)
+                skipped.append(f"{s.workload} / {s.label}: {exc}")
+                dead.add(ident)
+                continue
+            except (Exception, TimeoutError) as exc:  # report it, keep measuring
+                row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"
+                dead.add(ident)
+                continue
+            spent[ident] += time.perf_counter() - t0
+            _record(row, sample)
+            print(
+                f"  [{rep + 1}/{repeat}] {s.workload:8} {s.label:42} "
+                f"{sample.rate:12,.0f} tasks/s",
+                file=sys.stderr,
+            )
+    out = list(rows.values())
+    for row in out:
+        if row["runs"]:
+            row["tasks_per_s"] = round(median(row["runs"]), 1)
+        if row["status"] == "ok" and len(row["runs"]) < repeat:
+            stopped = f"stopped after {len(row['runs'])} run(s): over {slow_cap:.0f} s"
+            row["note"] = f"{row['note']}; {stopped}" if row["note"] else stopped
+    for row in out:
+        base = rows.get((row["workload"], row["baseline"] or ""))
+        if base is None:
+            continue
+        row["baseline_label"] = base["label"]
+        if row["status"] == "ok" and base["status"] == "ok" and base["tasks_per_s"]:
+            row["ratio"] = round(row["tasks_per_s"] / base["tasks_per_s"], 3)
+        if row["n"] != base["n"]:
+            row["n_differs"] = True
+            note = f"N={row['n']:,}, baseline N={base['n']:,}"
+            row["note"] = f"{note}; {row['note']}" if row["note"] else note
+    return out
+
+
+async def engine(
+    sizes: dict[str, Any], repeat: int, timeout: float, skipped: list[str]
+) -> list[dict[str, Any]]:
+    """End to end through radical.asyncflow 0.6's WorkflowEngine."""
+    n = sizes["engine"]
+    rows = {
+        s.key: _row(Subject(s.key, s.label, s.family, "engine", s.make), n)
+        for s in ENGINE_SUBJECTS
+    }
+    dead: set[str] = set()
+    for rep in range(repeat):
+        for s in ENGINE_SUBJECTS:
+            row = rows[s.key]
+            if s.key in dead:
+                continue
+            try:
+                sample = await run_engine(s, n, timeout)
+            except Unavailable as exc:
+                row["status"], row["note"] = "skipped", str(exc)
+                skipped.append(f"engine / {s.label}: {exc}")
+                dead.add(s.key)
+                continue
+            except (Exception, TimeoutError) as exc:
+                row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"
+                dead.add(s.key)
+                continue
+            _record(row, sample)
+            print(
+                f"  [{rep + 1}/{repeat}] engine   {s.label:42} "
+                f"{sample.rate:12,.0f} tasks/s",
+                file=sys.stderr,
+            )
+    for row in rows.values():
+        if row["runs"]:
+            row["tasks_per_s"] = round(median(row["runs"]), 1)
+    # Ours against 0.6's backend of the same kind, under the same engine.
+    for ours, theirs in (
+        ("engine-ours-local-thread", "engine-orig-local-thread"),
+        ("engine-ours-noop", "engine-orig-noop"),
+    ):
+        a, b = rows[ours], rows[theirs]
+        a["baseline"], a["baseline_label"] = theirs, b["label"]
+        if a["tasks_per_s"] and b["tasks_per_s"]:
+            a["ratio"] = round(a["tasks_per_s"] / b["tasks_per_s"], 3)
+    return list(rows.values())
+
+
+def _memory_subjects(sizes: dict[str, Any]) -> list[tuple[Subject, int]]:
+    by_key = {(s.workload, s.key): s for s in subjects()}
+    return [
+        (by_key[("noop", "ours-noop")], sizes["memory"]),
+        (by_key[("noop", "orig-noop")], sizes["memory"]),
+        (by_key[("sync-fn", "ours-local-thread")], sizes["memory_local"]),
+        # 0.6 Local keeps every finished task; async, since sync tasks all fail.
+        (by_key[("async-fn", "orig-local-thread")], sizes["memory_orig_local"]),
+        (by_key[("async-fn", "ours-local-thread")], sizes["memory_orig_local"]),
+    ]
+
+
+async def memory(
+    sizes: dict[str, Any], timeout: float, skipped: list[str]
+) -> list[dict[str, Any]]:
+    """Python-heap growth (tracemalloc) across one batch; retained after it."""
+    rows = []
+    for s, n in _memory_subjects(sizes):
+        row: dict[str, Any] = {
+            "workload": s.workload,
+            "key": s.key,
+            "label": s.label,
+            "n": n,
+            "method": "tracemalloc",
+            "peak_bytes": None,
+            "retained_bytes": None,
+            "note": "",
+        }
+        rows.append(row)
+        try:
+            runner = await build_and_warm(s, timeout)
+        except Unavailable as exc:
+            row["note"] = f"skipped: {exc}"
+            continue
+        holder: dict[str, Sample] = {}
+
+        async def one(
+            runner: Runner = runner,
+            s: Subject = s,
+            n: int = n,
+            holder: dict[str, Sample] = holder,
+        ) -> None:
+            # Build the tasks inside the traced window and drop them before
+            # returning: what stays allocated is what the subject kept.
+            tasks = make_tasks(s.workload, n, f"mem.{s.key}")
+            holder["sample"] = await runner.run(tasks, timeout)
+            del tasks
+
+        try:
+            figure, _elapsed = await traced_memory(n, one)
+        except (Exception, TimeoutError) as exc:
+            row["note"] = f"error: {type(exc).__name__}: {exc}"
+            await runner.close()
+            continue
+        await runner.close()
+        row["peak_bytes"] = figure.peak_bytes
+        row["retained_bytes"] = figure.retained_bytes
+        sample = holder.get("sample")
+        if sample is not None and (sample.failed or sample.canceled):
+            row["note"] = f"{sample.failed} FAILED, {sample.canceled} CANCELED"
+        print(
+            f"  memory   {s.workload:8} {s.label:33} N={n:<7,} peak "
+            f"{figure.peak_bytes / 2**20:7.1f} MiB, retained "
+            f"{figure.retained_bytes / 2**20:7.2f} MiB",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def _stall_subjects() -> list[Subject]:
+    by_key = {(s.workload, s.key): s for s in subjects()}
+    return [
+        # Worker threads compete with the loop thread for the GIL: the raw
+        # pool shows the stall that competition alone causes.
+        by_key[("async-fn", "raw-thread-loop")],
+        by_key[("async-fn", "ours-local-thread")],
+        by_key[("async-fn", "orig-local-thread")],
+        by_key[("noop", "ours-noop")],
+        by_key[("noop", "orig-noop")],
+        by_key[("noop", "raw-call-soon")],
+    ]
+
+
+async def stall(
+    sizes: dict[str, Any], repeat: int, slow_cap: float, timeout: float
+) -> list[dict[str, Any]]:
+    """The longest loop stall from a big submit to its last callback."""
+    n = sizes["stall"]
+    rows = []
+    for s in _stall_subjects():
+        row: dict[str, Any] = {
+            "workload": s.workload,
+            "key": s.key,
+            "label": s.label,
+            "n": n,
+            "runs": [],
+            "submit_runs_ms": [],
+            "max_stall_ms": None,
+            "submit_ms": None,
+            "note": "",
+        }
+        rows.append(row)
+        spent = 0.0
+        for rep in range(repeat):
+            if rep > 0 and spent > slow_cap:
+                row["note"] = f"stopped after {rep} run(s): over {slow_cap:.0f} s"
+                break
+            t0 = time.perf_counter()
+            try:
+                runner = await build_and_warm(s, timeout)
+            except Unavailable as exc:
+                row["note"] = f"skipped: {exc}"
+                break
+            try:
+                tasks = make_tasks(s.workload, n, f"stall.{s.key}.{rep}")
+                gc.collect()
+                async with StallWatch() as watch:
+                    sample = await runner.run(tasks, timeout)
+            except (Exception, TimeoutError) as exc:
+                row["note"] = f"error: {type(exc).__name__}: {exc}"
+                break
+            finally:
+                await runner.close()
+            spent += time.perf_counter() - t0
+            row["runs"].append(round(watch.max_stall_ms, 2))
+            if sample.submit_seconds is not None:
+                row["submit_runs_ms"].append(round(sample.submit_seconds * 1000, 2))
+        if row["runs"]:
+            row["max_stall_ms"] = round(median(row["runs"]), 2)
+        if row["submit_runs_ms"]:
+            row["submit_ms"] = round(median(row["submit_runs_ms"]), 2)
+        print(
+            f"  stall    {s.workload:8} {s.label:33} N={n:<7,} max stall "
+            f"{row['max_stall_ms']} ms {row['note']}",
+            file=sys.stderr,
+        )
+    return rows
+
+
+async def profile(spec: str, sizes: dict[str, Any], timeout: float) -> None:
+    """Run one subject once under pyinstrument and print where the time went."""
+    workload, _, key = spec.partition(":")
+    catalogue = subjects() + dask_subjects(sizes["dask"])
+    matches = [s for s in catalogue if s.workload == workload and s.key == key]
+    if not matches:
+        names = ", ".join(sorted({f"{s.workload}:{s.key}" for s in catalogue}))
+        raise SystemExit(f"unknown subject {spec!r}; choose one of: {names}")
+    s = matches[0]
+    from pyinstrument import Profiler
+
+    runner = await build_and_warm(s, timeout)
+    n = s.n_override or _sizes_n(workload, sizes)
+    tasks = make_tasks(workload, n, "profile")
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    try:
+        profiler.start()
+        sample = await runner.run(tasks, timeout)
+        profiler.stop()
+    finally:
+        await runner.close()
+    print(f"{s.label} on {workload}, N={n:,}: {sample.rate:,.0f} tasks/s (profiled)")
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every section asked for and return the result document."""
+    sizes = dict(QUICK if args.quick else FULL)
+    repeat = args.repeat or sizes["repeat"]
+    sections = set(args.only.split(",")) if args.only else None
+
+    def wanted(name: str) -> bool:
+        return sections is None or name in sections
+
+    threads, processes = pool_sizes()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "config": {
+            "quick": args.quick,
+            "repeat": repeat,
+            "sizes": sizes,
+            "threads": threads,
+            "processes": processes,
+            "subprocess_bound": subprocess_bound(),
+            "slow_cap_s": args.slow_cap,
+        },
+        "throughput": [],
+        "engine": [],
+        "memory": [],
+        "stall": [],
+        "targets": [],
+        "skipped": [],
+    }
+    skipped: list[str] = results["skipped"]
+    catalogue = [s for s in subjects(None, sizes["orig_sync"]) if wanted(s.workload)]
+    if args.dask and wanted("dask"):
+        catalogue += dask_subjects(sizes["dask"])
+    elif not args.dask:
+        skipped.append("Dask backend: not asked for (--dask)")
+    # Order the catalogue by workload so the table reads by workload.
+    catalogue.sort(key=lambda s: WORKLOADS.index(s.workload))
+    if catalogue:
+        print("throughput:", file=sys.stderr)
+        results["throughput"] = await throughput(
+            catalogue, sizes, repeat, args.slow_cap, args.timeout, skipped
+        )
+    if wanted("engine"):
+        print("engine:", file=sys.stderr)
+        results["engine"] = await engine(sizes, repeat, args.timeout, skipped)
+    if wanted("memory"):
+        print("memory:", file=sys.stderr)
+        results["memory"] = await memory(sizes, args.timeout, skipped)
+    if wanted("stall"):
+        print("stall:", file=sys.stderr)
+        results["stall"] = await stall(sizes, repeat, args.slow_cap, args.timeout)
+    results["machine"]["loadavg_end"] = machine()["loadavg_start"]
+    results["targets"] = evaluate_targets(results)
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and one run: a smoke test, not a measurement",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="runs per figure, the median is reported (default 3; 1 quick)",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        help="write the results as JSON here ('-' for stdout; default "
+        "benchmarks/results.json, none with --quick)",
+    )
+    p.add_argument(
+        "--chart",
+        default=None,
+        help="write the chart here (default docs/assets/benchmarks.png, "
+        "none with --quick)",
+    )
+    p.add_argument("--no-chart", action="store_true", help="draw no chart")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections: async-fn,sync-fn,exec,noop,"
+        "dask,engine,memory,stall",
+    )
+    p.add_argument(
+        "--dask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="include the Dask backend (default: yes, except with --quick)",
+    )
+    p.add_argument(
+        "--slow-cap",
+        type=float,
+        default=40.0,
+        help="stop repeating a subject once its runs took this many seconds",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one run may take before it is reported an error",
+    )
+    p.add_argument(
+        "--profile",
+        default="",
+        help="profile one subject (WORKLOAD:KEY) with pyinstrument instead",
+    )
+    args = p.parse_args(argv)
+    if args.dask is None:
+        args.dask = not args.quick
+    if args.json is None and not args.quick:
+        args.json = str(ROOT / "benchmarks" / "results.json")
+    if args.chart is None and not args.quick:
+        args.chart = str(ROOT / "docs" / "assets" / "benchmarks.png")
+    if args.no_chart:
+        args.chart = None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; print the report; write JSON and the chart."""
+    args = parse_args(argv)
+    # Backends log at WARNING on problems; keep the table readable.
+    logging.basicConfig(level=logging.ERROR)
+    if args.profile:
+        sizes = QUICK if args.quick else FULL
+        asyncio.run(profile(args.profile, dict(sizes), args.timeout))
+        return 0
+    results = asyncio.run(main_async(args))
+    if args.chart:
+        why_not = chart(results, args.chart)
+        results["chart"] = args.chart if why_not is None else None
+        if why_not:
+            results["skipped"].append(f"chart: {why_not}")
+    print(format_report(results))
+    if args.json:
+        write_json(results, args.json)
+        if args.json != "-":
+            print(f"\nJSON written to {args.json}")
+    if results.get("chart"):
+        print(f"chart written to {results['chart']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Smoke test: benchmarks/run.py runs end to end with tiny sizes.
+
+No timing assertions: only that every section ran and the JSON has its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "run.py"
+
+THROUGHPUT_KEYS = {
+    "workload",
+    "key",
+    "label",
+    "family",
+    "n",
+    "runs",
+    "tasks_per_s",
+    "baseline",
+    "ratio",
+    "status",
+    "note",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-chart", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_json_has_every_section(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    assert {"machine", "config", "throughput", "engine", "memory", "stall"} <= set(doc)
+    assert doc["config"]["quick"] is True
+    assert doc["machine"]["nproc"] >= 1
+
+
+def test_throughput_rows_are_measured(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}
+    for row in rows.values():
+        assert set(row) >= THROUGHPUT_KEYS
+    # Every raw baseline and our backends ran and finished every task.
+    for ident in [
+        ("async-fn", "raw-thread-loop"),
+        ("sync-fn", "raw-thread"),
+        ("exec", "raw-subprocess"),
+        ("noop", "raw-call-soon"),
+        ("noop", "ours-noop"),
+        ("async-fn", "ours-local-thread"),
+        ("exec", "ours-local"),
+    ]:
+        row = rows[ident]
+        assert row["status"] == "ok", row
+        assert row["tasks_per_s"] > 0
+    assert rows[("noop", "ours-noop")]["ratio"] > 0
+
+
+def test_targets_and_other_sections(quick_run: tuple[dict, str]) -> None:
+    doc, stdout = quick_run
+    ids = [t["id"] for t in doc["targets"]]
+    assert ids[:3] == ["T1", "T2", "T3"]
+    assert all(t["status"] in {"pass", "MISS", "n/a"} for t in doc["targets"])
+    noop_mem = [m for m in doc["memory"] if m["key"] == "ours-noop"]
+    assert noop_mem and noop_mem[0]["retained_bytes"] is not None
+    assert all(
+        s["max_stall_ms"] is not None for s in doc["stall"] if s["key"] == "ours-noop"
+    )
+    assert "Targets" in stdout and "| workload |" in stdout
