@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -97,3 +98,21 @@ async def read_pid(path: Any, timeout: float = 10.0) -> int:
             await asyncio.sleep(0.01)
 
     return await asyncio.wait_for(poll(), timeout)
+
+
+def group_has_live_members(pgid: int) -> bool:
+    """True if a non-zombie process of group ``pgid`` still runs.
+
+    Zombies are ignored: a killed grandchild is reparented to PID 1, which
+    may be slow to reap it (or, in some containers, never does).
+    """
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if (
+                os.getpgid(proc.pid) == pgid
+                and proc.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
