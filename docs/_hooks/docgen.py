@@ -61,8 +61,15 @@ def _package_dir(name: str) -> Path | None:
 
 
 def _cell(text: str) -> str:
-    """Make text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Make text safe inside a Markdown table cell.
+
+    A pipe splits cells except inside a code span, where a backslash would
+    show literally; so only pipes outside backticks are escaped.
+    """
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):  # even parts are outside code spans
+        parts[i] = parts[i].replace("|", "\\|")
+    return "`".join(parts)
 
 
 # -- conformance tests ---------------------------------------------------------
@@ -363,7 +370,7 @@ _TASK_SECTIONS = (
     (
         "TaskResult",
         "the backend",
-        "before it reports the terminal state (ST-6)",
+        "before it reports the terminal state ([ST-6](contract.md#ST-6))",
     ),
     (
         "BackendSpecificKwargs",
@@ -388,12 +395,12 @@ def task_dict_tables() -> str:
             "BackendSpecificKwargs": "task_backend_specific_kwargs",
             "TaskMetadata": "metadata",
         }.get(class_name)
-        where = f' (the value of `task["{key}"]`)' if key else ""
+        where = f' It is the value of `task["{key}"]`.' if key else ""
         doc = _rst_to_md((cls.__doc__ or "").strip().split("\n\n")[0])
         out += [
-            f"## `{class_name}`{where}",
+            f"## `{class_name}`",
             "",
-            " ".join(doc.split()),
+            " ".join(doc.split()) + where,
             "",
             f"Written by **{writer}**, {when}.",
             "",
