@@ -16,16 +16,18 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import spec
-from conformance import _payloads
+from conformance import _payloads, processes
 from conformance.errors import ContractViolation
 from conformance.monitor import ContractMonitor
 
-__all__ = ["BLOCK_LIMIT", "Blocker", "Harness", "NotApplicable"]
+__all__ = ["BLOCK_LIMIT", "Blocker", "Harness", "NotApplicable", "within"]
+
+_T = TypeVar("_T")
 
 BLOCK_LIMIT = 20.0
 """Seconds a blocking task waits for its release before ending on its own."""
@@ -281,6 +283,48 @@ class Harness:
         self.blockers.append(blocker)
         return blocker
 
+    def process_tree(self, uid: str | None = None) -> tuple[Blocker, Path]:
+        """Build an executable task that starts a child and waits for it.
+
+        The script writes its own pid and its child's to a file, then marks
+        itself started; the child sleeps for a minute. Used to check that
+        cancel and shutdown kill the whole process group (CN-5, SD-5).
+
+        Returns:
+            The blocker (its release is ignored) and the path of the pid file.
+        """
+        uid = uid or self.uid("tree")
+        started = self.work_dir / f"{uid}.started"
+        pids = self.work_dir / f"{uid}.pids"
+        body = (
+            "sleep 60 &\n"
+            f'echo $! > "{pids}"\n'
+            f'echo $$ >> "{pids}"\n'
+            f'touch "{started}"\n'
+            "wait"
+        )
+        task = self.executable_task(self.script(body, f"{uid}.sh"), uid=uid)
+        blocker = Blocker(task, started, self.work_dir / f"{uid}.release")
+        return blocker, pids
+
+    @staticmethod
+    def read_pids(path: Path) -> dict[int, processes.ProcessInfo]:
+        """Read the pids a `process_tree` task wrote, with their identities."""
+        pids = [int(line) for line in path.read_text().split() if line.strip()]
+        return processes.snapshot(pids)
+
+    async def wait_gone(
+        self, procs: dict[int, processes.ProcessInfo], grace: float
+    ) -> dict[int, processes.ProcessInfo]:
+        """Wait up to ``grace`` s for ``procs`` to exit; return the survivors."""
+        end = time.monotonic() + grace
+        left = processes.alive(procs)
+        while left and time.monotonic() < end:
+            # Exits of processes we did not start give no event: poll, bounded.
+            await asyncio.sleep(0.02)
+            left = processes.alive(left)
+        return left
+
     def release_all(self) -> None:
         """Let every blocker of this test finish."""
         for blocker in self.blockers:
@@ -292,7 +336,7 @@ class Harness:
     async def submit(self, tasks: list[Any]) -> None:
         """Submit through the monitor, failing SB-1 if it does not return in time."""
         try:
-            await asyncio.wait_for(self.backend.submit_tasks(tasks), self.remaining())
+            await within(self.backend.submit_tasks(tasks), self.remaining())
         except asyncio.TimeoutError:
             self.fail("SB-1", f"submit_tasks of {len(tasks)} task(s) did not return")
 
@@ -380,7 +424,7 @@ class Harness:
     async def shutdown(self, clause_id: str = "SD-4", timeout: float = 10.0) -> None:
         """Shut the backend down through the monitor, failing SD-4 if it hangs."""
         try:
-            await asyncio.wait_for(self.backend.shutdown(), timeout)
+            await within(self.backend.shutdown(), timeout)
         except asyncio.TimeoutError:
             self.fail(clause_id, f"shutdown() did not return within {timeout:.1f} s")
 
@@ -410,6 +454,23 @@ class Harness:
     def note(self, text: str) -> None:
         """Add a line the report shows with this test's result."""
         self.notes.append(text)
+
+
+async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
+    """Await ``awaitable`` for at most ``seconds``, in the current task.
+
+    Unlike ``asyncio.wait_for`` on Python < 3.12, no extra task is created,
+    so no loop turn passes between the call returning and the caller resuming
+    (tests that check what happened *during* a call rely on that).
+
+    Raises:
+        asyncio.TimeoutError: The time ran out.
+    """
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
 
 
 def expect_error(

@@ -11,9 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["ProcessInfo", "alive", "available", "descendants", "kill"]
+__all__ = [
+    "ProcessInfo",
+    "alive",
+    "available",
+    "descendants",
+    "kill",
+    "snapshot",
+]
 
 try:  # optional: a better view of the process tree where it is installed
     import psutil as _psutil
@@ -115,6 +122,24 @@ def _is_alive(pid: int, started: float) -> bool:
             return False
     stat = _proc_stat(pid)
     return stat is not None and stat[1] != "Z" and stat[2] == started
+
+
+def snapshot(pids: Iterable[int]) -> dict[int, ProcessInfo]:
+    """Return the identity of those ``pids`` running now, to check on later."""
+    found: dict[int, ProcessInfo] = {}
+    for pid in pids:
+        if _psutil is not None:
+            try:
+                proc = _psutil.Process(pid)
+                if proc.status() != _psutil.STATUS_ZOMBIE:
+                    found[pid] = (proc.create_time(), " ".join(proc.cmdline()))
+            except _psutil.Error:
+                continue
+        else:
+            stat = _proc_stat(pid)
+            if stat is not None and stat[1] != "Z":
+                found[pid] = (stat[2], _proc_cmdline(pid))
+    return found
 
 
 def alive(processes: Mapping[int, ProcessInfo]) -> dict[int, ProcessInfo]:

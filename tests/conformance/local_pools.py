@@ -1,0 +1,21 @@
+"""Factories for the reference local backend's configurations, as conformance targets.
+
+``python -m conformance tests.conformance.local_pools:process_pool`` (from the
+repository root) runs the suite against the process-pool configuration.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+from reference import LocalExecutionBackend
+
+
+def thread_pool() -> LocalExecutionBackend:
+    """The default configuration: functions in a thread pool."""
+    return LocalExecutionBackend(ThreadPoolExecutor(4))
+
+
+def process_pool() -> LocalExecutionBackend:
+    """Functions in a process pool of two workers."""
+    return LocalExecutionBackend(ProcessPoolExecutor(2))
