@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from _measure import Sample
-from _subjects import Unavailable, _orig, _thread_pool
+from _subjects import BackendRunner, Unavailable, _dask, _orig, _thread_pool
 
-__all__ = ["ENGINE_SUBJECTS", "EngineSubject", "run_engine"]
+__all__ = ["DASK_ENGINE_SUBJECT", "ENGINE_SUBJECTS", "EngineSubject", "run_engine"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ async def _ours_noop() -> Any:
     return NoopExecutionBackend()
 
 
+async def _ours_dask() -> Any:
+    runner = await _dask()
+    assert isinstance(runner, BackendRunner)
+    return runner.backend
+
+
 async def _orig_local() -> Any:
     return await _orig().LocalExecutionBackend(_thread_pool())
 
@@ -60,6 +66,10 @@ ENGINE_SUBJECTS = [
     EngineSubject("engine-ours-noop", "engine + ours Noop", "ours", _ours_noop),
     EngineSubject("engine-orig-noop", "engine + 0.6 Noop", "orig", _orig_noop),
 ]  # fmt: skip
+
+DASK_ENGINE_SUBJECT = EngineSubject(
+    "engine-ours-dask", "engine + ours Dask (2 workers x 1 thread)", "ours", _ours_dask
+)
 
 
 async def _trivial(i: int) -> int:

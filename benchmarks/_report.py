@@ -377,10 +377,11 @@ def chart(results: dict[str, Any], path: str) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install '.[bench]')"
     groups: dict[str, list[dict[str, Any]]] = {}
+    # Only clean runs: a rate of tasks that all FAILED is no throughput.
     for r in results["throughput"]:
-        if r["tasks_per_s"]:
+        if r["tasks_per_s"] and r["status"] == "ok":
             groups.setdefault(r["workload"], []).append(r)
-    engine = [r for r in results["engine"] if r["tasks_per_s"]]
+    engine = [r for r in results["engine"] if r["tasks_per_s"] and r["status"] == "ok"]
     if engine:
         groups["engine (WorkflowEngine)"] = [dict(r, workload="engine") for r in engine]
     if not groups:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _engine import ENGINE_SUBJECTS, run_engine
+from _engine import DASK_ENGINE_SUBJECT, ENGINE_SUBJECTS, EngineSubject, run_engine
 from _measure import Sample, StallWatch, median, traced_memory
 from _report import chart, evaluate_targets, format_report, machine, write_json
 from _subjects import (
@@ -187,17 +187,24 @@ async def throughput(
 
 
 async def engine(
-    sizes: dict[str, Any], repeat: int, timeout: float, skipped: list[str]
+    sizes: dict[str, Any],
+    repeat: int,
+    timeout: float,
+    skipped: list[str],
+    with_dask: bool,
 ) -> list[dict[str, Any]]:
     """End to end through radical.asyncflow 0.6's WorkflowEngine."""
     n = sizes["engine"]
+    chosen: list[EngineSubject] = list(ENGINE_SUBJECTS)
+    if with_dask:
+        chosen.append(DASK_ENGINE_SUBJECT)
     rows = {
         s.key: _row(Subject(s.key, s.label, s.family, "engine", s.make), n)
-        for s in ENGINE_SUBJECTS
+        for s in chosen
     }
     dead: set[str] = set()
     for rep in range(repeat):
-        for s in ENGINE_SUBJECTS:
+        for s in chosen:
             row = rows[s.key]
             if s.key in dead:
                 continue
@@ -372,8 +379,14 @@ async def stall(
     return rows
 
 
-async def profile(spec: str, sizes: dict[str, Any], timeout: float) -> None:
-    """Run one subject once under pyinstrument and print where the time went."""
+async def profile(
+    spec: str, sizes: dict[str, Any], timeout: float, slow_ms: float = 0.0
+) -> None:
+    """Run one subject once under pyinstrument and print where the time went.
+
+    With ``slow_ms``, asyncio's debug mode also logs each loop callback that
+    ran longer than that (debug mode slows everything down somewhat).
+    """
     workload, _, key = spec.partition(":")
     catalogue = subjects() + dask_subjects(sizes["dask"])
     matches = [s for s in catalogue if s.workload == workload and s.key == key]
@@ -387,6 +400,13 @@ async def profile(spec: str, sizes: dict[str, Any], timeout: float) -> None:
     n = s.n_override or _sizes_n(workload, sizes)
     tasks = make_tasks(workload, n, "profile")
     profiler = Profiler(interval=0.0005, async_mode="disabled")
+    if slow_ms:
+        # asyncio's debug mode logs every loop callback slower than this,
+        # naming the handle: what stalled the loop, not just how long.
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = slow_ms / 1000
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
     try:
         profiler.start()
         sample = await runner.run(tasks, timeout)
@@ -440,7 +460,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
     if wanted("engine"):
         print("engine:", file=sys.stderr)
-        results["engine"] = await engine(sizes, repeat, args.timeout, skipped)
+        results["engine"] = await engine(
+            sizes, repeat, args.timeout, skipped, args.dask
+        )
     if wanted("memory"):
         print("memory:", file=sys.stderr)
         results["memory"] = await memory(sizes, args.timeout, skipped)
@@ -508,6 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="profile one subject (WORKLOAD:KEY) with pyinstrument instead",
     )
+    p.add_argument(
+        "--slow-ms",
+        type=float,
+        default=0.0,
+        help="with --profile: log loop callbacks slower than this (asyncio debug)",
+    )
     args = p.parse_args(argv)
     if args.dask is None:
         args.dask = not args.quick
@@ -524,10 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; print the report; write JSON and the chart."""
     args = parse_args(argv)
     # Backends log at WARNING on problems; keep the table readable.
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     if args.profile:
         sizes = QUICK if args.quick else FULL
-        asyncio.run(profile(args.profile, dict(sizes), args.timeout))
+        asyncio.run(profile(args.profile, dict(sizes), args.timeout, args.slow_ms))
         return 0
     results = asyncio.run(main_async(args))
     if args.chart:
