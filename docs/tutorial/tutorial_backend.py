@@ -66,8 +66,11 @@ class TutorialBackend:
         self._callback: Callable[[Any, str], None] = _ignore
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix=name)
         # Tasks accepted and not yet reported terminal, with the asyncio task
-        # driving each. Nothing else is kept, so memory is bounded (SC-1).
-        self._in_flight: dict[str, tuple[dict[str, Any], asyncio.Task[None]]] = {}
+        # driving each (None until started). Nothing else is kept, so memory
+        # is bounded by the tasks in flight (SC-1).
+        self._in_flight: dict[str, tuple[dict[str, Any], asyncio.Task[None] | None]]
+        self._in_flight = {}
+        self._starters: set[asyncio.Task[None]] = set()
 
     def state(self) -> BackendState:
         return self._state
@@ -88,10 +91,14 @@ class TutorialBackend:
         except Exception:
             logger.exception("callback raised for task %r", task["uid"])
 
+    def _pending(self, task: dict[str, Any]) -> bool:
+        """Whether ``task`` (this very dict) is still waiting for its end."""
+        entry = self._in_flight.get(task["uid"])
+        return entry is not None and entry[0] is task
+
     def _finish(self, task: dict[str, Any], state: TaskState) -> None:
         """Report a terminal state, unless the task was already finished."""
-        entry = self._in_flight.get(task["uid"])
-        if entry is None or entry[0] is not task:
+        if not self._pending(task):
             return  # cancelled or shut down meanwhile: report nothing more
         del self._in_flight[task["uid"]]
         self._report(task, state)
@@ -106,14 +113,28 @@ class TutorialBackend:
         validate_batch(tasks, self._in_flight)
         self._state = BackendState.RUNNING
         for task in tasks:
-            # create_task only schedules: no callback runs inside submit (ST-5).
-            runner = asyncio.create_task(self._run(task))
-            self._in_flight[task["uid"]] = (task, runner)
+            self._in_flight[task["uid"]] = (task, None)
+        # Start the tasks from a task of our own: no callback can run inside
+        # submit_tasks (ST-5), and it returns at once (SB-1).
+        starter = asyncio.create_task(self._start(tasks))
+        self._starters.add(starter)
+        starter.add_done_callback(self._starters.discard)
+
+    async def _start(self, tasks: list[dict[str, Any]]) -> None:
+        for index, task in enumerate(tasks):
+            if index % 500 == 499:
+                # Yield between slices: a huge batch never stalls the loop (SC-3).
+                await asyncio.sleep(0)
+            if self._pending(task):  # not cancelled meanwhile
+                runner = asyncio.create_task(self._run(task))
+                self._in_flight[task["uid"]] = (task, runner)
 
     # --8<-- [end:submit]
 
     # --8<-- [start:run]
     async def _run(self, task: dict[str, Any]) -> None:
+        if not self._pending(task):
+            return  # cancelled before it started: it never starts (CN-6)
         kind = task_kind(task)
         if kind is None:
             task["exception"] = ValueError(
@@ -154,10 +175,11 @@ class TutorialBackend:
         if entry is None:
             return False  # unknown or already finished (CN-2, CN-3)
         task, runner = entry
-        # A coroutine is interrupted at its next await. A plain function that
-        # is already running in a thread cannot be: it runs on, and the
-        # CancelledError raised in _run makes sure its result is discarded.
-        runner.cancel()
+        # A task not started yet never starts. A coroutine is interrupted at
+        # its next await. A plain function already running in a thread cannot
+        # be: it runs on, and the CancelledError in _run discards its result.
+        if runner is not None:
+            runner.cancel()
         # Report on a later turn of the loop, never inside cancel_task (ST-5);
         # _finish reports it once, however often cancel_task is called.
         asyncio.get_running_loop().call_soon(self._finish, task, TaskState.CANCELED)
@@ -168,11 +190,14 @@ class TutorialBackend:
     # --8<-- [start:shutdown]
     async def shutdown(self) -> None:
         self._state = BackendState.SHUTDOWN
-        runners = []
+        runners = list(self._starters)
+        for starter in runners:
+            starter.cancel()
         for task, runner in list(self._in_flight.values()):
-            runner.cancel()
+            if runner is not None:
+                runner.cancel()
+                runners.append(runner)
             self._finish(task, TaskState.CANCELED)  # before we return (SD-2)
-            runners.append(runner)
         # Never wait for the threads: one may be stuck forever (SD-4).
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.gather(*runners, return_exceptions=True)
