@@ -243,7 +243,7 @@ class DaskExecutionBackend(BackendBase):
         if self._address is None:
             options: dict[str, Any] = {
                 "processes": True,
-                "dashboard_address": None,
+                "dashboard_address": ":0",  # any free port: never clash over 8787
                 # One worker death fails the task instead of re-running it.
                 "scheduler_kwargs": {"allowed_failures": 0},
             }
@@ -716,7 +716,7 @@ def _shared_address(n_workers: int) -> str:
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
                 scheduler_kwargs={"allowed_failures": 0},
             )
             atexit.register(_close_shared)

@@ -61,6 +61,16 @@ def sleep_then(seconds: float, marker: str | None = None) -> str:
     return "slept"
 
 
+def block(started: str, release: str, limit: float = 30.0) -> str:
+    """Create ``started``, then wait (at most ``limit`` s) until ``release`` exists."""
+    with open(started, "w"):
+        pass
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not os.path.exists(release):
+        time.sleep(0.01)
+    return "released"
+
+
 def kill_own_worker() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 

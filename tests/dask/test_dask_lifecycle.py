@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dask_helpers import Recorder, add, kill_own_worker, sleep_then
+from _dask_helpers import Recorder, add, block, kill_own_worker, sleep_then
 
 from spec import (
     BackendShutdownError,
@@ -111,23 +111,45 @@ async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> N
     backend = DaskExecutionBackend(address=address, chunk_size=1)
     recorder = Recorder()
     backend.register_callback(recorder)
+    release = tmp_path / "release"
     marker = tmp_path / "ran"
     busy = [
-        {"uid": f"busy{i}", "function": sleep_then, "args": (1.0,)} for i in range(2)
+        {
+            "uid": f"busy{i}",
+            "function": block,
+            "args": (str(tmp_path / f"b{i}"), str(release)),
+        }
+        for i in range(2)
     ]
-    late: dict[str, Any] = {
-        "uid": "late",
+    queued: dict[str, Any] = {
+        "uid": "queued",
         "function": sleep_then,
         "args": (0.0, str(marker)),
     }
+    never_sent: dict[str, Any] = {"uid": "never-sent", "function": add, "args": (1,)}
+
+    async def queue_behind_busy_threads() -> None:
+        await backend.submit_tasks(busy)
+        while not all((tmp_path / f"b{i}").exists() for i in range(2)):
+            await asyncio.sleep(0.02)  # both worker threads are now busy
+        await backend.submit_tasks([queued, never_sent])
+        # Cancelled before the dispatcher's turn: never sent to Dask.
+        assert await backend.cancel_task("never-sent") is True
+        while backend._entries["queued"].chunk is None:
+            await asyncio.sleep(0)  # sent to Dask, queued behind the busy ones
+
     try:
-        await backend.submit_tasks([*busy, late])
-        assert await backend.cancel_task("late") is True
+        await asyncio.wait_for(queue_behind_busy_threads(), 60)
+        assert await backend.cancel_task("queued") is True
         assert await backend.cancel_task("nobody") is False
-        await recorder.wait("busy0", "busy1", "late")
-        assert recorder.states["late"] == [TaskState.CANCELED]
+        await recorder.wait("queued", "never-sent")
+        release.touch()
+        await recorder.wait("busy0", "busy1")
+        assert recorder.states["queued"] == [TaskState.CANCELED]
+        assert recorder.states["never-sent"] == [TaskState.CANCELED]
         assert recorder.final("busy0") is TaskState.DONE
     finally:
+        release.touch()
         await backend.shutdown()
     assert not marker.exists()
 
