@@ -158,3 +158,15 @@ def test_home_page_quickstart_matches_the_readme() -> None:
     readme = fence.findall((ROOT / "README.md").read_text(encoding="utf-8"))
     home = fence.findall((ROOT / "docs" / "index.md").read_text(encoding="utf-8"))
     assert readme[:2] == home[:2]
+
+
+def test_expected_failures_example_parses() -> None:
+    """The example file on the suite's page is one the suite accepts."""
+    from conformance import cases, parse_expected_failures
+
+    page = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    section = page.split("## Expected failures", 1)[1]
+    example = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    assert example, "no example file in the Expected failures section"
+    parsed = parse_expected_failures(example[1], {c.id for c in cases()})
+    assert len(parsed) == 2 and all(parsed.values()), parsed
