@@ -155,7 +155,8 @@ def find_conformance_tests(package_dir: Path | None = None) -> list[ConformanceT
             ``conformance`` package.
 
     Returns:
-        The tagged tests, in file and line order.
+        The tagged tests, module by module in the contract's area order,
+        in line order within a module.
     """
     package_dir = package_dir or _package_dir("conformance")
     if package_dir is None:
@@ -164,7 +165,13 @@ def find_conformance_tests(package_dir: Path | None = None) -> list[ConformanceT
     tests: list[ConformanceTest] = []
     for path in sorted(package_dir.rglob("*.py")):
         tests.extend(_tests_in_module(path, root))
-    return tests
+    # Present modules in the contract's order: by the first area they check.
+    areas = [a.name for a in spec.Area]
+    first_area: dict[str, int] = {}
+    for test in tests:
+        rank = min(areas.index(c.split("-")[0]) for c in test.clauses)
+        first_area[test.path] = min(first_area.get(test.path, rank), rank)
+    return sorted(tests, key=lambda t: first_area[t.path])
 
 
 def tests_page(tests: list[ConformanceTest]) -> str:

@@ -170,3 +170,24 @@ def test_expected_failures_example_parses() -> None:
     assert example, "no example file in the Expected failures section"
     parsed = parse_expected_failures(example[1], {c.id for c in cases()})
     assert len(parsed) == 2 and all(parsed.values()), parsed
+
+
+def test_reference_backends_table_lists_the_real_capabilities() -> None:
+    from reference import LocalExecutionBackend, NoopExecutionBackend
+
+    page = (ROOT / "docs" / "reference-backends.md").read_text(encoding="utf-8")
+
+    def row(label: str) -> list[set[str]]:
+        line = next(x for x in page.splitlines() if x.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+        return [set(re.findall(r"`(\w+)`", c)) for c in cells]
+
+    declared, structural = row("Capabilities"), row("Also (structural)")
+    for column, cls in enumerate((NoopExecutionBackend, LocalExecutionBackend)):
+        backend = cls()
+        found = {c.value for c in spec.capabilities_of(backend)}
+        shown = declared[column] | (
+            structural[column] if structural[column] else structural[0]
+        )
+        assert shown == found, (cls.__name__, shown ^ found)
+        assert declared[column] == {c.value for c in cls.capabilities}
