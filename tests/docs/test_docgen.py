@@ -191,3 +191,10 @@ def test_reference_backends_table_lists_the_real_capabilities() -> None:
         )
         assert shown == found, (cls.__name__, shown ^ found)
         assert declared[column] == {c.value for c in cls.capabilities}
+
+
+def test_typing_page_names_exactly_the_accepted_cases() -> None:
+    page = (ROOT / "docs" / "typing.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(accepted_\w+)\.py`", page))
+    cases = {p.stem for p in (ROOT / "tests" / "typing_cases").glob("accepted_*.py")}
+    assert named == cases, named ^ cases
