@@ -185,3 +185,33 @@ async def test_lost_worker_fails_the_task(address: str) -> None:
         await backend.shutdown()
     assert recorder.states["doomed"] == [TaskState.FAILED]
     assert isinstance(task["exception"], WorkerLostError)
+
+
+async def test_losing_the_scheduler_fails_tasks_instead_of_hanging(
+    address: str, tmp_path: Path
+) -> None:
+    client = await distributed.Client(address, asynchronous=True)
+    backend = DaskExecutionBackend(client=client)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    started, release = tmp_path / "started", tmp_path / "release"
+    task: dict[str, Any] = {
+        "uid": "orphan",
+        "function": block,
+        "args": (str(started), str(release)),
+    }
+    try:
+        await backend.submit_tasks([task])
+
+        async def wait_started() -> None:
+            while not started.exists():
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(wait_started(), 60)
+        await client.close()  # the connection to the cluster is gone
+        await recorder.wait("orphan")
+    finally:
+        release.touch()
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["orphan"] == [TaskState.FAILED]
+    assert isinstance(task["exception"], WorkerLostError)
