@@ -148,8 +148,12 @@ def test_the_documented_cli_command_passes_every_applicable_must_clause(
     assert report["capabilities"] == ["functions"]
     outcomes = {c["id"]: c["outcome"] for c in report["clauses"]}
     assert set(outcomes) == set(spec.CLAUSES)
+    # SC-3 (SHOULD) is a timing measurement; on a loaded machine it may miss
+    # its bound without the backend being wrong, so it alone is not judged.
     broken = {
-        cid: o for cid, o in outcomes.items() if o in ("fail", "blocked", "xpass")
+        cid: o
+        for cid, o in outcomes.items()
+        if o in ("fail", "blocked", "xpass") and cid != "SC-3"
     }
     assert not broken, broken
     for cid, item in spec.CLAUSES.items():
@@ -173,6 +177,9 @@ def test_the_documented_pytest_subclass_runs(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            # The loop-stall measurement (SC-3) is timing: not judged here.
+            "-k",
+            "not submit_keeps_loop_responsive",
             str(TUTORIAL.parent / "test_tutorial_conformance.py"),
         ],
         tmp_path,
