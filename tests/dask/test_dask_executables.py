@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _dask_helpers import Recorder
 
-from spec import TaskState, TaskTimeoutError
+from spec import TaskState, TaskTimeoutError, WorkerLostError
 
 pytest.importorskip("distributed")
 from reference.dask import DaskExecutionBackend
@@ -193,3 +193,39 @@ class _deadline:
 
 if sys.platform == "win32":  # pragma: no cover
     pytestmark = pytest.mark.skip("POSIX process groups")
+
+
+async def test_lost_worker_takes_its_executable_along(
+    address: str, tmp_path: Path
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux-only")
+    import distributed
+    from _dask_helpers import kill_own_worker
+
+    pid_file = tmp_path / "pid"
+    client = await distributed.Client(address, asynchronous=True)
+    backend = DaskExecutionBackend(client=client)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    task: dict[str, Any] = {
+        "uid": "stranded",
+        "executable": f"echo $$ > {pid_file}; exec sleep 60",
+    }
+    try:
+        await backend.submit_tasks([task])
+        async with _deadline(60):
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.05)
+        pid = int(pid_file.read_text())
+        # Kill every worker process (the nannies restart them).
+        await client.run(kill_own_worker, on_error="ignore")
+        await recorder.wait("stranded", timeout=90)
+        assert recorder.states["stranded"] == [TaskState.FAILED]
+        assert isinstance(task["exception"], WorkerLostError)
+        async with _deadline(10):
+            while _alive(pid):
+                await asyncio.sleep(0.05)
+    finally:
+        await backend.shutdown()
+        await client.close()
