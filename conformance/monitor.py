@@ -361,6 +361,8 @@ class ContractMonitor:
         if expected is None:
             kinds = [spec.task_kind(t) for t in tasks if isinstance(t, dict)]
             clause_id = "SB-5" if None in kinds else "SB-1"
+            if isinstance(tasks, (list, tuple)) and not tasks:
+                clause_id = "SB-8"  # an empty batch must be accepted
             self._cm_violate(
                 clause_id,
                 f"submit_tasks raised {exc!r} for a valid batch; unrunnable tasks "
@@ -440,7 +442,7 @@ class ContractMonitor:
             raise
         self._cm_after_shutdown()
 
-    def _cm_after_shutdown(self) -> None:
+    def _cm_after_shutdown(self, state_clause: str = "LC-3") -> None:
         self._cm_event("return", "shutdown")
         self._cm_shut_down = True
         left = list(self._cm_in_flight)
@@ -459,7 +461,8 @@ class ContractMonitor:
             state.close()  # an async state() is LC-2's business, seen elsewhere
         elif state != spec.BackendState.SHUTDOWN:
             self._cm_violate(
-                "LC-3", f"state() is {state!r} after shutdown() returned, not SHUTDOWN"
+                state_clause,
+                f"state() is {state!r} after shutdown() returned, not SHUTDOWN",
             )
         elif isinstance(state, spec.BackendState):
             self._cm_check_backend_state(state)
@@ -606,5 +609,6 @@ class _ContextMonitor(ContractMonitor):
         """Leave the wrapped backend; it must shut it down (checked like shutdown)."""
         self._cm_event("call", "__aexit__")
         result = await self._cm_backend.__aexit__(exc_type, exc_value, traceback)
-        self._cm_after_shutdown()
+        # Not being shut down after ``async with`` is LC-6's failure, not LC-3's.
+        self._cm_after_shutdown(state_clause="LC-6")
         return cast("bool | None", result)

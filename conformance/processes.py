@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable, Mapping
 
 __all__ = [
@@ -147,8 +148,17 @@ def alive(processes: Mapping[int, ProcessInfo]) -> dict[int, ProcessInfo]:
     return {pid: info for pid, info in processes.items() if _is_alive(pid, info[0])}
 
 
-def kill(processes: Mapping[int, ProcessInfo]) -> None:
-    """SIGKILL those of ``processes`` still running, so the suite leaves none."""
-    for pid in alive(processes):
+def kill(processes: Mapping[int, ProcessInfo], wait: float = 2.0) -> None:
+    """SIGKILL those of ``processes`` still running, so the suite leaves none.
+
+    Waits up to ``wait`` seconds for them to be gone (a signal is delivered
+    asynchronously), so a caller checking right after sees them dead.
+    """
+    left = alive(processes)
+    for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + wait
+    while left and time.monotonic() < end:
+        time.sleep(0.01)
+        left = alive(left)

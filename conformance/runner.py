@@ -74,7 +74,7 @@ async def _await_exit(
     return left
 
 
-async def _execute(case: Case, factory: BackendFactory) -> TestResult:
+async def _execute(case: Case, factory: BackendFactory, deadline: float) -> TestResult:
     """Run one test in the current event loop; see the module docstring."""
     began = time.monotonic()
     baseline = processes.descendants()
@@ -104,18 +104,18 @@ async def _execute(case: Case, factory: BackendFactory) -> TestResult:
                 raise NotApplicable(f"needs capability {missing}")
             if hasattr(backend, "_work_dir"):
                 backend._work_dir = str(work_dir)
-            harness = Harness(backend, work_dir, time.monotonic() + case.deadline)
+            harness = Harness(backend, work_dir, time.monotonic() + deadline)
             try:
                 # A grace second on top: the harness's own waits end first and
                 # name a precise clause; this only catches a body stuck elsewhere.
-                await asyncio.wait_for(case.func(harness), case.deadline + 1.0)
+                await asyncio.wait_for(case.func(harness), deadline + 1.0)
                 completed = True
             except ContractViolation as exc:
                 primary = exc
             except asyncio.TimeoutError:
                 primary = ContractViolation(
                     case.clauses[0],
-                    f"test did not finish within its {case.deadline:.0f} s deadline "
+                    f"test did not finish within its {deadline:.1f} s deadline "
                     "(the backend hangs)",
                     harness.monitor.events[-40:],
                 )
@@ -248,22 +248,27 @@ def _in_thread(func: Callable[[], Any], name: str, limit: float) -> tuple[bool, 
     return not thread.is_alive(), box.get("value")
 
 
-def run_case(case: Case, factory: BackendFactory) -> TestResult:
+def run_case(
+    case: Case, factory: BackendFactory, *, deadline_scale: float = 1.0
+) -> TestResult:
     """Run one test on a fresh backend, in its own thread and event loop.
 
     Args:
         case: The test.
         factory: Builds the backend.
+        deadline_scale: Multiplies the test's deadline (e.g. 0.2 to fail a
+            hanging backend faster, 3 for a slow machine).
 
     Returns:
         Its result; a test whose thread is still stuck after its deadline (a
         backend blocking the event loop) is a failure of its first clause.
     """
     baseline = processes.descendants()
-    limit = BUILD_DEADLINE + case.deadline + SHUTDOWN_DEADLINE + _EXIT_GRACE + 5.0
+    deadline = case.deadline * deadline_scale
+    limit = BUILD_DEADLINE + deadline + SHUTDOWN_DEADLINE + _EXIT_GRACE + 5.0
     began = time.monotonic()
     finished, value = _in_thread(
-        lambda: asyncio.run(_execute(case, factory)), "test-loop", limit
+        lambda: asyncio.run(_execute(case, factory, deadline)), "test-loop", limit
     )
     if finished and isinstance(value, TestResult):
         return value
@@ -398,6 +403,7 @@ def run(
     clauses: Iterable[str] | None = None,
     expected_failures: Mapping[str, str] | None = None,
     progress: Callable[[TestResult], None] | None = None,
+    deadline_scale: float = 1.0,
 ) -> Report:
     """Run the conformance suite against a backend and return the report.
 
@@ -412,6 +418,7 @@ def run(
         expected_failures: Clause or test ID -> reason (see
             `conformance.expectations`).
         progress: Called with each test's result as it finishes.
+        deadline_scale: Multiplies every test's deadline (see `run_case`).
 
     Returns:
         The report; ``report.ok`` / ``report.exit_code`` give the verdict and
@@ -451,12 +458,18 @@ def run(
                 case.id, case.clauses, Outcome.NOT_APPLICABLE, reason=f"needs {missing}"
             )
         else:
-            result = apply_expected(run_case(case, factory), expected)
+            result = apply_expected(
+                run_case(case, factory, deadline_scale=deadline_scale), expected
+            )
         report.tests.append(result)
         report.measurements.update(result.measurements)
         if progress is not None:
             progress(result)
     cited = {c for case in cases() for c in case.clauses}
+    # A selected test may find an unselected clause broken (the monitor
+    # watches everything): report that clause too, rather than hide it.
+    seen_broken = {f.clause_id for t in report.tests for f in t.failures}
+    clause_ids = [c for c in spec.CLAUSES if c in clause_ids or c in seen_broken]
     for clause_id in clause_ids:
         report.clauses[clause_id] = _clause_result(
             spec.CLAUSES[clause_id],

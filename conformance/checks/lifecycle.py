@@ -17,7 +17,9 @@ _C = spec.Capability
 async def ready_after_construction(h: Harness) -> None:
     """A task submitted right after construction (no await, no start) is run."""
     task = h.runnable_task()
-    states = await h.run([task])
+    await h.submit([task])
+    # A backend that needs starting first leaves the task waiting: that is LC-1.
+    states = await h.wait_terminal([task["uid"]], clause_id="LC-1")
     h.check(
         states[task["uid"]] is spec.TaskState.DONE,
         "LC-1",

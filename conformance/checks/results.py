@@ -154,7 +154,7 @@ async def missing_executable(h: Harness) -> None:
 
 @clause("RS-6")
 async def capture_stdio_files(h: Harness) -> None:
-    """With capture_stdio, stdout/stderr are ``<work_dir>/<uid>.*`` files, on delivery."""
+    """With capture_stdio, stdout/stderr are paths of files present at delivery."""
     work_dir = str(getattr(h.raw, "_work_dir", h.work_dir))
     task = h.executable_task(
         h.script("echo captured; echo trouble >&2", "capture.sh"), capture_stdio=True

@@ -1,0 +1,37 @@
+"""The suite passes on the reference backends, in every configuration.
+
+The noop and the thread-pool local backend run through the pytest form (a
+`ConformanceSuite` subclass, as a backend author would write it); the
+process-pool configuration through `conformance.run`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from local_pools import process_pool, thread_pool
+
+import spec
+from conformance import Outcome, run
+from conformance.suite import ConformanceSuite
+from conformance.target import BackendFactory
+from reference import NoopExecutionBackend
+
+
+class TestNoopConformance(ConformanceSuite):
+    @pytest.fixture
+    def backend_factory(self) -> BackendFactory:
+        return NoopExecutionBackend
+
+
+class TestLocalThreadPoolConformance(ConformanceSuite):
+    @pytest.fixture
+    def backend_factory(self) -> BackendFactory:
+        return thread_pool
+
+
+def test_local_process_pool_conforms() -> None:
+    report = run(process_pool)
+    assert report.ok, report.to_text()
+    for found in spec.CLAUSES.values():
+        if found.level is spec.Level.MUST:
+            assert report.outcome(found.id) in (Outcome.PASS, Outcome.NOT_APPLICABLE)
