@@ -68,6 +68,8 @@ class Harness:
         backend: The freshly built backend.
         work_dir: A private directory for this test.
         deadline: ``time.monotonic()`` value by which the test body must end.
+        factory: What built the backend, for tests that need fresh backends
+            of their own (the stateful test builds one per example).
 
     Attributes:
         raw: The backend itself.
@@ -78,10 +80,18 @@ class Harness:
             ``_work_dir`` when it has one).
         states: Every state delivered, per uid, in order.
         measurements: Figures the test reports (e.g. the loop stall).
+        factory: The backend factory, when the runner gave it.
     """
 
-    def __init__(self, backend: Any, work_dir: Path, deadline: float) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        work_dir: Path,
+        deadline: float,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
         self.raw = backend
+        self.factory = factory
         self.capabilities = spec.capabilities_of(backend)
         self.work_dir = work_dir
         self.deadline = deadline

@@ -104,7 +104,9 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
                 raise NotApplicable(f"needs capability {missing}")
             if hasattr(backend, "_work_dir"):
                 backend._work_dir = str(work_dir)
-            harness = Harness(backend, work_dir, time.monotonic() + deadline)
+            harness = Harness(
+                backend, work_dir, time.monotonic() + deadline, factory=factory
+            )
             try:
                 # A grace second on top: the harness's own waits end first and
                 # name a precise clause; this only catches a body stuck elsewhere.
