@@ -69,8 +69,10 @@ logger = logging.getLogger("reference.dask")
 _NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
 _SLICE = 2_000  # tasks dispatched per event-loop turn: keeps the loop responsive
 _MAX_CHUNK = 64  # function tasks per Dask task, at most
+_REPORTS_PER_TURN = 512  # states delivered before yielding to the loop
 _CONNECT_TIMEOUT = 60.0  # starting a LocalCluster on a loaded machine is slow
 _CLOSE_TIMEOUT = 20.0
+_REMOTE_SLACK = 5.0  # seconds a cancel round trip may take on top of kill_grace
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
 
@@ -288,7 +290,7 @@ class DaskExecutionBackend(BackendBase):
             futures = [c.future for c in self._chunks.values() if c.future is not None]
             try:
                 await asyncio.wait_for(
-                    self._cancel_remote(keys, futures), self._kill_grace + 10.0
+                    self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
                 )
             except Exception:
                 logger.exception("backend %r: cancelling on Dask failed", self.name)
@@ -528,7 +530,7 @@ class DaskExecutionBackend(BackendBase):
         finished = [f for f in batch if f.status == "finished"]
         if finished:
             try:
-                results = await self._client.gather(finished)
+                results = await self._client.gather(finished, direct=True)
             except Exception:
                 results = None
             if results is None:  # one gather failed (lost data?): go one by one
@@ -540,8 +542,14 @@ class DaskExecutionBackend(BackendBase):
                     else:
                         self._settle_outcomes(future, outcomes)
             else:
+                reported = 0
                 for future, outcomes in zip(finished, results, strict=True):
                     self._settle_outcomes(future, outcomes)
+                    reported += len(outcomes) if isinstance(outcomes, list) else 1
+                    if reported >= _REPORTS_PER_TURN:
+                        # Many callbacks in one turn would stall the loop (SC-3).
+                        reported = 0
+                        await asyncio.sleep(0)
         for future in batch:
             if future.status == "finished":
                 continue
@@ -661,7 +669,7 @@ class DaskExecutionBackend(BackendBase):
             waiters, self._kill_waiters = self._kill_waiters, []
             try:
                 await asyncio.wait_for(
-                    self._cancel_remote(keys, futures), self._kill_grace + 10.0
+                    self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
                 )
             except asyncio.CancelledError:
                 raise
