@@ -206,6 +206,7 @@ class DaskExecutionBackend(BackendBase):
         self._kill_keys: list[str] = []
         self._kill_waiters: list[_Entry] = []
         self._futures_to_cancel: list[Any] = []
+        self._direct_gather = True
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -529,11 +530,8 @@ class DaskExecutionBackend(BackendBase):
     async def _settle(self, batch: list[Any]) -> None:
         finished = [f for f in batch if f.status == "finished"]
         if finished:
-            try:
-                results = await self._client.gather(finished, direct=True)
-            except Exception:
-                results = None
-            if results is None:  # one gather failed (lost data?): go one by one
+            results = await self._gather(finished)
+            if results is None:  # the batch could not be fetched: go one by one
                 for future in finished:
                     try:
                         outcomes = await self._client.gather(future)
@@ -565,6 +563,23 @@ class DaskExecutionBackend(BackendBase):
                 except Exception as exc:
                     error = exc
             self._settle_error(future, error)
+
+    async def _gather(self, futures: list[Any]) -> list[Any] | None:
+        """Fetch a batch of results in one round trip, or return ``None``.
+
+        Straight from the workers when the client can reach them (it spares
+        the scheduler relaying every result), else through the scheduler.
+        """
+        if self._direct_gather:
+            try:
+                return list(await self._client.gather(futures, direct=True))
+            except Exception:
+                # Workers behind a gateway or firewall: stop trying directly.
+                self._direct_gather = False
+        try:
+            return list(await self._client.gather(futures, direct=False))
+        except Exception:
+            return None
 
     def _settle_outcomes(self, future: Any, outcomes: Any) -> None:
         chunk = self._chunks.pop(future.key, None)
