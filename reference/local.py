@@ -37,8 +37,9 @@ __all__ = ["LocalExecutionBackend"]
 logger = logging.getLogger("reference")
 
 # Work done per event-loop turn, so a huge batch never stalls the loop (SC-3).
-_DISPATCH_CHUNK = 512
-_DRAIN_CHUNK = 1024
+_DISPATCH_CHUNK = 128
+_DRAIN_CHUNK = 256
+_SPAWNS_PER_TURN = 8
 
 _NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
 
@@ -174,6 +175,7 @@ class LocalExecutionBackend(BackendBase):
         self._dispatch_scheduled = False
         self._exec_queue: deque[_Job] = deque()
         self._runners: set[asyncio.Task[None]] = set()
+        self._spawn_budget = _SPAWNS_PER_TURN
         # Notices from worker threads; drained on the loop, one wake-up per burst.
         self._notices: deque[_Notice] = deque()
         self._wake_pending = False
@@ -233,8 +235,9 @@ class LocalExecutionBackend(BackendBase):
                     "loop; submit from that loop"
                 )
             self._loop = loop
-            # A wake-up owed by the old loop will never come.
+            # Callbacks owed by the old loop will never come.
             self._wake_pending = False
+            self._spawn_budget = _SPAWNS_PER_TURN
         accepted = self._accept(tasks)
         if not accepted:
             return
@@ -466,6 +469,7 @@ class LocalExecutionBackend(BackendBase):
                 self._fail(job, exc)
                 return
         try:
+            await self._spawn_slot()
             child = await spawn(command, options, out, err)
         except OSError as exc:
             if not job.canceled:
@@ -526,6 +530,22 @@ class LocalExecutionBackend(BackendBase):
         if not job.canceled:
             job.timed_out = True
             self._terminate(job)
+
+    async def _spawn_slot(self) -> None:
+        """Wait for a turn of the loop with spawns to spare.
+
+        Each spawn is a blocking fork/exec on the loop thread: a burst of them
+        in one loop turn would stall the loop (SC-3), while one per turn
+        would starve the children of throughput.
+        """
+        while self._spawn_budget <= 0:
+            await asyncio.sleep(0)
+        if self._spawn_budget == _SPAWNS_PER_TURN:
+            self._bound_loop().call_soon(self._refill_spawn_budget)
+        self._spawn_budget -= 1
+
+    def _refill_spawn_budget(self) -> None:
+        self._spawn_budget = _SPAWNS_PER_TURN
 
     def _terminate(self, job: _Job) -> None:
         """TERM a running child's group now, KILL it after the grace period."""

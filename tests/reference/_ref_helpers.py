@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -76,12 +77,22 @@ class Recorder:
         await asyncio.wait_for(loop(), timeout)
 
 
-def process_gone(pid: int) -> bool:
-    """True if ``pid`` no longer runs (gone, or a zombie awaiting its reaper)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def process_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs (gone, or a zombie awaiting its reaper).
+
+    Polls for up to ``timeout`` seconds: a killed process may close its pipes
+    (which is what the backend waits for) an instant before it is a zombie.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 async def read_pid(path: Any, timeout: float = 10.0) -> int:
