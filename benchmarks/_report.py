@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _measure import median
+
 __all__ = [
     "TARGETS",
     "chart",
     "evaluate_targets",
     "format_report",
     "machine",
+    "paired_ratio",
     "write_json",
 ]
 
@@ -76,6 +79,27 @@ def _usable(row: dict[str, Any] | None) -> bool:
     return row is not None and row["status"] == "ok" and row["tasks_per_s"] is not None
 
 
+def paired_ratio(row: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """Median over repetitions of ``row``'s rate / ``base``'s rate.
+
+    Each repetition measures a subject and its baseline seconds apart, so
+    their ratio cancels most of the load the machine had at that moment;
+    the median of those ratios is steadier than the ratio of the medians.
+    Falls back to the ratio of the medians when no repetition has both.
+    """
+    rates = dict(zip(base.get("reps", []), base["runs"], strict=True))
+    pairs = [
+        rate / rates[rep]
+        for rep, rate in zip(row.get("reps", []), row["runs"], strict=True)
+        if rates.get(rep)
+    ]
+    if pairs:
+        return round(median(pairs), 3)
+    if row["tasks_per_s"] and base["tasks_per_s"]:
+        return round(row["tasks_per_s"] / base["tasks_per_s"], 3)
+    return None
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Check every target against this run's medians.
 
@@ -108,7 +132,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             else:
                 assert row is not None and ref is not None
-                verdict["measured"] = row["tasks_per_s"] / ref["tasks_per_s"]
+                verdict["measured"] = paired_ratio(row, ref)
                 if row["n"] != ref["n"]:
                     verdict["note"] = (
                         f"N differs: {row['n']:,} vs {ref['n']:,} for {t.reference}"
@@ -216,7 +240,8 @@ def format_report(results: dict[str, Any]) -> str:
     )
     cfg = results["config"]
     out.append(
-        f"Each figure is the median of up to {cfg['repeat']} runs; pools: "
+        f"tasks/s: median of up to {cfg['repeat']} runs; ratio: median of the "
+        "per-run ratios to the baseline measured next to it; pools: "
         f"{cfg['threads']} threads / {cfg['processes']} processes; subprocess "
         f"bound {cfg['subprocess_bound']}."
     )

@@ -24,7 +24,14 @@ from typing import Any
 
 from _engine import DASK_ENGINE_SUBJECT, ENGINE_SUBJECTS, EngineSubject, run_engine
 from _measure import Sample, StallWatch, median, traced_memory
-from _report import chart, evaluate_targets, format_report, machine, write_json
+from _report import (
+    chart,
+    evaluate_targets,
+    format_report,
+    machine,
+    paired_ratio,
+    write_json,
+)
 from _subjects import (
     Runner,
     Subject,
@@ -84,6 +91,7 @@ def _row(subject: Subject, n: int) -> dict[str, Any]:
         "family": subject.family,
         "n": n,
         "runs": [],
+        "reps": [],
         "seconds": [],
         "submit_seconds": [],
         "tasks_per_s": None,
@@ -95,8 +103,9 @@ def _row(subject: Subject, n: int) -> dict[str, Any]:
     }
 
 
-def _record(row: dict[str, Any], sample: Sample) -> None:
+def _record(row: dict[str, Any], sample: Sample, rep: int) -> None:
     row["runs"].append(round(sample.rate, 1))
+    row["reps"].append(rep)
     row["seconds"].append(round(sample.seconds, 4))
     if sample.submit_seconds is not None:
         row["submit_seconds"].append(round(sample.submit_seconds, 4))
@@ -138,9 +147,18 @@ async def throughput(
     }
     spent = dict.fromkeys(rows, 0.0)
     dead: set[tuple[str, str]] = set()
+    groups: dict[str, list[Subject]] = {}
+    for s in catalogue:
+        groups.setdefault(s.workload, []).append(s)
     for rep in range(repeat):
-        # Rotate the order each repetition so no subject always runs first.
-        order = catalogue[rep % len(catalogue) :] + catalogue[: rep % len(catalogue)]
+        # A workload's subjects run back to back, so a subject and its
+        # baseline share the machine's load of the moment; the order rotates
+        # each repetition so no subject always runs first.
+        order = [
+            s
+            for group in groups.values()
+            for s in group[rep % len(group) :] + group[: rep % len(group)]
+        ]
         for s in order:
             ident = (s.workload, s.key)
             row = rows[ident]
@@ -159,7 +177,7 @@ async def throughput(
                 dead.add(ident)
                 continue
             spent[ident] += time.perf_counter() - t0
-            _record(row, sample)
+            _record(row, sample, rep)
             print(
                 f"  [{rep + 1}/{repeat}] {s.workload:8} {s.label:42} "
                 f"{sample.rate:12,.0f} tasks/s",
@@ -178,7 +196,7 @@ async def throughput(
             continue
         row["baseline_label"] = base["label"]
         if row["status"] == "ok" and base["status"] == "ok" and base["tasks_per_s"]:
-            row["ratio"] = round(row["tasks_per_s"] / base["tasks_per_s"], 3)
+            row["ratio"] = paired_ratio(row, base)
         if row["n"] != base["n"]:
             row["n_differs"] = True
             note = f"N={row['n']:,}, baseline N={base['n']:,}"
@@ -219,7 +237,7 @@ async def engine(
                 row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"
                 dead.add(s.key)
                 continue
-            _record(row, sample)
+            _record(row, sample, rep)
             print(
                 f"  [{rep + 1}/{repeat}] engine   {s.label:42} "
                 f"{sample.rate:12,.0f} tasks/s",
@@ -236,7 +254,7 @@ async def engine(
         a, b = rows[ours], rows[theirs]
         a["baseline"], a["baseline_label"] = theirs, b["label"]
         if a["tasks_per_s"] and b["tasks_per_s"]:
-            a["ratio"] = round(a["tasks_per_s"] / b["tasks_per_s"], 3)
+            a["ratio"] = paired_ratio(a, b)
     return list(rows.values())
 
 
