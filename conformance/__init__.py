@@ -15,10 +15,12 @@ tagged with the clause IDs it checks) sits behind every way in:
 
 Public API (stable):
 
-* ``run(target, *, clauses=None, expected_failures=None, progress=None) ->
-  Report`` -- synchronous; ``target`` is a factory or a target string;
-  ``clauses`` selects clause IDs; ``expected_failures`` maps a clause or test
-  ID to a reason.
+* ``run(target, *, clauses=None, expected_failures=None, progress=None,
+  deadline_scale=1.0) -> Report`` -- synchronous; ``target`` is a factory or
+  a target string; ``clauses`` selects clause IDs (the report also lists any
+  other clause a selected test found broken); ``expected_failures`` maps a
+  clause or test ID to a reason; ``deadline_scale`` multiplies every test's
+  deadline.
 * `Report` -- ``report.outcome("ST-2")`` is an `Outcome` (``pass``, ``fail``,
   ``n/a``, ``xfail``, ``xpass``, ``blocked``, ``untested``);
   ``report.failed`` the set of failed clause IDs; ``report.ok`` and

@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         "--clauses", metavar="ID,ID", help="check only these clauses (e.g. ST-2,CN-4)"
     )
     parser.add_argument(
+        "--deadline-scale",
+        metavar="X",
+        type=float,
+        default=1.0,
+        help="multiply every test's deadline by X (e.g. 3 on a slow machine)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="list every test and whole traces"
     )
     parser.add_argument(
@@ -124,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().addHandler(logging.NullHandler())
     began = time.monotonic()
     report = run(
-        factory, clauses=selected, expected_failures=expected, progress=progress
+        factory,
+        clauses=selected,
+        expected_failures=expected,
+        progress=progress,
+        deadline_scale=args.deadline_scale,
     )
     report.backend = args.target
     print("\n" if not args.verbose else "")

@@ -152,6 +152,7 @@ class ContractMonitor:
         self._cm_shut_down = False
         self._cm_loop_threads: set[int] = set()
         self._cm_submit_overhead = 0.0
+        self._cm_accepted_any = False
         # Watch states even before (or without) an engine registering a callback.
         backend.register_callback(self._cm_wrapper(0))
 
@@ -340,6 +341,7 @@ class ContractMonitor:
             self._cm_check_rejection(tasks, expected, exc)
             raise
         self._cm_event("return", "submit_tasks", detail=repr(result))
+        self._cm_accepted_any = True
         if expected is not None:
             clause_id, error, _ = expected
             for task in tasks if isinstance(tasks, (list, tuple)) else ():
@@ -361,6 +363,10 @@ class ContractMonitor:
         if expected is None:
             kinds = [spec.task_kind(t) for t in tasks if isinstance(t, dict)]
             clause_id = "SB-5" if None in kinds else "SB-1"
+            if isinstance(exc, spec.CapabilityNotSupportedError):
+                clause_id = "SB-6"  # it belongs on the task, as FAILED
+            elif not self._cm_accepted_any and clause_id == "SB-1":
+                clause_id = "LC-1"  # a new backend must take a valid batch
             if isinstance(tasks, (list, tuple)) and not tasks:
                 clause_id = "SB-8"  # an empty batch must be accepted
             self._cm_violate(

@@ -23,7 +23,7 @@ import spec
 if TYPE_CHECKING:
     from conformance.harness import Harness
 
-__all__ = ["AREA_MODULES", "Case", "case", "cases", "clause"]
+__all__ = ["AREA_MODULES", "DRY_RUN_EXEMPT", "Case", "case", "cases", "clause"]
 
 AREA_MODULES = (
     "lifecycle",
@@ -34,8 +34,14 @@ AREA_MODULES = (
     "shutdown",
     "scale",
     "compat",
+    "stateful",
 )
-"""The modules of `conformance.checks`, one per area of the contract."""
+"""The modules of `conformance.checks`: one per area of the contract, then the
+hypothesis state machine, whose test checks clauses of several areas."""
+
+DRY_RUN_EXEMPT = frozenset({f"RS-{n}" for n in range(1, 10)} | {"CN-5", "SC-4"})
+"""Clauses about really running tasks, not applicable to a ``dry_run`` backend
+(which must instead report every runnable task DONE, RS-10)."""
 
 DEFAULT_DEADLINE = 15.0
 """Seconds a test's body may take before the backend is deemed to hang."""
@@ -68,7 +74,17 @@ class Case:
 
     def applies_to(self, capabilities: Iterable[spec.Capability]) -> bool:
         """Tell whether a backend with ``capabilities`` can run this test."""
-        return self.requires <= frozenset(capabilities)
+        return self.why_not(capabilities) is None
+
+    def why_not(self, capabilities: Iterable[spec.Capability]) -> str | None:
+        """Say why this test does not apply to ``capabilities`` (``None``: it does)."""
+        caps = frozenset(capabilities)
+        missing = self.requires - caps
+        if missing:
+            return "needs " + ", ".join(sorted(c.value for c in missing))
+        if spec.Capability.DRY_RUN in caps and DRY_RUN_EXEMPT & set(self.clauses):
+            return "a dry-run backend runs nothing"
+        return None
 
 
 _CASES: dict[str, Case] = {}

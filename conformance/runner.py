@@ -34,7 +34,7 @@ import spec
 from conformance import processes
 from conformance.errors import ContractViolation
 from conformance.harness import Harness, NotApplicable
-from conformance.registry import Case, cases
+from conformance.registry import DRY_RUN_EXEMPT, Case, cases
 from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
 from conformance.target import BackendFactory, build_backend, describe, load_target
 
@@ -97,11 +97,9 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
             primary = ContractViolation("LC-1", f"the factory raised {exc!r}")
         if backend is not None:
             capabilities = spec.capabilities_of(backend)
-            if not case.applies_to(capabilities):
-                missing = ", ".join(
-                    sorted(c.value for c in case.requires - capabilities)
-                )
-                raise NotApplicable(f"needs capability {missing}")
+            why_not = case.why_not(capabilities)
+            if why_not is not None:
+                raise NotApplicable(why_not)
             if hasattr(backend, "_work_dir"):
                 backend._work_dir = str(work_dir)
             harness = Harness(
@@ -319,6 +317,10 @@ def _clause_result(
         result.outcome = Outcome.NOT_APPLICABLE
         result.reason = f"the backend does not declare {found.capability.value}"
         return result
+    if spec.Capability.DRY_RUN in capabilities and found.id in DRY_RUN_EXEMPT:
+        result.outcome = Outcome.NOT_APPLICABLE
+        result.reason = "a dry-run backend runs nothing"
+        return result
     broken = [
         (r, f)
         for r in results
@@ -454,10 +456,10 @@ def run(
         report.errors.append(error)
         chosen = []
     for case in chosen:
-        if not case.applies_to(capabilities):
-            missing = ", ".join(sorted(c.value for c in case.requires - capabilities))
+        why_not = case.why_not(capabilities)
+        if why_not is not None:
             result = TestResult(
-                case.id, case.clauses, Outcome.NOT_APPLICABLE, reason=f"needs {missing}"
+                case.id, case.clauses, Outcome.NOT_APPLICABLE, reason=why_not
             )
         else:
             result = apply_expected(
