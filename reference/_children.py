@@ -26,7 +26,21 @@ from reference._executables import ExecOptions
 __all__ = ["Child", "spawn"]
 
 _READ_SIZE = 1 << 16
-_USE_PIDFD = sys.platform == "linux" and hasattr(os, "pidfd_open")
+_pidfd_works: bool | None = None
+
+
+def _pidfd_supported() -> bool:
+    """Probe once whether pidfds work here (kernel >= 5.3, not filtered out)."""
+    global _pidfd_works
+    if _pidfd_works is None:
+        _pidfd_works = False
+        if sys.platform == "linux" and hasattr(os, "pidfd_open"):
+            try:
+                os.close(os.pidfd_open(os.getpid()))
+                _pidfd_works = True
+            except OSError:
+                pass
+    return _pidfd_works
 
 
 class Child:
@@ -177,7 +191,7 @@ async def spawn(
         "env": options.env,
         "start_new_session": True,
     }
-    if _USE_PIDFD and isinstance(loop, asyncio.SelectorEventLoop):
+    if isinstance(loop, asyncio.SelectorEventLoop) and _pidfd_supported():
         proc = subprocess.Popen(command, shell=isinstance(command, str), **kwargs)
         try:
             return _PidfdChild(loop, proc)

@@ -494,6 +494,10 @@ class LocalExecutionBackend(BackendBase):
             timer = self._bound_loop().call_later(options.timeout, self._time_out, job)
         try:
             await child.finished
+        except BaseException:
+            # Abandoned (the runner was cancelled): leave no process behind.
+            ex.signal_group(child.pid, signal.SIGKILL)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()

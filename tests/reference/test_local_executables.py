@@ -172,3 +172,60 @@ async def test_ten_thousand_executables_in_one_batch() -> None:
     failures = [t for t in tasks if t.get("exit_code") != 0]
     assert failures == [], failures[:3]
     assert all(recorder.final(t["uid"]) is TaskState.DONE for t in tasks)
+
+
+async def test_the_fallback_without_pidfds_gives_the_same_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from reference import _children
+
+    monkeypatch.setattr(_children, "_pidfd_works", False)
+    ok = {"uid": "ok", "executable": "echo", "arguments": ["hi"]}
+    err = {"uid": "err", "executable": "echo oops >&2; exit 4"}
+    missing = {
+        "uid": "missing",
+        "executable": "no-such-program-xyz",
+        "task_backend_specific_kwargs": NO_SHELL,
+    }
+    slow = {
+        "uid": "slow",
+        "executable": "sleep",
+        "arguments": ["60"],
+        "task_backend_specific_kwargs": {"timeout": 0.3},
+    }
+    captured = {"uid": "cap", "executable": "echo file", "capture_stdio": True}
+    recorder = await run([ok, err, missing, slow, captured], work_dir=tmp_path)
+    assert (ok["stdout"], ok["exit_code"], recorder.final("ok")) == (
+        "hi\n",
+        0,
+        TaskState.DONE,
+    )
+    assert (err["stderr"], err["exit_code"]) == ("oops\n", 4)
+    assert isinstance(missing["exception"], FileNotFoundError)
+    assert isinstance(slow["exception"], TaskTimeoutError)
+    assert Path(captured["stdout"]).read_text() == "file\n"
+
+
+async def test_an_abandoned_runner_kills_its_child(tmp_path: Path) -> None:
+    recorder = Recorder()
+    backend = LocalExecutionBackend()
+    backend.register_callback(recorder)
+    pid_file = tmp_path / "pid"
+    await backend.submit_tasks(
+        [
+            {
+                "uid": "s",
+                "executable": "/bin/sh",
+                "arguments": ["-c", f"echo $$. > {pid_file}; exec sleep 60"],
+                "task_backend_specific_kwargs": NO_SHELL,
+            }
+        ]
+    )
+    pid = await read_pid(pid_file)
+    # What asyncio.run() does to leftover tasks when a program forgets shutdown.
+    runners = list(backend._runners)
+    for runner in runners:
+        runner.cancel()
+    await asyncio.wait(runners, timeout=10)
+    assert process_gone(pid)
+    await backend.shutdown()
