@@ -84,10 +84,15 @@ class LocalExecutionBackend(BackendBase):
     and locally defined functions work). Async functions run on one event loop
     per worker thread or process, reused across tasks.
 
-    Executable tasks run as asyncio subprocesses, each in its own process
-    group, at most ``max_processes`` at a time. ``shell`` (default ``True``:
-    executable and arguments joined by spaces, run by ``/bin/sh``), ``cwd``,
-    ``env`` and ``timeout`` come from ``task_backend_specific_kwargs``; with
+    Function tasks report ``return_value`` when DONE, and ``exception`` and
+    the traceback text in ``stderr`` when FAILED; their ``stdout`` is left
+    unset (``str()`` of a large result would cost the event loop dearly).
+
+    Executable tasks run as child processes watched by the event loop, each
+    in its own process group, at most ``max_processes`` at a time. ``shell``
+    (default ``True``: executable and arguments joined by spaces, run by
+    ``/bin/sh``), ``cwd``, ``env`` and ``timeout`` come from
+    ``task_backend_specific_kwargs``; with
     ``capture_stdio`` the output goes to ``<_work_dir>/<uid>.stdout`` and
     ``.stderr`` and those paths are returned.
 
@@ -264,31 +269,34 @@ class LocalExecutionBackend(BackendBase):
             if job.canceled:
                 continue
             task = job.task
-            func = task.get("function")
-            if func is not None:
-                if process_pool:
-                    self._start_in_process(job, func)
+            try:
+                func = task.get("function")
+                if func is not None:
+                    if process_pool:
+                        self._start_in_process(job, func)
+                    else:
+                        self._start_in_thread(job, func)
+                elif task.get("executable") is not None:
+                    self._exec_queue.append(job)
+                elif task.get("prompt") is not None:
+                    self._fail(job, self._no_prompts(job))
                 else:
-                    self._start_in_thread(job, func)
-            elif task.get("executable") is not None:
-                self._exec_queue.append(job)
-            elif task.get("prompt") is not None:
-                self._fail(
-                    job,
-                    CapabilityNotSupportedError(
-                        Capability.PROMPTS.value,
-                        f"{type(self).__name__} runs functions and executables; "
-                        f"route prompt task {job.uid!r} to a backend that offers "
-                        "prompts",
-                    ),
-                )
-            else:
-                self._fail(job, ValueError(_NOTHING_TO_RUN.format(uid=job.uid)))
+                    self._fail(job, ValueError(_NOTHING_TO_RUN.format(uid=job.uid)))
+            except Exception as exc:  # e.g. a custom executor's submit failing
+                if self._jobs.get(job.uid) is job:
+                    self._fail(job, exc)
         if self._exec_queue:
             self._start_runners()
         if pending and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self._bound_loop().call_soon(self._dispatch)
+
+    def _no_prompts(self, job: _Job) -> CapabilityNotSupportedError:
+        return CapabilityNotSupportedError(
+            Capability.PROMPTS.value,
+            f"{type(self).__name__} runs functions and executables; route prompt "
+            f"task {job.uid!r} to a backend that offers prompts",
+        )
 
     def _start_in_thread(self, job: _Job, func: Callable[..., Any]) -> None:
         task = job.task
@@ -312,9 +320,12 @@ class LocalExecutionBackend(BackendBase):
         for attempt in (1, 2):
             try:
                 future = self._executor.submit(_workers.run_in_process, call)
-            except BrokenProcessPool:
+            except BrokenProcessPool as exc:
                 if attempt == 2:
-                    raise
+                    self._fail(
+                        job, WorkerLostError(f"the process pool is broken: {exc}")
+                    )
+                    return
                 self._replace_broken_pool()
                 continue
             except RuntimeError as exc:
