@@ -38,7 +38,15 @@ from conformance.registry import DRY_RUN_EXEMPT, Case, cases
 from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
 from conformance.target import BackendFactory, build_backend, describe, load_target
 
-__all__ = ["BUILD_DEADLINE", "SHUTDOWN_DEADLINE", "run", "run_case"]
+__all__ = [
+    "BUILD_DEADLINE",
+    "SHUTDOWN_DEADLINE",
+    "apply_expected",
+    "probe",
+    "run",
+    "run_case",
+    "select",
+]
 
 BUILD_DEADLINE = 10.0
 """Seconds the factory may take to produce a backend."""
@@ -362,8 +370,12 @@ def _clause_result(
     return result
 
 
-def _probe(factory: BackendFactory) -> tuple[Any, str | None]:
-    """Build one backend for the report's header; return (info, error)."""
+def probe(factory: BackendFactory) -> tuple[Any, str | None]:
+    """Build and shut down one backend; return (header info, error).
+
+    The info is (type name, ``name``, capability values); the error says why
+    no backend could be built (``None`` if one was).
+    """
 
     async def build() -> tuple[str, str, list[str]]:
         backend = await asyncio.wait_for(build_backend(factory), BUILD_DEADLINE)
@@ -436,7 +448,7 @@ def run(
     expected = dict(expected_failures or {})
     chosen, clause_ids = select(clauses)
     began = time.monotonic()
-    info, error = _probe(factory)
+    info, error = probe(factory)
     backend_type, backend_name, capability_names = info or ("?", "?", [])
     capabilities = frozenset(spec.Capability(c) for c in capability_names)
     report = Report(

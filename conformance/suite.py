@@ -25,12 +25,29 @@ import pytest
 
 from conformance.registry import Case, cases
 from conformance.report import Outcome
-from conformance.runner import apply_expected, run_case
+from conformance.runner import apply_expected, probe, run_case
 from conformance.target import BackendFactory
 
 __all__ = ["ConformanceSuite"]
 
 _CASES = cases()
+
+# Factories already built once outside any test (see `_warm_up`); kept alive
+# so their ids are never reused.
+_WARMED: dict[int, BackendFactory] = {}
+
+
+def _warm_up(factory: BackendFactory) -> None:
+    """Build and shut down one backend before the first test, as the CLI does.
+
+    A factory may start something shared on first use (a cluster, a worker
+    pool kept for the whole process); started inside a test, its processes
+    would look like children the backend left behind (SD-5).
+    """
+    if id(factory) in _WARMED:
+        return
+    _WARMED[id(factory)] = factory
+    probe(factory)
 
 
 class ConformanceSuite:
@@ -57,6 +74,7 @@ class ConformanceSuite:
         conformance_expected_failures: Mapping[str, str],
     ) -> None:
         """Run one conformance test on a fresh backend from `backend_factory`."""
+        _warm_up(backend_factory)
         result = apply_expected(
             run_case(conformance_case, backend_factory), conformance_expected_failures
         )
