@@ -20,6 +20,7 @@ __all__ = [
     "format_report",
     "machine",
     "paired_ratio",
+    "update_docs",
     "write_json",
 ]
 
@@ -229,16 +230,27 @@ def _numeric(cell: str) -> bool:
     return stripped.isdigit() or cell == "-"
 
 
-def format_report(results: dict[str, Any]) -> str:
-    """The human-readable report: throughput, engine, memory, stall, targets."""
+def format_report(results: dict[str, Any], heading: str = "") -> str:
+    """The human-readable report: throughput, engine, memory, stall, targets.
+
+    Args:
+        results: The result document.
+        heading: Markdown heading prefix for section titles (``"###"`` for
+            the docs page), or empty for plain titles in a terminal.
+    """
     out: list[str] = []
+
+    def title(text: str) -> None:
+        out.extend(["", f"{heading} {text}" if heading else f"{text}:", ""])
+
     m = results["machine"]
     out.append(
         f"Machine: {m['cpu_model']}, {m['nproc']} CPUs, Python {m['python']} "
         f"({m['platform']}), {m['date_utc']}, load average at start "
-        f"{m['loadavg_start']}"
+        f"{m['loadavg_start']}, at end {m.get('loadavg_end')}."
     )
     cfg = results["config"]
+    out.append("")
     out.append(
         f"tasks/s: median of up to {cfg['repeat']} runs; ratio: median of the "
         "per-run ratios to the baseline measured next to it; pools: "
@@ -247,9 +259,7 @@ def format_report(results: dict[str, Any]) -> str:
     )
     rows = []
     if results["throughput"]:
-        out.append("")
-        out.append("Throughput (first submit -> last terminal callback):")
-        out.append("")
+        title("Throughput (first submit to last terminal callback)")
     for r in results["throughput"]:
         rows.append(
             [
@@ -278,12 +288,10 @@ def format_report(results: dict[str, Any]) -> str:
             rows,
         )
     if results["engine"]:
-        out.append("")
-        out.append(
+        title(
             "End to end through radical.asyncflow 0.6's WorkflowEngine "
-            "(N independent async function tasks, gathered):"
+            "(N independent async function tasks, gathered)"
         )
-        out.append("")
         rows = [
             [
                 f"{r['n']:,}",
@@ -299,9 +307,7 @@ def format_report(results: dict[str, Any]) -> str:
             ["N", "subject", "tasks/s", "runs", "vs 0.6 same kind", "note"], rows
         )
     if results["memory"]:
-        out.append("")
-        out.append("Memory (tracemalloc: Python heap, not RSS), growth over one batch:")
-        out.append("")
+        title("Memory (tracemalloc: Python heap, not RSS), growth over one batch")
         rows = [
             [
                 r["workload"],
@@ -323,11 +329,7 @@ def format_report(results: dict[str, Any]) -> str:
             rows,
         )
     if results["stall"]:
-        out.append("")
-        out.append(
-            "Longest event-loop stall (1 ms heartbeat) from submit to last callback:"
-        )
-        out.append("")
+        title("Longest event-loop stall (1 ms heartbeat), submit to last callback")
         rows = [
             [
                 r["workload"],
@@ -352,9 +354,7 @@ def format_report(results: dict[str, Any]) -> str:
             ],
             rows,
         )
-    out.append("")
-    out.append("Targets (ratios from this run):")
-    out.append("")
+    title("Targets (ratios from this run)")
     rows = []
     for t in results["targets"]:
         measured = t["measured"]
@@ -370,9 +370,32 @@ def format_report(results: dict[str, Any]) -> str:
             shown = f"{measured:.2f}x"
         rows.append([t["id"], t["target"], shown, t["status"], t["note"]])
     out += _table(["id", "target", "measured", "status", "note"], rows)
+    if results["skipped"]:
+        out.append("")
     for msg in results["skipped"]:
-        out.append(f"skipped: {msg}")
+        out.append(f"- skipped: {msg}")
     return "\n".join(out)
+
+
+DOCS_START = "<!-- benchmark-results:start -->"
+DOCS_END = "<!-- benchmark-results:end -->"
+
+
+def update_docs(results: dict[str, Any], path: str, chart_ref: str | None) -> None:
+    """Replace the results between the markers in a Markdown page.
+
+    Raises:
+        ValueError: The page lacks the markers.
+    """
+    page = Path(path).read_text()
+    start, end = page.find(DOCS_START), page.find(DOCS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {DOCS_START} ... {DOCS_END} markers")
+    body = [DOCS_START, ""]
+    if chart_ref:
+        body += [f"![Throughput per backend and baseline]({chart_ref})", ""]
+    body += [format_report(results, heading="###"), "", DOCS_END]
+    Path(path).write_text(page[:start] + "\n".join(body) + page[end + len(DOCS_END) :])
 
 
 def write_json(results: dict[str, Any], path: str) -> None:

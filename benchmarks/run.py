@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from _report import (
     format_report,
     machine,
     paired_ratio,
+    update_docs,
     write_json,
 )
 from _subjects import (
@@ -112,7 +114,11 @@ def _record(row: dict[str, Any], sample: Sample, rep: int) -> None:
     if sample.failed or sample.canceled or sample.off_loop_callbacks:
         row["status"] = "failed"
         row["note"] = (
-            f"{sample.failed} FAILED, {sample.canceled} CANCELED of {sample.n}"
+            (
+                f"all {sample.n} FAILED"
+                if sample.failed == sample.n
+                else f"{sample.failed} FAILED, {sample.canceled} CANCELED of {sample.n}"
+            )
             + (
                 f", {sample.off_loop_callbacks} callbacks off the loop thread"
                 if sample.off_loop_callbacks
@@ -554,6 +560,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="with --profile: log loop callbacks slower than this (asyncio debug)",
     )
+    p.add_argument(
+        "--update-docs",
+        nargs="?",
+        const=str(ROOT / "docs" / "performance.md"),
+        default=None,
+        help="rewrite the results section of this page (default "
+        "docs/performance.md) between its benchmark-results markers",
+    )
     args = p.parse_args(argv)
     if args.dask is None:
         args.dask = not args.quick
@@ -588,6 +602,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nJSON written to {args.json}")
     if results.get("chart"):
         print(f"chart written to {results['chart']}")
+    if args.update_docs:
+        page = Path(args.update_docs)
+        chart_ref = None
+        if results.get("chart"):
+            chart_ref = os.path.relpath(Path(results["chart"]).resolve(), page.parent)
+        update_docs(results, str(page), chart_ref)
+        print(f"results written into {page}")
     return 0
 
 
