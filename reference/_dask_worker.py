@@ -270,7 +270,7 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
             continue
         try:
             result = function(*args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit fails only its own task
             outcomes[index] = _failure(exc)
             continue
         if inspect.isawaitable(result):

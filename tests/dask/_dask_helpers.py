@@ -45,6 +45,10 @@ def raise_key_error() -> None:
     raise KeyError("missing thing")
 
 
+def raise_system_exit() -> None:
+    raise SystemExit(3)
+
+
 def raise_unpicklable() -> None:
     raise Unpicklable(1, 2)
 

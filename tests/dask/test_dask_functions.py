@@ -13,6 +13,7 @@ from _dask_helpers import (
     async_add,
     loop_use_count,
     raise_key_error,
+    raise_system_exit,
     raise_unpicklable,
     return_lock,
 )
@@ -75,13 +76,16 @@ async def test_failure_keeps_the_exception_type_and_traceback(address: str) -> N
     tasks = [
         {"uid": "bad", "function": raise_key_error},
         {"uid": "good", "function": add, "args": (1, 1)},
+        {"uid": "exit", "function": raise_system_exit},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await _run(address, tasks, chunk_size=3)  # one chunk for all
     assert recorder.final("bad") is TaskState.FAILED
     assert recorder.final("good") is TaskState.DONE
     assert isinstance(tasks[0]["exception"], KeyError)
     assert "raise_key_error" in tasks[0]["stderr"]
     assert "Traceback" in tasks[0]["stderr"]
+    assert recorder.final("exit") is TaskState.FAILED
+    assert isinstance(tasks[2]["exception"], SystemExit)
 
 
 async def test_unsendable_exception_and_value_fail_cleanly(address: str) -> None:
