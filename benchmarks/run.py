@@ -516,13 +516,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--json",
         default=None,
         help="write the results as JSON here ('-' for stdout; default "
-        "benchmarks/results.json, none with --quick)",
+        "benchmarks/results.json, none with --quick or --only)",
     )
     p.add_argument(
         "--chart",
         default=None,
         help="write the chart here (default docs/assets/benchmarks.png, "
-        "none with --quick)",
+        "none with --quick or --only)",
     )
     p.add_argument("--no-chart", action="store_true", help="draw no chart")
     p.add_argument(
@@ -571,9 +571,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.dask is None:
         args.dask = not args.quick
-    if args.json is None and not args.quick:
+    # Only a full run replaces the committed results and chart by default.
+    full_run = not args.quick and not args.only
+    if args.json is None and full_run:
         args.json = str(ROOT / "benchmarks" / "results.json")
-    if args.chart is None and not args.quick:
+    if args.chart is None and full_run:
         args.chart = str(ROOT / "docs" / "assets" / "benchmarks.png")
     if args.no_chart:
         args.chart = None
