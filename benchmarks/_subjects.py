@@ -34,6 +34,7 @@ __all__ = [
     "dask_subjects",
     "pool_sizes",
     "subjects",
+    "subprocess_bound",
 ]
 
 

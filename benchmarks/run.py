@@ -59,6 +59,7 @@ FULL = {
     "stall": 10_000,
     "orig_sync": 200,
     "dask": [10_000, 1_000],
+    "idle_s": 1.0,
     "repeat": 3,
 }
 QUICK = {
@@ -72,6 +73,7 @@ QUICK = {
     "stall": 500,
     "orig_sync": 20,
     "dask": [200],
+    "idle_s": 0.2,
     "repeat": 1,
 }
 
@@ -347,12 +349,33 @@ def _stall_subjects() -> list[Subject]:
     ]
 
 
+async def _idle_stall(repeat: int, seconds: float) -> dict[str, Any]:
+    """The heartbeat alone, no work: the machine's own scheduling noise."""
+    runs = []
+    for _ in range(repeat):
+        async with StallWatch() as watch:
+            await asyncio.sleep(seconds)
+        runs.append(round(watch.max_stall_ms, 2))
+    print(f"  stall    idle loop, {seconds} s: {median(runs)} ms", file=sys.stderr)
+    return {
+        "workload": "-",
+        "key": "idle",
+        "label": f"idle loop for {seconds:g} s (noise floor)",
+        "n": 0,
+        "runs": runs,
+        "submit_runs_ms": [],
+        "max_stall_ms": round(median(runs), 2),
+        "submit_ms": None,
+        "note": "no work: what the OS and other processes alone cause",
+    }
+
+
 async def stall(
     sizes: dict[str, Any], repeat: int, slow_cap: float, timeout: float
 ) -> list[dict[str, Any]]:
     """The longest loop stall from a big submit to its last callback."""
     n = sizes["stall"]
-    rows = []
+    rows = [await _idle_stall(repeat, sizes["idle_s"])]
     for s in _stall_subjects():
         row: dict[str, Any] = {
             "workload": s.workload,
