@@ -131,3 +131,21 @@ def test_pytest_backend_option(tmp_path: Path) -> None:
     )
     assert broken.returncode == 1
     assert "[CN-2]" in broken.stdout
+
+
+def test_pytest_should_failure_xfails(tmp_path: Path) -> None:
+    out = _run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rx",
+        "--backend",
+        "test_conformance_runner:NeverCancels",
+        "-k",
+        "cancel_before_start",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "1 xfailed" in out.stdout and "SHOULD clause not met" in out.stdout

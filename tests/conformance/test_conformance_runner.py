@@ -179,3 +179,16 @@ def test_a_surviving_child_process_is_reported_and_killed() -> None:
     assert not alive(leftover), alive(leftover)
     for child in LeavesAChild.children:
         child.wait(timeout=10)
+
+
+class NeverCancels(NoopExecutionBackend):
+    """cancel_task always declines: legal, but misses the SHOULD clause CN-6."""
+
+    async def cancel_task(self, uid: str) -> bool:
+        return False
+
+
+def test_a_should_clause_is_reported_but_does_not_fail_the_run() -> None:
+    report = run(NeverCancels, clauses=["CN-6", "CN-2"])
+    assert report.failed == {"CN-6"}, report.to_text()
+    assert report.ok and report.exit_code == 0
