@@ -192,3 +192,25 @@ def test_a_should_clause_is_reported_but_does_not_fail_the_run() -> None:
     report = run(NeverCancels, clauses=["CN-6", "CN-2"])
     assert report.failed == {"CN-6"}, report.to_text()
     assert report.ok and report.exit_code == 0
+
+
+@pytest.mark.parametrize("use_psutil", [True, False], ids=["psutil", "proc"])
+def test_child_process_tracking(
+    monkeypatch: pytest.MonkeyPatch, use_psutil: bool
+) -> None:
+    from conformance import processes
+
+    if not use_psutil:
+        if not processes.available() or not __import__("os").path.isdir("/proc/self"):
+            pytest.skip("no /proc on this platform")
+        monkeypatch.setattr(processes, "_psutil", None)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        found = processes.descendants()
+        assert child.pid in found and "sleep" in found[child.pid][1]
+        assert processes.alive(processes.snapshot([child.pid]))
+        processes.kill(processes.snapshot([child.pid]))
+        assert not processes.alive({child.pid: found[child.pid]})
+    finally:
+        child.kill()
+        child.wait(timeout=10)
