@@ -465,6 +465,9 @@ class LocalExecutionBackend(BackendBase):
 
     async def _run_executable(self, job: _Job) -> None:
         task = job.task
+        await self._spawn_slot()
+        if _canceled(job) or self._closed:
+            return  # cancelled while waiting for its turn: it never starts (CN-6)
         try:
             options = ex.parse_options(task)
             command = ex.build_command(task, options)
@@ -480,7 +483,6 @@ class LocalExecutionBackend(BackendBase):
                 self._fail(job, exc)
                 return
         try:
-            await self._spawn_slot()
             child = await spawn(command, options, out, err)
         except OSError as exc:
             if not job.canceled:
