@@ -225,6 +225,7 @@ class DaskExecutionBackend(BackendBase):
         await asyncio.shield(self._starter)
 
     async def _connect(self) -> None:
+        """Open the client (and an owned cluster); start the consumer."""
         try:
             await asyncio.wait_for(self._open_client(), _CONNECT_TIMEOUT)
             self._ac = _dd.as_completed(loop=self._client.loop)
@@ -238,7 +239,7 @@ class DaskExecutionBackend(BackendBase):
             return
         loop = asyncio.get_running_loop()
         self._consume_wake = asyncio.Event()
-        self._consumer = loop.create_task(self._consume())
+        self._consumer = loop.create_task(self._consume(self._ac, self._consume_wake))
 
     async def _open_client(self) -> None:
         if self._client is not None:
@@ -350,11 +351,10 @@ class DaskExecutionBackend(BackendBase):
             pending.append(entry)
         if unrunnable:
             loop.call_soon(self._fail_unrunnable, unrunnable)
-        if self._dispatcher is None:
+        if self._dispatch_wake is None:
             self._dispatch_wake = asyncio.Event()
-            self._dispatcher = loop.create_task(self._dispatch())
-        if self._dispatch_wake is not None:
-            self._dispatch_wake.set()
+            self._dispatcher = loop.create_task(self._dispatch(self._dispatch_wake))
+        self._dispatch_wake.set()
 
     def _fail_unrunnable(self, tasks: list[dict[str, Any]]) -> None:
         for task in tasks:
@@ -380,11 +380,9 @@ class DaskExecutionBackend(BackendBase):
         entry.task["stderr"] = stderr or str(error)
         self._complete(entry, TaskState.FAILED)
 
-    async def _dispatch(self) -> None:
+    async def _dispatch(self, wake: asyncio.Event) -> None:
         """Send queued tasks to Dask, a slice per loop turn."""
         await self._connected()
-        wake = self._dispatch_wake
-        assert wake is not None  # set together with this task
         while True:
             if not self._pending:
                 wake.clear()
@@ -398,7 +396,7 @@ class DaskExecutionBackend(BackendBase):
                 continue
             if time.monotonic() - self._nthreads_at > 10.0:
                 with contextlib.suppress(Exception):
-                    await self._refresh_nthreads()
+                    await asyncio.wait_for(self._refresh_nthreads(), 5.0)
             self._dispatch_slice()
             await asyncio.sleep(0)
 
@@ -414,13 +412,22 @@ class DaskExecutionBackend(BackendBase):
                 functions.append(entry)
             else:
                 executables.append(entry)
-        if functions:
-            size = self._chunk_size or max(
-                1, min(_MAX_CHUNK, backlog // (4 * self._nthreads))
-            )
-            self._submit_functions(functions, size)
-        if executables:
-            self._submit_executables(executables)
+        try:
+            if functions:
+                size = self._chunk_size or max(
+                    1, min(_MAX_CHUNK, backlog // (4 * self._nthreads))
+                )
+                self._submit_functions(functions, size)
+            if executables:
+                self._submit_executables(executables)
+        except Exception as exc:  # a bug here must fail tasks, never strand them
+            logger.exception("backend %r: dispatching to Dask failed", self.name)
+            for entry in (*functions, *executables):
+                chunk = entry.chunk
+                if chunk is None or chunk.future is None:
+                    if chunk is not None:
+                        self._chunks.pop(chunk.key, None)
+                    self._fail(entry, BackendError(f"dispatch failed: {exc!r}"))
 
     def _submit_functions(self, entries: list[_Entry], size: int) -> None:
         chunks: list[_Chunk] = []
@@ -504,10 +511,8 @@ class DaskExecutionBackend(BackendBase):
 
     # -- completion ------------------------------------------------------------
 
-    async def _consume(self) -> None:
+    async def _consume(self, ac: Any, wake: asyncio.Event) -> None:
         """Report finished Dask futures, in batches, on the loop thread."""
-        ac, wake = self._ac, self._consume_wake
-        assert wake is not None  # set together with this task
         while True:
             if ac.is_empty():
                 wake.clear()
