@@ -104,15 +104,29 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
         except Exception as exc:
             primary = ContractViolation("LC-1", f"the factory raised {exc!r}")
         if backend is not None:
-            capabilities = spec.capabilities_of(backend)
+            try:
+                capabilities = spec.capabilities_of(backend)
+            except TypeError as exc:
+                primary = ContractViolation("LC-1", f"bad capabilities: {exc}")
+                backend_usable = False
+            else:
+                backend_usable = True
+        if backend is not None and backend_usable:
             why_not = case.why_not(capabilities)
             if why_not is not None:
                 raise NotApplicable(why_not)
             if hasattr(backend, "_work_dir"):
                 backend._work_dir = str(work_dir)
-            harness = Harness(
-                backend, work_dir, time.monotonic() + deadline, factory=factory
-            )
+            try:
+                harness = Harness(
+                    backend, work_dir, time.monotonic() + deadline, factory=factory
+                )
+            except Exception as exc:
+                # Wrapping the backend calls only register_callback.
+                primary = ContractViolation(
+                    "LC-4", f"register_callback(func) raised {exc!r}"
+                )
+        if harness is not None:
             try:
                 # A grace second on top: the harness's own waits end first and
                 # name a precise clause; this only catches a body stuck elsewhere.
