@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import spec
@@ -69,7 +70,24 @@ async def data_linking_hooks(h: Harness) -> None:
             },
         ),
     )
+    flags = {
+        "link_implicit_data_deps": getattr(raw, "supports_implicit_data_linking", None),
+        "link_explicit_data_deps": getattr(raw, "supports_explicit_data_linking", None),
+    }
     for name, args, kwargs in calls:
+        hook = getattr(raw, name, None)
+        if not callable(hook):
+            h.fail("CP-2", f"{name} is missing")
+        if flags[name] is not True:
+            # The engine calls a hook only when its flag is true; the hook
+            # must still take the engine's arguments (the protocol says so).
+            try:
+                inspect.signature(hook).bind(*args, **kwargs)
+            except TypeError as exc:
+                h.fail("CP-2", f"{name} cannot take the engine's call: {exc}")
+            except ValueError:
+                pass  # no signature to inspect (a builtin): nothing to judge
+            continue
         try:
             getattr(raw, name)(*args, **kwargs)
         except Exception as exc:
