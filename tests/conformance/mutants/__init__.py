@@ -45,7 +45,7 @@ class Mutant:
     def description(self) -> str:
         """What the mutant breaks, in one line (from its docstring)."""
         first = (self.factory.__doc__ or "").strip().splitlines()[0]
-        return first.split(": ", 1)[-1]
+        return first.split(": ", 1)[-1].rstrip(".")
 
     @property
     def id(self) -> str:
