@@ -60,6 +60,7 @@ def _row(clause: str, factory: Callable[[], Any], *also: str) -> Mutant:
 MUTANTS: tuple[Mutant, ...] = (
     # Lifecycle
     _row("LC-1", noop.NotReadyUntilStarted),
+    _row("LC-1", noop.RefusesUntilAwaited),
     _row("LC-2", noop.AsyncState),
     _row("LC-3", noop.StateGoesBackToInitialized),
     _row("LC-4", noop.KeepsFirstCallback),

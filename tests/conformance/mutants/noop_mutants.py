@@ -39,6 +39,15 @@ class NotReadyUntilStarted(NoopExecutionBackend):
         return self
 
 
+class RefusesUntilAwaited(NoopExecutionBackend):
+    """LC-1: ``submit_tasks`` raises until ``await backend`` has started it."""
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        if self._state is BackendState.INITIALIZED:
+            raise RuntimeError("backend not started: await it first")
+        await super().submit_tasks(tasks)
+
+
 class AsyncState(NoopExecutionBackend):
     """LC-2: ``state()`` is ``async def`` (as in rhapsody-py 0.6)."""
 
