@@ -55,26 +55,30 @@ class Recorder:
     ) -> None:
         """Wait until every uid reached ``state`` (default: any terminal state)."""
         wanted = list(uids)
-        if self._changed is None:
-            self._changed = asyncio.Event()
+        position = 0  # states only progress: a uid once reached stays reached
 
-        def reached() -> bool:
-            for uid in wanted:
-                last = self.last.get(uid)
-                if state is None:
-                    if last is None or last is TaskState.RUNNING:
-                        return False
-                elif state not in self.states(uid):
-                    return False
-            return True
+        def reached(uid: str) -> bool:
+            last = self.last.get(uid)
+            if state is None:
+                return last is not None and last is not TaskState.RUNNING
+            return state in self.states(uid) if last is not None else False
 
         async def loop() -> None:
-            assert self._changed is not None
-            while not reached():
-                self._changed.clear()
-                await self._changed.wait()
+            nonlocal position
+            while True:
+                while position < len(wanted) and reached(wanted[position]):
+                    position += 1
+                if position == len(wanted):
+                    return
+                changed.clear()
+                await changed.wait()
 
-        await asyncio.wait_for(loop(), timeout)
+        # One event per wait, so a recorder can outlive an event loop.
+        changed = self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        finally:
+            self._changed = None
 
 
 def process_gone(pid: int, timeout: float = 5.0) -> bool:

@@ -262,3 +262,14 @@ async def test_ten_thousand_function_tasks_in_one_batch(recorder: Recorder) -> N
     assert all(t["return_value"] == i for i, t in enumerate(tasks))
     assert recorder.violations == []
     assert backend._in_flight == {}
+
+
+async def test_a_hundred_thousand_tasks_in_one_batch(recorder: Recorder) -> None:
+    async with LocalExecutionBackend() as backend:
+        backend.register_callback(recorder)
+        await backend.submit_tasks(
+            [{"uid": f"t{i}", "function": int} for i in range(100_000)]
+        )
+        await recorder.wait((f"t{i}" for i in range(100_000)), timeout=100)
+    assert len(recorder.last) == 100_000
+    assert all(state is TaskState.DONE for state in recorder.last.values())
