@@ -16,7 +16,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -481,20 +481,3 @@ async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
         return await asyncio.wait_for(awaitable, seconds)
     async with timeout(seconds):
         return await awaitable
-
-
-def expect_error(
-    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
-) -> bool:
-    """Tell whether ``exc`` is (or wraps, via ``__cause__``) a ``kind``."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def task_error(task: Mapping[str, Any]) -> Any:
-    """Return a task's ``exception`` key (``None`` when unset)."""
-    return task.get("exception")

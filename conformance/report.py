@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
@@ -370,20 +369,3 @@ def _junit_outcome(case: ElementTree.Element, result: ClauseResult) -> None:
             case, "skipped", message=f"{result.outcome.value}: {result.reason}"
         )
         node.text = text or None
-
-
-def merge_outcomes(outcomes: Iterable[Outcome]) -> Outcome:
-    """Combine test outcomes into one (worst first); used for the pytest view."""
-    order = [
-        Outcome.XPASS,
-        Outcome.FAIL,
-        Outcome.BLOCKED,
-        Outcome.XFAIL,
-        Outcome.PASS,
-        Outcome.NOT_APPLICABLE,
-    ]
-    found = set(outcomes)
-    for outcome in order:
-        if outcome in found:
-            return outcome
-    return Outcome.UNTESTED
