@@ -81,6 +81,8 @@ class Harness:
         states: Every state delivered, per uid, in order.
         measurements: Figures the test reports (e.g. the loop stall).
         factory: The backend factory, when the runner gave it.
+        baseline: The child processes alive before the backend was built
+            (set by the runner), so a test can tell which ones it started.
     """
 
     def __init__(
@@ -92,6 +94,8 @@ class Harness:
     ) -> None:
         self.raw = backend
         self.factory = factory
+        # Set by the runner: the processes alive before the backend was built.
+        self.baseline: dict[int, processes.ProcessInfo] = {}
         self.capabilities = spec.capabilities_of(backend)
         self.work_dir = work_dir
         self.deadline = deadline

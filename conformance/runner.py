@@ -121,6 +121,7 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
                 harness = Harness(
                     backend, work_dir, time.monotonic() + deadline, factory=factory
                 )
+                harness.baseline = baseline
             except Exception as exc:
                 # Wrapping the backend calls only register_callback.
                 primary = ContractViolation(
