@@ -41,8 +41,8 @@ def parse_expected_failures(
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        ident, _, reason = line.partition(" ")
-        ident, reason = ident.strip(), reason.strip()
+        ident, *rest = line.split(None, 1)
+        reason = rest[0].strip() if rest else ""
         if not reason:
             raise ValueError(f"line {number}: {ident!r} needs a reason after it")
         is_clause = ident in spec.CLAUSES

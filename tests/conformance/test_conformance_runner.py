@@ -214,3 +214,18 @@ def test_child_process_tracking(
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def test_expected_failures_parsing() -> None:
+    from conformance import parse_expected_failures
+
+    known = {c.id for c in cases()}
+    text = "# header\n\nRS-9\tnot pickled yet\nstates.one_terminal_state  flaky (#3)  # note\n"
+    assert parse_expected_failures(text, known) == {
+        "RS-9": "not pickled yet",
+        "states.one_terminal_state": "flaky (#3)",
+    }
+    with pytest.raises(ValueError, match="needs a reason"):
+        parse_expected_failures("RS-9\n", known)
+    with pytest.raises(ValueError, match="neither a clause"):
+        parse_expected_failures("no.such_test  reason\n", known)
