@@ -6,7 +6,7 @@ The file lists one clause ID or test ID per line, then the reason::
     RS-9                   exceptions are never pickled back yet (#12)
     cancellation.running_function   thread pool cannot interrupt functions
 
-Blank lines and ``#`` comments are ignored. A listed clause or test that
+Blank lines and lines starting with ``#`` are ignored. A listed clause or test that
 fails is reported ``xfail``; one that passes is reported ``xpass`` and fails
 the run, so the list cannot silently go stale.
 """
@@ -38,8 +38,9 @@ def parse_expected_failures(
     """
     found: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.strip()
+        # Only whole lines are comments: a reason may cite an issue ("#12").
+        if not line or line.startswith("#"):
             continue
         ident, *rest = line.split(None, 1)
         reason = rest[0].strip() if rest else ""

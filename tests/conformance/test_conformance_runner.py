@@ -220,9 +220,9 @@ def test_expected_failures_parsing() -> None:
     from conformance import parse_expected_failures
 
     known = {c.id for c in cases()}
-    text = "# header\n\nRS-9\tnot pickled yet\nstates.one_terminal_state  flaky (#3)  # note\n"
+    text = "# header\n\nRS-9\tnot pickled\nstates.one_terminal_state  flaky (#3)\n"
     assert parse_expected_failures(text, known) == {
-        "RS-9": "not pickled yet",
+        "RS-9": "not pickled",
         "states.one_terminal_state": "flaky (#3)",
     }
     with pytest.raises(ValueError, match="needs a reason"):
