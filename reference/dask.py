@@ -24,6 +24,8 @@ import atexit
 import contextlib
 import itertools
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -72,6 +74,7 @@ _MAX_CHUNK = 64  # function tasks per Dask task, at most
 _REPORTS_PER_TURN = 512  # states delivered before yielding to the loop
 _CONNECT_TIMEOUT = 60.0  # starting a LocalCluster on a loaded machine is slow
 _CLOSE_TIMEOUT = 20.0
+_EXIT_GRACE = 5.0  # seconds an owned cluster's workers get to exit after close
 _REMOTE_SLACK = 5.0  # seconds a cancel round trip may take on top of kill_grace
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
@@ -310,6 +313,7 @@ class DaskExecutionBackend(BackendBase):
     async def _close_client(self) -> None:
         client, cluster = self._client, self._cluster
         self._cluster = None
+        workers = _worker_pids(cluster) if cluster is not None else []
         try:
             if client is not None and self._owns_client:
                 await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
@@ -317,6 +321,16 @@ class DaskExecutionBackend(BackendBase):
                 await asyncio.wait_for(cluster.close(), _CLOSE_TIMEOUT)
         except Exception:
             logger.exception("backend %r: closing Dask failed", self.name)
+        # An owned cluster's worker processes must not outlive shutdown (SD-5),
+        # even when a close timed out or a worker is slow to exit.
+        deadline = time.monotonic() + _EXIT_GRACE
+        while workers and time.monotonic() < deadline:
+            workers = [pid for pid in workers if _process_alive(pid)]
+            if workers:
+                await asyncio.sleep(0.05)
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     # -- submission ------------------------------------------------------------
 
@@ -720,6 +734,31 @@ def _load_exception(
             if isinstance(exc, BaseException):
                 return exc
     return StandInError(type_name, message)
+
+
+def _worker_pids(cluster: Any) -> list[int]:
+    """The pids of a LocalCluster's worker processes (none with threads)."""
+    pids = []
+    for worker in getattr(cluster, "workers", {}).values():
+        pid = getattr(worker, "pid", None)
+        if isinstance(pid, int):
+            pids.append(pid)
+    return pids
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:  # no /proc (not Linux): trust kill()
+        return True
 
 
 async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
