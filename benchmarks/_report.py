@@ -97,7 +97,7 @@ def paired_ratio(row: dict[str, Any], base: dict[str, Any]) -> float | None:
     if pairs:
         return round(median(pairs), 3)
     if row["tasks_per_s"] and base["tasks_per_s"]:
-        return round(row["tasks_per_s"] / base["tasks_per_s"], 3)
+        return round(float(row["tasks_per_s"]) / float(base["tasks_per_s"]), 3)
     return None
 
 

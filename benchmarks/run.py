@@ -48,7 +48,7 @@ from _workloads import WORKLOADS, make_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FULL = {
+FULL: dict[str, Any] = {
     "fn": 10_000,
     "exec": 1_000,
     "noop": 10_000,
@@ -62,7 +62,7 @@ FULL = {
     "idle_s": 1.0,
     "repeat": 3,
 }
-QUICK = {
+QUICK: dict[str, Any] = {
     "fn": 200,
     "exec": 20,
     "noop": 1_000,
@@ -79,12 +79,8 @@ QUICK = {
 
 
 def _sizes_n(workload: str, sizes: dict[str, Any]) -> int:
-    return {
-        "async-fn": sizes["fn"],
-        "sync-fn": sizes["fn"],
-        "exec": sizes["exec"],
-        "noop": sizes["noop"],
-    }[workload]
+    key = {"async-fn": "fn", "sync-fn": "fn", "exec": "exec", "noop": "noop"}
+    return int(sizes[key[workload]])
 
 
 def _row(subject: Subject, n: int) -> dict[str, Any]:
