@@ -20,6 +20,7 @@ __all__ = [
     "format_report",
     "machine",
     "paired_ratio",
+    "summary",
     "update_docs",
     "write_json",
 ]
@@ -357,18 +358,7 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
     title("Targets (ratios from this run)")
     rows = []
     for t in results["targets"]:
-        measured = t["measured"]
-        if measured is None:
-            shown = "-"
-        elif t["id"] in ("T8",):
-            shown = f"{measured:.2f} MiB"
-        elif t["id"] in ("T9", "T10"):
-            shown = f"{measured:.1f} ms"
-        elif t["id"] == "T11":
-            shown = f"{measured:,.0f}/s"
-        else:
-            shown = f"{measured:.2f}x"
-        rows.append([t["id"], t["target"], shown, t["status"], t["note"]])
+        rows.append([t["id"], t["target"], _shown(t), t["status"], t["note"]])
     out += _table(["id", "target", "measured", "status", "note"], rows)
     if results["skipped"]:
         out.append("")
@@ -379,6 +369,89 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
 
 DOCS_START = "<!-- benchmark-results:start -->"
 DOCS_END = "<!-- benchmark-results:end -->"
+SUMMARY_START = "<!-- benchmark-summary:start -->"
+SUMMARY_END = "<!-- benchmark-summary:end -->"
+
+# (target ids, what, workload, subject key) for the summary's rows.
+_SUMMARY_ROWS = [
+    (("T1", "T2"), "Local, async functions, threads", "async-fn", "ours-local-thread"),
+    (("T3",), "Local, sync functions, threads", "sync-fn", "ours-local-thread"),
+    (("T5",), "Local, async functions, processes", "async-fn", "ours-local-process"),
+    (("T6",), "Local, sync functions, processes", "sync-fn", "ours-local-process"),
+    (("T4",), "Local, `/bin/true` executables", "exec", "ours-local"),
+    (("T7",), "Noop", "noop", "ours-noop"),
+    (("T11",), "Dask, async functions, 2 workers x 1 thread", "async-fn",
+     "dask-2x1-10000"),
+]  # fmt: skip
+
+
+_SHORT = {
+    "T1": "raw thread pool, loop per thread (>= 0.8x)",
+    "T2": "radical.asyncflow 0.6 (>= 20x)",
+    "T3": "raw thread pool (>= 0.8x)",
+    "T4": "raw subprocess loop (>= 0.9x)",
+    "T5": "raw process pool (>= 0.7x)",
+    "T6": "raw process pool (>= 0.7x)",
+    "T7": "bare call_soon loop (>= 0.5x)",
+    "T11": "(>= 615/s)",
+}
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A short Markdown summary: headline figures and every target's verdict."""
+    m = results["machine"]
+    verdicts = {t["id"]: t for t in results["targets"]}
+    met = sum(t["status"] == "pass" for t in results["targets"])
+    missed = [t for t in results["targets"] if t["status"] == "MISS"]
+    out = [
+        f"**In short** (the run recorded [below](#results), {m['date_utc']}, "
+        f"{m['nproc']} CPUs, load average {m['loadavg_start'][0]} at start and "
+        f"{(m.get('loadavg_end') or ['?'])[0]} at end): {met} of "
+        f"{len(results['targets'])} targets met"
+        + (
+            "; missed: " + ", ".join(f"{t['id']} ({_shown(t)})" for t in missed)
+            if missed
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    rows = []
+    for ids, what, workload, key in _SUMMARY_ROWS:
+        row = _find(results["throughput"], workload, key)
+        if not _usable(row):
+            continue
+        assert row is not None
+        rows.append(
+            [
+                what,
+                f"{row['n']:,}",
+                _fmt_rate(row["tasks_per_s"]),
+                "; ".join(
+                    f"{i}: {_shown(verdicts[i])} {_SHORT[i]}, {verdicts[i]['status']}"
+                    for i in ids
+                ),
+            ]
+        )
+    out += _table(["backend", "N", "tasks/s", "measured (target)"], rows)
+    out.append("")
+    for i in ("T8", "T9", "T10"):
+        t = verdicts[i]
+        out.append(f"- {i}: {t['target']}: {_shown(t)} ({t['status']})")
+    return "\n".join(out)
+
+
+def _shown(t: dict[str, Any]) -> str:
+    measured = t["measured"]
+    if measured is None:
+        return "-"
+    if t["id"] == "T8":
+        return f"{measured:.2f} MiB"
+    if t["id"] in ("T9", "T10"):
+        return f"{measured:.1f} ms"
+    if t["id"] == "T11":
+        return f"{measured:,.0f}/s"
+    return f"{measured:.2f}x"
 
 
 def update_docs(results: dict[str, Any], path: str, chart_ref: str | None) -> None:
@@ -388,14 +461,22 @@ def update_docs(results: dict[str, Any], path: str, chart_ref: str | None) -> No
         ValueError: The page lacks the markers.
     """
     page = Path(path).read_text()
-    start, end = page.find(DOCS_START), page.find(DOCS_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no {DOCS_START} ... {DOCS_END} markers")
-    body = [DOCS_START, ""]
+    body = [""]
     if chart_ref:
         body += [f"![Throughput per backend and baseline]({chart_ref})", ""]
-    body += [format_report(results, heading="###"), "", DOCS_END]
-    Path(path).write_text(page[:start] + "\n".join(body) + page[end + len(DOCS_END) :])
+    body += [format_report(results, heading="###"), ""]
+    page = _replace_between(page, DOCS_START, DOCS_END, "\n".join(body), path)
+    page = _replace_between(
+        page, SUMMARY_START, SUMMARY_END, f"\n{summary(results)}\n", path
+    )
+    Path(path).write_text(page)
+
+
+def _replace_between(page: str, start: str, end: str, body: str, path: str) -> str:
+    i, j = page.find(start), page.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{path} has no {start} ... {end} markers")
+    return page[: i + len(start)] + "\n" + body + "\n" + page[j:]
 
 
 def write_json(results: dict[str, Any], path: str) -> None:

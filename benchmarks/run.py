@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
@@ -587,11 +588,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rewrite the results section of this page (default "
         "docs/performance.md) between its benchmark-results markers",
     )
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="measure nothing: print, chart and --update-docs a saved run",
+    )
     args = p.parse_args(argv)
     if args.dask is None:
         args.dask = not args.quick
     # Only a full run replaces the committed results and chart by default.
-    full_run = not args.quick and not args.only
+    full_run = not args.quick and not args.only and not args.from_json
     if args.json is None and full_run:
         args.json = str(ROOT / "benchmarks" / "results.json")
     if args.chart is None and full_run:
@@ -610,18 +616,27 @@ def main(argv: list[str] | None = None) -> int:
         sizes = QUICK if args.quick else FULL
         asyncio.run(profile(args.profile, dict(sizes), args.timeout, args.slow_ms))
         return 0
-    results = asyncio.run(main_async(args))
+    if args.from_json:
+        # Re-render a saved run (table, chart, docs) without measuring again.
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        results = asyncio.run(main_async(args))
+    drawn = False
     if args.chart:
         why_not = chart(results, args.chart)
-        results["chart"] = args.chart if why_not is None else None
+        drawn = why_not is None
+        results["chart"] = args.chart if drawn else None
         if why_not:
             results["skipped"].append(f"chart: {why_not}")
+    elif not args.from_json:
+        results["chart"] = None
+    # (A saved run keeps the chart it was drawn with, for --update-docs.)
     print(format_report(results))
     if args.json:
         write_json(results, args.json)
         if args.json != "-":
             print(f"\nJSON written to {args.json}")
-    if results.get("chart"):
+    if drawn:
         print(f"chart written to {results['chart']}")
     if args.update_docs:
         page = Path(args.update_docs)

@@ -83,3 +83,37 @@ def test_targets_and_other_sections(quick_run: tuple[dict, str]) -> None:
         s["max_stall_ms"] is not None for s in doc["stall"] if s["key"] == "ours-noop"
     )
     assert "Targets" in stdout and "| workload |" in stdout
+
+
+def test_saved_run_rewrites_the_docs_page(
+    quick_run: tuple[dict, str], tmp_path: Path
+) -> None:
+    doc, _ = quick_run
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(doc))
+    page = tmp_path / "performance.md"
+    page.write_text(
+        "# P\n\n<!-- benchmark-summary:start -->\nold\n<!-- benchmark-summary:end -->"
+        "\n\ntext kept\n\n<!-- benchmark-results:start -->\nold\n"
+        "<!-- benchmark-results:end -->\n\ntail kept\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--from-json",
+            str(saved),
+            "--no-chart",
+            "--update-docs",
+            str(page),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = page.read_text()
+    assert "old" not in text
+    assert "text kept" in text and "tail kept" in text
+    assert "**In short**" in text and "### Targets" in text
