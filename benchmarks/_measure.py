@@ -123,9 +123,26 @@ class StallWatch:
     def __init__(self, interval: float = 0.001) -> None:
         self.interval = interval
         self.max_gap = 0.0
+        self.full_gcs = 0
+        """Full (generation 2) garbage collections while watching."""
+        self.longest_gc = 0.0
+        """The longest of them, in seconds."""
+        self._gc_started = 0.0
         self._stop = False
         self._task: asyncio.Task[None] | None = None
         self._ticked = asyncio.Event()
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # A full collection stops every thread holding the GIL, the loop too.
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.full_gcs += 1
+            self.longest_gc = max(
+                self.longest_gc, time.perf_counter() - self._gc_started
+            )
 
     async def _beat(self) -> None:
         last = time.perf_counter()
@@ -140,9 +157,11 @@ class StallWatch:
         self._task = asyncio.create_task(self._beat())
         await asyncio.wait_for(self._ticked.wait(), 5)
         self.max_gap = 0.0  # start counting from a running heartbeat
+        gc.callbacks.append(self._on_gc)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
         self._stop = True
         if self._task is not None:
             await self._task

@@ -338,6 +338,7 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 r["label"],
                 "-" if r["max_stall_ms"] is None else f"{r['max_stall_ms']:.1f}",
                 "-" if r["submit_ms"] is None else f"{r['submit_ms']:.1f}",
+                _gc_cell(r),
                 str(len(r["runs"])),
                 r["note"],
             ]
@@ -350,6 +351,7 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 "subject",
                 "max stall ms",
                 "submit_tasks ms",
+                "full GCs per run (longest ms)",
                 "runs",
                 "note",
             ],
@@ -439,6 +441,14 @@ def summary(results: dict[str, Any]) -> str:
         t = verdicts[i]
         out.append(f"- {i}: {t['target']}: {_shown(t)} ({t['status']})")
     return "\n".join(out)
+
+
+def _gc_cell(row: dict[str, Any]) -> str:
+    """Median full collections per run, and the longest one seen."""
+    counts, longest = row.get("full_gcs") or [], row.get("longest_gc_ms") or []
+    if not counts:
+        return "-"
+    return f"{median([float(c) for c in counts]):g} ({max(longest):.1f})"
 
 
 def _shown(t: dict[str, Any]) -> str:

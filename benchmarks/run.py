@@ -348,11 +348,13 @@ def _stall_subjects() -> list[Subject]:
 
 async def _idle_stall(repeat: int, seconds: float) -> dict[str, Any]:
     """The heartbeat alone, no work: the machine's own scheduling noise."""
-    runs = []
+    runs, gcs, longest = [], [], []
     for _ in range(repeat):
         async with StallWatch() as watch:
             await asyncio.sleep(seconds)
         runs.append(round(watch.max_stall_ms, 2))
+        gcs.append(watch.full_gcs)
+        longest.append(round(watch.longest_gc * 1000, 2))
     print(f"  stall    idle loop, {seconds} s: {median(runs)} ms", file=sys.stderr)
     return {
         "workload": "-",
@@ -361,6 +363,8 @@ async def _idle_stall(repeat: int, seconds: float) -> dict[str, Any]:
         "n": 0,
         "runs": runs,
         "submit_runs_ms": [],
+        "full_gcs": gcs,
+        "longest_gc_ms": longest,
         "max_stall_ms": round(median(runs), 2),
         "submit_ms": None,
         "note": "no work: what the OS and other processes alone cause",
@@ -381,6 +385,8 @@ async def stall(
             "n": n,
             "runs": [],
             "submit_runs_ms": [],
+            "full_gcs": [],
+            "longest_gc_ms": [],
             "max_stall_ms": None,
             "submit_ms": None,
             "note": "",
@@ -409,6 +415,8 @@ async def stall(
                 await runner.close()
             spent += time.perf_counter() - t0
             row["runs"].append(round(watch.max_stall_ms, 2))
+            row["full_gcs"].append(watch.full_gcs)
+            row["longest_gc_ms"].append(round(watch.longest_gc * 1000, 2))
             if sample.submit_seconds is not None:
                 row["submit_runs_ms"].append(round(sample.submit_seconds * 1000, 2))
         if row["runs"]:
