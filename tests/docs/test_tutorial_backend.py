@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,12 +178,12 @@ def test_the_documented_pytest_subclass_runs(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
-            # The loop-stall measurement (SC-3) is timing: not judged here.
-            "-k",
-            "not submit_keeps_loop_responsive",
             str(TUTORIAL.parent / "test_tutorial_conformance.py"),
         ],
         tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
+    # A SHOULD clause not met (e.g. the SC-3 timing on a loaded machine)
+    # xfails, like the CLI, so the exit status is the verdict.
+    assert re.search(r"\b\d+ passed", done.stdout), done.stdout
+    assert not re.search(r"\b\d+ (failed|error)", done.stdout), done.stdout
