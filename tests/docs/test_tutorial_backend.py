@@ -187,3 +187,23 @@ def test_the_documented_pytest_subclass_runs(tmp_path: Path) -> None:
     # xfails, like the CLI, so the exit status is the verdict.
     assert re.search(r"\b\d+ passed", done.stdout), done.stdout
     assert not re.search(r"\b\d+ (failed|error)", done.stdout), done.stdout
+
+
+def test_the_report_excerpt_on_the_suite_page_is_real(tmp_path: Path) -> None:
+    """docs/conformance.md shows a report; rerun its command and compare.
+
+    Lines that change from run to run (platform, start time, durations) and
+    the progress line are not compared.
+    """
+    page = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    block = re.search(r"```text\n\$ PYTHONPATH=\S+ python (.*?)\n(.*?)```", page, re.S)
+    assert block, "no report excerpt on the page"
+    args, shown = block[1].split(), block[2].splitlines()
+    done = _run(args, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    real = done.stdout.splitlines()
+    volatile = ("contract:", "started:", "wall time:")
+    for line in shown:
+        if line.startswith(volatile) or re.fullmatch(r"[.sFxX]*", line):
+            continue
+        assert line in real, f"{line!r} not in the real report:\n{done.stdout}"
