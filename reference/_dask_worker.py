@@ -12,10 +12,12 @@ worker thread that lives as long as the thread, rather than a fresh
 ``asyncio.run`` per task.
 
 Executable tasks run one per Dask task, as a child in its own session
-(process group). A per-process registry maps each task's key to its child,
-so `cancel_keys` (sent to every worker with ``client.run``) can kill the
-whole group; a key cancelled before its child starts is remembered so the
-child never starts.
+(process group), through the shared sync runner
+`reference._executables.run_executable`. Its ``spawn`` hook lets this module
+keep a per-process registry mapping each task's key to its child, so
+`cancel_keys` (sent to every worker with ``client.run``) can kill the whole
+group; a key cancelled before its child starts is remembered so the child
+never starts.
 """
 
 from __future__ import annotations
@@ -34,18 +36,8 @@ from typing import Any
 
 import cloudpickle
 
-from reference._executables import (
-    build_command,
-    capture_paths,
-    decode,
-    exit_exception,
-    group_alive,
-    open_capture_files,
-    parse_options,
-    signal_group,
-    spawn_error,
-    timeout_error,
-)
+from reference._executables import group_alive, signal_group
+from reference._executables import run_executable as _run_to_completion
 
 __all__ = [
     "CANCELLED",
@@ -300,8 +292,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 _preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None else None
 
 
+class _CancelledBeforeStart(Exception):
+    """Raised by the spawn hook: the key was cancelled, its child never starts."""
+
+
 def run_executable(job: ExecutableJob) -> Outcome:
     """Run one executable task to completion; the Dask task the client submits.
+
+    The shared `reference._executables.run_executable` does the work; this
+    adds the worker's part: the child starts under the registry lock unless
+    its key was cancelled first, is registered there for `cancel_keys`, and
+    dies with the worker (Linux).
 
     Args:
         job: The task.
@@ -311,83 +312,32 @@ def run_executable(job: ExecutableJob) -> Outcome:
         exception)`` pickled once the child ran, `FAILED` when it could not
         start, `CANCELLED` when cancelled before it started.
     """
-    key, task, work_dir, grace = job.key, job.task, job.work_dir, job.grace
-    try:
-        options = parse_options(task)
-        command = build_command(task, options)
-    except ValueError as exc:
-        return _failure(exc, stderr=str(exc))
-    out: Any = subprocess.PIPE
-    err: Any = subprocess.PIPE
-    if options.capture_stdio:
-        try:
-            out, err = open_capture_files(work_dir, task["uid"])
-        except OSError as exc:
-            return _failure(exc, stderr=str(exc))
-    try:
+    key = job.key
+    task = dict(job.task)  # results go into a copy; the job stays as sent
+
+    def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
         with _lock:  # atomic with cancel_keys: cancelled before start, never starts
             if _cancelled.pop(key, None) is not None:
-                return (CANCELLED, None, "", "", "")
-            try:
-                child = subprocess.Popen(
-                    command,
-                    shell=options.shell,
-                    cwd=options.cwd,
-                    env=options.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                    preexec_fn=_preexec,  # only a prctl call: safe after fork
-                )
-            except OSError as exc:
-                error = spawn_error(exc, task, options)
-                return _failure(error, stderr=str(error))
+                raise _CancelledBeforeStart
+            child = start()
             _children[key] = child
-    finally:
-        if options.capture_stdio:
-            out.close()
-            err.close()
+            return child
+
     try:
-        return _wait_child(key, child, task, options.timeout, work_dir, grace)
+        _run_to_completion(
+            task,
+            job.work_dir,
+            job.grace,
+            spawn=spawn,
+            preexec_fn=_preexec,  # only a prctl call: safe after fork
+        )
+    except _CancelledBeforeStart:
+        return (CANCELLED, None, "", "", "")
     finally:
         with _lock:
             _children.pop(key, None)
             _cancelled.pop(key, None)
-        if child.poll() is None:  # interrupted: leave nothing behind
-            signal_group(child.pid, signal.SIGKILL)
-            child.wait()
-
-
-def _wait_child(
-    key: str,
-    child: subprocess.Popen[bytes],
-    task: dict[str, Any],
-    timeout: float | None,
-    work_dir: str,
-    grace: float,
-) -> Outcome:
-    timed_out = False
-    try:
-        raw_out, raw_err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        signal_group(child.pid, signal.SIGTERM)
-        try:
-            raw_out, raw_err = child.communicate(timeout=grace)
-        except subprocess.TimeoutExpired:
-            signal_group(child.pid, signal.SIGKILL)
-            raw_out, raw_err = child.communicate()
-    options = parse_options(task)
-    if options.capture_stdio:
-        stdout, stderr = capture_paths(work_dir, task["uid"])
-    else:
-        stdout, stderr = decode(raw_out), decode(raw_err)
-    exit_code = child.returncode
-    exception: Exception | None
-    if timed_out:
-        exception = timeout_error(task, timeout or 0.0)
-    else:
-        exception = exit_exception(task, options, exit_code, stderr)
-    payload = cloudpickle.dumps((stdout, stderr, exit_code, exception))
-    return (EXITED, payload, "", "", "")
+    if task["exit_code"] is None:  # bad options, capture files or spawn
+        return _failure(task["exception"], stderr=task["stderr"])
+    results = (task["stdout"], task["stderr"], task["exit_code"], task["exception"])
+    return (EXITED, cloudpickle.dumps(results), "", "", "")

@@ -21,9 +21,13 @@ rules, so the rules live here, free of any event loop:
   whole process group (children are started with ``start_new_session=True``,
   so the group id is the child's pid); `kill_group` is the blocking TERM,
   grace, KILL sequence.
-- `run_executable(task, work_dir, kill_grace)` runs one executable task to
-  completion synchronously with `subprocess` and writes its results into the
-  task dict, returning whether it is DONE.
+- `run_executable(task, work_dir, kill_grace, spawn=, preexec_fn=)` runs one
+  executable task to completion synchronously with `subprocess` and writes
+  its results into the task dict, returning whether it is DONE. The Dask
+  worker runs executables with it: ``spawn`` wraps the start of the child so
+  a caller can make it atomic with its own bookkeeping (refuse a cancelled
+  task, register the child so it can be killed), ``preexec_fn`` runs in the
+  child before it executes.
 - `decode` turns captured bytes into text without ever raising.
 """
 
@@ -36,12 +40,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 from spec import TaskTimeoutError
 
 __all__ = [
     "ExecOptions",
+    "Spawner",
     "build_command",
     "capture_paths",
     "decode",
@@ -324,24 +329,59 @@ def kill_group(
     signal_group(pgid, signal.SIGKILL)
 
 
+Spawner: TypeAlias = Callable[
+    [Callable[[], subprocess.Popen[bytes]]], subprocess.Popen[bytes]
+]
+"""A hook around the start of a child: called with ``start``, returns its result.
+
+``start`` takes no arguments, starts the child and returns its ``Popen``
+(raising `OSError` when it cannot). The hook must call it at most once and
+return what it returned, or raise to leave the child unstarted.
+"""
+
+
+def _start(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    return start()
+
+
 def run_executable(
-    task: dict[str, Any], work_dir: str, kill_grace: float = 2.0
+    task: dict[str, Any],
+    work_dir: str,
+    kill_grace: float = 2.0,
+    *,
+    spawn: Spawner = _start,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> bool:
     """Run one executable task to completion, synchronously, and record results.
 
     Writes ``stdout``, ``stderr``, ``exit_code`` and ``exception`` into
-    ``task`` following the contract (RS-4..RS-8). Meant for worker threads
-    and remote workers; never call it on an event loop.
+    ``task`` following the contract (RS-4..RS-8); ``exit_code`` stays
+    ``None`` when the child never started (bad options, capture files that
+    cannot be created, a failed spawn). At its timeout the child's whole
+    process group gets SIGTERM, then SIGKILL after ``kill_grace`` seconds.
+    Meant for worker threads and remote workers; never call it on an event
+    loop.
 
     Args:
         task: The task dict (``executable``, ``arguments``, ``capture_stdio``,
             ``task_backend_specific_kwargs``).
         work_dir: Directory for ``capture_stdio`` files.
         kill_grace: Seconds between SIGTERM and SIGKILL at a timeout.
+        spawn: A `Spawner` wrapping the start of the child, so a caller can
+            make the start atomic with its own bookkeeping (the Dask worker
+            refuses a cancelled task under its lock, and registers the child
+            there so that a cancel can kill it). By default it just starts it.
+        preexec_fn: Called in the child between fork and exec (as
+            ``subprocess.Popen``'s argument of that name). The parent may
+            run threads, so it must not take locks or import anything.
 
     Returns:
         Whether the task is DONE (exit code 0); otherwise it is FAILED and
         ``task["exception"]`` may say why.
+
+    Raises:
+        Exception: Whatever ``spawn`` raises other than an `OSError`; the
+            task is then left untouched and no child runs.
     """
     try:
         options = parse_options(task)
@@ -352,19 +392,28 @@ def run_executable(
     out: Any = subprocess.PIPE
     err: Any = subprocess.PIPE
     if options.capture_stdio:
-        out, err = open_capture_files(work_dir, task["uid"])
+        try:
+            out, err = open_capture_files(work_dir, task["uid"])
+        except OSError as exc:
+            task.update(exception=exc, stderr=str(exc), stdout=None, exit_code=None)
+            return False
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command,
+            shell=options.shell,
+            cwd=options.cwd,
+            env=options.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
+
     try:
         try:
-            proc = subprocess.Popen(
-                command,
-                shell=options.shell,
-                cwd=options.cwd,
-                env=options.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+            proc = spawn(start)
         except OSError as exc:
             error = spawn_error(exc, task, options)
             task.update(exception=error, stderr=str(error), stdout=None, exit_code=None)

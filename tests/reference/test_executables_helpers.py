@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,65 @@ def test_run_executable_timeout_kills_the_group(tmp_path: Path) -> None:
     assert ex.run_executable(task, str(tmp_path), kill_grace=0.5) is False
     assert isinstance(task["exception"], TaskTimeoutError)
     assert process_gone(int(pid_file.read_text()))
+
+
+def test_run_executable_spawn_hook_wraps_the_start(tmp_path: Path) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        start: Callable[[], subprocess.Popen[bytes]],
+    ) -> subprocess.Popen[bytes]:
+        child = start()
+        started.append(child)
+        return child
+
+    task = {"uid": "h", "executable": "exit 4"}
+    assert ex.run_executable(task, str(tmp_path), spawn=spawn) is False
+    assert len(started) == 1
+    assert started[0].returncode == task["exit_code"] == 4
+
+
+def test_run_executable_hook_that_refuses_leaves_the_task_untouched(
+    tmp_path: Path,
+) -> None:
+    class Refused(Exception):
+        pass
+
+    def refuse(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        raise Refused
+
+    marker = tmp_path / "ran"
+    task = {"uid": "r", "executable": f"touch {marker}", "capture_stdio": True}
+    with pytest.raises(Refused):
+        ex.run_executable(task, str(tmp_path), spawn=refuse)
+    assert not {"stdout", "stderr", "exit_code", "exception"} & task.keys()
+    assert not marker.exists()
+
+
+def test_run_executable_hook_oserror_is_a_failed_spawn(tmp_path: Path) -> None:
+    def broken(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        raise PermissionError(errno.EACCES, "denied")
+
+    task = {"uid": "b", "executable": "true"}
+    assert ex.run_executable(task, str(tmp_path), spawn=broken) is False
+    assert isinstance(task["exception"], PermissionError)
+    assert task["exit_code"] is None
+    assert "'true'" in task["stderr"]
+
+
+def test_run_executable_preexec_fn_runs_in_the_child(tmp_path: Path) -> None:
+    task = {"uid": "p", "executable": "umask"}
+    assert ex.run_executable(task, str(tmp_path), preexec_fn=lambda: os.umask(0o077))
+    assert task["stdout"] == "0077\n"
+
+
+def test_run_executable_unwritable_capture_dir_fails_the_task(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    task = {"uid": "u", "executable": "true", "capture_stdio": True}
+    assert ex.run_executable(task, str(blocker / "sub")) is False
+    assert isinstance(task["exception"], OSError)
+    assert (task["stdout"], task["exit_code"]) == (None, None)
 
 
 def test_kill_group_escalates_to_kill(tmp_path: Path) -> None:
