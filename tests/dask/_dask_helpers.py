@@ -1,4 +1,4 @@
-"""Task functions and a state recorder shared by the Dask backend tests."""
+"""Task functions, a state recorder and a batch runner for the Dask backend tests."""
 
 from __future__ import annotations
 
@@ -107,3 +107,30 @@ class Recorder:
 
     def final(self, uid: str) -> TaskState:
         return self.states[uid][-1]
+
+
+async def run_batch(
+    address: str, tasks: list[dict[str, Any]], **kwargs: Any
+) -> Recorder:
+    """Run ``tasks`` on a fresh backend until all are terminal, then shut it down.
+
+    Args:
+        address: The scheduler to connect to.
+        tasks: One batch of task dicts.
+        **kwargs: More `DaskExecutionBackend` arguments.
+
+    Returns:
+        The recorder that saw every state.
+    """
+    # Imported here: workers load this module by value and need no backend.
+    from reference.dask import DaskExecutionBackend
+
+    backend = DaskExecutionBackend(address=address, **kwargs)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(*(t["uid"] for t in tasks))
+    finally:
+        await backend.shutdown()
+    return recorder

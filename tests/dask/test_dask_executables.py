@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dask_helpers import Recorder
+from _dask_helpers import Recorder, run_batch
 
 from spec import TaskState, TaskTimeoutError, WorkerLostError
 
@@ -17,18 +17,6 @@ pytest.importorskip("distributed")
 from reference.dask import DaskExecutionBackend
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _run(address: str, tasks: list[dict[str, Any]], **kwargs: Any) -> Recorder:
-    backend = DaskExecutionBackend(address=address, **kwargs)
-    recorder = Recorder()
-    backend.register_callback(recorder)
-    try:
-        await backend.submit_tasks(tasks)
-        await recorder.wait(*(t["uid"] for t in tasks))
-    finally:
-        await backend.shutdown()
-    return recorder
 
 
 def _alive(pid: int) -> bool:
@@ -54,7 +42,7 @@ async def test_output_exit_code_and_state(address: str) -> None:
         },
         {"uid": "missing", "executable": "no-such-program-xyz"},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert recorder.final("ok") is TaskState.DONE
     assert tasks[0]["stdout"] == "hello dask\n"
     assert tasks[0]["exit_code"] == 0
@@ -85,7 +73,7 @@ async def test_shell_cwd_and_env_options(address: str, tmp_path: Path) -> None:
             "task_backend_specific_kwargs": {"env": {"ONLY_VAR": "set-by-test"}},
         },
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert all(recorder.final(t["uid"]) is TaskState.DONE for t in tasks)
     assert tasks[0]["stdout"] == "$HOME\n"
     assert tasks[1]["stdout"].strip() == str(tmp_path)
@@ -99,7 +87,7 @@ async def test_timeout_kills_and_fails(address: str) -> None:
         "arguments": ["30"],
         "task_backend_specific_kwargs": {"timeout": 0.5},
     }
-    recorder = await _run(address, [task], kill_grace=0.5)
+    recorder = await run_batch(address, [task], kill_grace=0.5)
     assert recorder.final("slow") is TaskState.FAILED
     assert isinstance(task["exception"], TaskTimeoutError)
 

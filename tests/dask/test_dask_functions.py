@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from _dask_helpers import (
-    Recorder,
     add,
     async_add,
     loop_use_count,
@@ -16,6 +15,7 @@ from _dask_helpers import (
     raise_system_exit,
     raise_unpicklable,
     return_lock,
+    run_batch,
 )
 
 from spec import CapabilityNotSupportedError, StandInError, TaskState
@@ -26,24 +26,12 @@ from reference.dask import DaskExecutionBackend
 pytestmark = pytest.mark.asyncio
 
 
-async def _run(address: str, tasks: list[dict[str, Any]], **kwargs: Any) -> Recorder:
-    backend = DaskExecutionBackend(address=address, **kwargs)
-    recorder = Recorder()
-    backend.register_callback(recorder)
-    try:
-        await backend.submit_tasks(tasks)
-        await recorder.wait(*(t["uid"] for t in tasks))
-    finally:
-        await backend.shutdown()
-    return recorder
-
-
 async def test_sync_and_async_functions_return_their_values(address: str) -> None:
     tasks = [
         {"uid": "sync", "function": add, "args": (1, 2)},
         {"uid": "async", "function": async_add, "args": (3,), "kwargs": {"b": 4}},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert recorder.states == {"sync": [TaskState.DONE], "async": [TaskState.DONE]}
     assert tasks[0]["return_value"] == 3
     assert tasks[1]["return_value"] == 7
@@ -78,7 +66,7 @@ async def test_failure_keeps_the_exception_type_and_traceback(address: str) -> N
         {"uid": "good", "function": add, "args": (1, 1)},
         {"uid": "exit", "function": raise_system_exit},
     ]
-    recorder = await _run(address, tasks, chunk_size=3)  # one chunk for all
+    recorder = await run_batch(address, tasks, chunk_size=3)  # one chunk for all
     assert recorder.final("bad") is TaskState.FAILED
     assert recorder.final("good") is TaskState.DONE
     assert isinstance(tasks[0]["exception"], KeyError)
@@ -93,7 +81,7 @@ async def test_unsendable_exception_and_value_fail_cleanly(address: str) -> None
         {"uid": "exc", "function": raise_unpicklable},
         {"uid": "value", "function": return_lock},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert recorder.final("exc") is TaskState.FAILED
     assert isinstance(tasks[0]["exception"], StandInError)
     assert "Unpicklable" in tasks[0]["exception"].type_name
@@ -108,7 +96,7 @@ async def test_unpicklable_function_fails_only_its_task(address: str) -> None:
         {"uid": "closure", "function": lambda: lock},
         {"uid": "fine", "function": add, "args": (5,)},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert recorder.final("closure") is TaskState.FAILED
     assert "pickled" in str(tasks[0]["exception"])
     assert recorder.final("fine") is TaskState.DONE
@@ -120,7 +108,7 @@ async def test_unrunnable_tasks_fail_with_a_reason(address: str) -> None:
         {"uid": "nothing"},
         {"uid": "prompt", "prompt": "hello?"},
     ]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert recorder.final("nothing") is TaskState.FAILED
     assert "none of" in str(tasks[0]["exception"])
     assert recorder.final("prompt") is TaskState.FAILED
@@ -131,7 +119,7 @@ async def test_coroutines_share_a_persistent_loop_per_worker_thread(
     address: str,
 ) -> None:
     tasks = [{"uid": f"l{i}", "function": loop_use_count} for i in range(6)]
-    await _run(address, tasks, chunk_size=1)
+    await run_batch(address, tasks, chunk_size=1)
     counts = [t["return_value"][2] for t in tasks]
     # 6 tasks on 2 worker threads: some thread ran several, on the same loop.
     assert max(counts) >= 2
@@ -139,6 +127,6 @@ async def test_coroutines_share_a_persistent_loop_per_worker_thread(
 
 async def test_many_chunked_tasks_all_finish(address: str) -> None:
     tasks = [{"uid": f"m{i}", "function": add, "args": (i, 1)} for i in range(500)]
-    recorder = await _run(address, tasks)
+    recorder = await run_batch(address, tasks)
     assert all(recorder.states[t["uid"]] == [TaskState.DONE] for t in tasks)
     assert [t["return_value"] for t in tasks] == [i + 1 for i in range(500)]
