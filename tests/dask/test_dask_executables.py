@@ -128,10 +128,7 @@ async def test_cancel_kills_the_whole_process_group(
     backend.register_callback(recorder)
     try:
         await backend.submit_tasks([task])
-        async with _deadline(60):
-            while not pid_file.exists() or not pid_file.read_text().strip():
-                await asyncio.sleep(0.05)
-        pid = int(pid_file.read_text())
+        pid = await _pid_from(pid_file)
         assert _alive(pid)
         assert await backend.cancel_task("victim") is True
         assert await backend.cancel_task("victim") is True
@@ -151,13 +148,18 @@ async def test_shutdown_kills_running_executables(address: str, tmp_path: Path) 
     await backend.submit_tasks(
         [{"uid": "x", "executable": f"echo $$ > {pid_file}; exec sleep 60"}]
     )
-    async with _deadline(60):
-        while not pid_file.exists() or not pid_file.read_text().strip():
-            await asyncio.sleep(0.05)
-    pid = int(pid_file.read_text())
+    pid = await _pid_from(pid_file)
     await asyncio.wait_for(backend.shutdown(), 60)
     assert recorder.states["x"] == [TaskState.CANCELED]
     assert not _alive(pid)
+
+
+async def _pid_from(pid_file: Path) -> int:
+    """Wait (at most 60 s) until the task has written its pid, and return it."""
+    async with _deadline(60):
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            await asyncio.sleep(0.05)
+    return int(pid_file.read_text())
 
 
 class _deadline:
@@ -202,10 +204,7 @@ async def test_lost_worker_takes_its_executable_along(
     }
     try:
         await backend.submit_tasks([task])
-        async with _deadline(60):
-            while not pid_file.exists() or not pid_file.read_text().strip():
-                await asyncio.sleep(0.05)
-        pid = int(pid_file.read_text())
+        pid = await _pid_from(pid_file)
         # Kill every worker process (the nannies restart them).
         await client.run(kill_own_worker, on_error="ignore")
         await recorder.wait("stranded", timeout=90)
