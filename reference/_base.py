@@ -180,6 +180,11 @@ class BackendBase:
         uid = task["uid"]
         if self._in_flight.get(uid) is not task:
             return False
-        del self._in_flight[uid]
+        in_flight = self._in_flight
+        del in_flight[uid]
+        if not in_flight:
+            # A dict never shrinks: an emptied one would keep the table sized
+            # for the largest batch. A fresh one releases it (SC-1).
+            self._in_flight = {}
         self._report(task, state)
         return True

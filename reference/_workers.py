@@ -1,10 +1,11 @@
 """What runs inside the executor's workers (threads or processes) for function tasks.
 
 Async functions run on one persistent event loop per worker thread (or
-worker process), never on a fresh ``asyncio.run`` loop per task. Thread
-workers hand their notices (started, done, failed) straight to the backend's
-thread-safe ``push``; process workers return ``(ok, value, traceback_text)``
-and the backend's done-callback pushes it.
+worker process), never on a fresh ``asyncio.run`` loop per task. In a thread
+pool, a few long-lived "puller" calls (`JobQueue.pull`) take queued jobs one
+at a time and hand their notices (started, done, failed) straight to the
+backend's thread-safe ``push``; process workers return
+``(ok, value, traceback_text)`` and the backend's done-callback pushes it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import pickle
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -27,8 +29,8 @@ __all__ = [
     "LOST",
     "RUNNING",
     "CloudPickled",
+    "JobQueue",
     "run_in_process",
-    "run_in_thread",
 ]
 
 # Notice kinds pushed to the backend; small ints keep the hot path cheap.
@@ -76,29 +78,108 @@ def _call(
     return result
 
 
-def run_in_thread(
-    push: Callable[[tuple[Any, int, Any, str | None]], None],
-    job: Any,
-    func: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> None:
-    """Run one function task in a pool thread and push its notices.
+class JobQueue:
+    """Function jobs waiting for a pool thread, and the pullers that run them.
+
+    Instead of one executor call (a `concurrent.futures.Future` and a work
+    item) per task, the backend keeps at most ``width`` `pull` calls in the
+    pool; each takes the next job, runs it, and takes another until the
+    queue is empty. Per task that leaves only the backend's job and its
+    notices, few enough objects that a 10,000-task batch no longer sets off
+    full garbage collections on the event loop (SC-3); and since each puller
+    takes one job at a time, a slow task holds up no other task while a
+    thread is free.
+
+    ``put`` runs on the event loop, ``pull`` in pool threads: the lock only
+    makes "the queue is empty, this puller stops" and "jobs were added, are
+    there enough pullers" exclusive, so no job is left without a puller.
+    Jobs need ``canceled`` (checked just before a job starts: a cancelled job
+    never starts) and ``task`` (the task dict with its ``function``).
 
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
-        job: The backend's handle for the task, passed back untouched.
-        func: The task's function, sync or ``async def``.
-        args: Positional arguments.
-        kwargs: Keyword arguments.
+        width: Most pullers at once: the pool's worker count.
     """
-    push((job, RUNNING, None, None))
-    try:
-        result = _call(func, args, kwargs)
-    except BaseException as exc:  # a task's SystemExit must not kill the worker
-        push((job, FAILED, exc, traceback.format_exc()))
-        return
-    push((job, DONE, result, None))
+
+    __slots__ = ("_jobs", "_lock", "_pullers", "_push", "closed", "width")
+
+    def __init__(
+        self, push: Callable[[tuple[Any, int, Any, str | None]], None], width: int
+    ) -> None:
+        self._jobs: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._pullers = 0
+        self._push = push
+        self.closed = False
+        self.width = width
+
+    def put(self, jobs: Iterable[Any]) -> int:
+        """Queue jobs; return how many new pullers the caller must submit.
+
+        Never more than the backlog, nor more than ``width`` in all.
+        """
+        with self._lock:
+            if self.closed:
+                return 0
+            self._jobs.extend(jobs)
+            wanted = min(self.width - self._pullers, len(self._jobs))
+            if wanted <= 0:
+                return 0
+            self._pullers += wanted
+            return wanted
+
+    def retire(self, count: int) -> list[Any]:
+        """Forget ``count`` pullers that could not be submitted.
+
+        Returns:
+            The queued jobs, taken out, if no puller is left to run them.
+        """
+        with self._lock:
+            self._pullers -= count
+            if self._pullers > 0:
+                return []
+            stranded = list(self._jobs)
+            self._jobs.clear()
+            return stranded
+
+    def close(self) -> None:
+        """Drop the queued jobs; pullers stop after the job they are running."""
+        with self._lock:
+            self.closed = True
+            self._jobs.clear()
+
+    def _next(self) -> Any:
+        jobs = self._jobs
+        while True:
+            try:
+                job = jobs.popleft()  # atomic: no lock on the hot path
+            except IndexError:
+                with self._lock:
+                    if jobs and not self.closed:
+                        continue  # refilled in between: keep pulling
+                    self._pullers -= 1
+                    return None
+            if self.closed:
+                with self._lock:
+                    self._pullers -= 1
+                return None
+            if not job.canceled:  # a cancelled job never starts (CN-6)
+                return job
+
+    def pull(self) -> None:
+        """Run queued jobs in this pool thread until none is left (a puller)."""
+        push = self._push
+        while (job := self._next()) is not None:
+            task = job.task
+            push((job, RUNNING, None, None))
+            try:
+                result = _call(
+                    task["function"], task.get("args") or (), task.get("kwargs") or {}
+                )
+            except BaseException as exc:  # a task's SystemExit must not kill it
+                push((job, FAILED, exc, traceback.format_exc()))
+                continue
+            push((job, DONE, result, None))
 
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL

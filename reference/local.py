@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import traceback
 from collections import deque
@@ -75,6 +76,20 @@ def _canceled(job: _Job) -> bool:
     return job.canceled
 
 
+def _pool_width(executor: Executor) -> int:
+    """How many threads ``executor`` runs at once: the most pullers worth keeping.
+
+    `ThreadPoolExecutor` keeps its size only in the private ``_max_workers``;
+    when that is missing (another Python, a custom executor) the stdlib's own
+    default size is the best guess. A wrong guess costs little: too many
+    pullers find the queue empty and return, too few lower parallelism.
+    """
+    width = getattr(executor, "_max_workers", None)
+    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        return width
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
 class LocalExecutionBackend(BackendBase):
     """Runs tasks on the local machine: functions in a pool, executables as children.
 
@@ -82,7 +97,11 @@ class LocalExecutionBackend(BackendBase):
     `ThreadPoolExecutor` by default, or a `ProcessPoolExecutor`, to which
     functions and arguments are sent with cloudpickle (so lambdas, closures
     and locally defined functions work). Async functions run on one event loop
-    per worker thread or process, reused across tasks.
+    per worker thread or process, reused across tasks. In a thread pool the
+    backend keeps at most one call per pool thread in the executor, each
+    running queued tasks one at a time, rather than one call per task; so a
+    pool shared with other work may see its threads held until the queue is
+    empty.
 
     Function tasks report ``return_value`` when DONE, and ``exception`` and
     the traceback text in ``stderr`` when FAILED; their ``stdout`` is left
@@ -179,6 +198,8 @@ class LocalExecutionBackend(BackendBase):
         self._to_dispatch: deque[_Job] = deque()
         self._dispatch_scheduled = False
         self._exec_queue: deque[_Job] = deque()
+        # Function jobs for a thread pool, run by a few long-lived pullers.
+        self._fn_queue = _workers.JobQueue(self._push, _pool_width(executor))
         self._runners: set[asyncio.Task[None]] = set()
         self._spawn_budget = _SPAWNS_PER_TURN
         # Notices from worker threads; drained on the loop, one wake-up per burst.
@@ -264,6 +285,7 @@ class LocalExecutionBackend(BackendBase):
             return
         pending = self._to_dispatch
         process_pool = isinstance(self._executor, ProcessPoolExecutor)
+        threaded: list[_Job] = []
         for _ in range(min(len(pending), _DISPATCH_CHUNK)):
             job = pending.popleft()
             if job.canceled:
@@ -275,7 +297,7 @@ class LocalExecutionBackend(BackendBase):
                     if process_pool:
                         self._start_in_process(job, func)
                     else:
-                        self._start_in_thread(job, func)
+                        threaded.append(job)
                 elif task.get("executable") is not None:
                     self._exec_queue.append(job)
                 elif task.get("prompt") is not None:
@@ -285,6 +307,8 @@ class LocalExecutionBackend(BackendBase):
             except Exception as exc:  # e.g. a custom executor's submit failing
                 if self._jobs.get(job.uid) is job:
                     self._fail(job, exc)
+        if threaded:
+            self._start_in_threads(threaded)
         if self._exec_queue:
             self._start_runners()
         if pending and not self._dispatch_scheduled:
@@ -298,19 +322,18 @@ class LocalExecutionBackend(BackendBase):
             f"task {job.uid!r} to a backend that offers prompts",
         )
 
-    def _start_in_thread(self, job: _Job, func: Callable[..., Any]) -> None:
-        task = job.task
-        try:
-            job.future = self._executor.submit(
-                _workers.run_in_thread,
-                self._push,
-                job,
-                func,
-                task.get("args") or (),
-                task.get("kwargs") or {},
-            )
-        except RuntimeError as exc:  # the executor was shut down under us
-            self._fail(job, exc)
+    def _start_in_threads(self, jobs: list[_Job]) -> None:
+        queue = self._fn_queue
+        wanted = queue.put(jobs)
+        for started in range(wanted):
+            try:
+                self._executor.submit(queue.pull)
+            except Exception as exc:  # e.g. the executor was shut down under us
+                stranded: list[_Job] = queue.retire(wanted - started)
+                for job in stranded:
+                    if not job.canceled and self._jobs.get(job.uid) is job:
+                        self._fail(job, exc)
+                return
 
     def _start_in_process(self, job: _Job, func: Callable[..., Any]) -> None:
         task = job.task
@@ -369,11 +392,11 @@ class LocalExecutionBackend(BackendBase):
         if self._closed:
             notices.clear()
             return
-        jobs = self._jobs
         report = self._report
         for _ in range(min(len(notices), _DRAIN_CHUNK)):
             job, kind, value, text = notices.popleft()
-            if job.canceled or jobs.get(job.uid) is not job:
+            # self._jobs each time: _complete replaces the dict once it empties.
+            if job.canceled or self._jobs.get(job.uid) is not job:
                 continue  # cancelled (result discarded) or already reported
             task = job.task
             if kind == _workers.RUNNING:
@@ -394,8 +417,12 @@ class LocalExecutionBackend(BackendBase):
             self._bound_loop().call_soon(self._drain)
 
     def _complete(self, job: _Job, state: TaskState) -> None:
-        if self._jobs.get(job.uid) is job:
-            del self._jobs[job.uid]
+        jobs = self._jobs
+        if jobs.get(job.uid) is job:
+            del jobs[job.uid]
+            if not jobs:
+                # A dict keeps its peak-sized table once emptied: start afresh.
+                self._jobs = {}
         job.future = None  # breaks the future -> done-callback -> job cycle
         self._finish(job.task, state)
 
@@ -629,6 +656,7 @@ class LocalExecutionBackend(BackendBase):
                 job.canceled = True
                 if job.future is not None:
                     job.future.cancel()
+            self._fn_queue.close()  # pullers take no further job
             self._to_dispatch.clear()
             self._exec_queue.clear()
             pool_busy = any(
