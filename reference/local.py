@@ -64,9 +64,11 @@ class _Job:
     def __init__(self, task: dict[str, Any]) -> None:
         self.task = task
         self.uid: str = task["uid"]
+        # Process pools only: thread-pool jobs are pulled from a queue instead.
         self.future: Future[Any] | None = None
         self.child: Child | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
+        # Also read by pool threads just before a queued job would start.
         self.canceled = False
         self.running = False
         self.timed_out = False
