@@ -198,3 +198,20 @@ def test_typing_page_names_exactly_the_accepted_cases() -> None:
     named = set(re.findall(r"`(accepted_\w+)\.py`", page))
     cases = {p.stem for p in (ROOT / "tests" / "typing_cases").glob("accepted_*.py")}
     assert named == cases, named ^ cases
+
+
+def test_suite_page_lists_exactly_the_cli_options() -> None:
+    """The option table on docs/conformance.md matches ``--help``."""
+    from conformance.__main__ import _parser
+
+    real = {
+        opt
+        for action in _parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt != "--help"
+    }
+    page = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    section = page.split("## From the command line", 1)[1].split("\n## ", 1)[0]
+    shown = set(re.findall(r"^\| `(--[\w-]+)", section, re.MULTILINE))
+    shown |= set(re.findall(r"^\| `-\w`, `(--[\w-]+)`", section, re.MULTILINE))
+    assert shown == real, shown ^ real
