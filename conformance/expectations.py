@@ -4,7 +4,7 @@ The file lists one clause ID or test ID per line, then the reason::
 
     # clause or test id    reason
     RS-9                   exceptions are never pickled back yet (#12)
-    cancellation.running_function   thread pool cannot interrupt functions
+    cancellation.cancel_running_task   thread pool cannot interrupt functions
 
 Blank lines and lines starting with ``#`` are ignored. A listed clause or test that
 fails is reported ``xfail``; one that passes is reported ``xpass`` and fails

@@ -8,8 +8,6 @@ Backends must ignore keys they do not know: engines add private keys (the
 0.6 engine adds ``_tel_task_type`` and ``_tel_executable``) and may add more.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 from typing import Any
 

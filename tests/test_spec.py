@@ -178,3 +178,9 @@ def test_public_names() -> None:
 def test_registered_backends_lookup() -> None:
     with pytest.raises(LookupError, match="no backend registered as 'nope'"):
         spec.load_registered_backend("nope")
+
+
+def test_typeddicts_know_their_required_keys_at_run_time() -> None:
+    assert spec.TaskDescription.__required_keys__ == {"uid"}
+    assert spec.TaskDict.__required_keys__ == {"uid"}
+    assert {"return_value", "exception", "function"} <= spec.TaskDict.__optional_keys__
