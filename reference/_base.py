@@ -20,6 +20,7 @@ from spec import (
     BackendShutdownError,
     BackendState,
     Capability,
+    CapabilityNotSupportedError,
     TaskState,
     validate_batch,
 )
@@ -158,6 +159,28 @@ class BackendBase:
             in_flight[task["uid"]] = task
         self._state = BackendState.RUNNING
         return tasks
+
+    def _unrunnable(self, task: dict[str, Any]) -> Exception:
+        """The error to fail a task with that names nothing this backend runs.
+
+        Call it only for a task without ``function`` and ``executable``: a
+        prompt task on a backend without prompts gets a
+        `CapabilityNotSupportedError` (SB-6), a task naming nothing to run a
+        `ValueError` (SB-5).
+        """
+        uid = task["uid"]
+        if (
+            task.get("prompt") is not None
+            and Capability.PROMPTS not in self.capabilities
+        ):
+            return CapabilityNotSupportedError(
+                Capability.PROMPTS.value,
+                f"{type(self).__name__} runs functions and executables; route "
+                f"prompt task {uid!r} to a backend that offers prompts",
+            )
+        return ValueError(
+            f"task {uid!r} has none of 'function', 'executable' or 'prompt'"
+        )
 
     def _report(self, task: dict[str, Any], state: TaskState) -> None:
         """Deliver one state; a raising callback is logged, never propagated (ST-7)."""

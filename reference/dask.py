@@ -42,7 +42,6 @@ from spec import (
     BackendError,
     BackendState,
     Capability,
-    CapabilityNotSupportedError,
     StandInError,
     TaskKind,
     TaskState,
@@ -68,7 +67,6 @@ _dd: Any = _distributed
 
 logger = logging.getLogger("reference.dask")
 
-_NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
 _SLICE = 2_000  # tasks dispatched per event-loop turn: keeps the loop responsive
 _MAX_CHUNK = 64  # function tasks per Dask task, at most
 _REPORTS_PER_TURN = 512  # states delivered before yielding to the loop
@@ -372,13 +370,7 @@ class DaskExecutionBackend(BackendBase):
 
     def _fail_unrunnable(self, tasks: list[dict[str, Any]]) -> None:
         for task in tasks:
-            error: Exception
-            if task_kind(task) is TaskKind.PROMPT:
-                error = CapabilityNotSupportedError(
-                    "prompts", f"task {task['uid']!r} is a prompt task"
-                )
-            else:
-                error = ValueError(_NOTHING_TO_RUN.format(uid=task["uid"]))
+            error = self._unrunnable(task)
             task["exception"] = error
             task["stderr"] = str(error)
             self._finish(task, TaskState.FAILED)

@@ -28,7 +28,6 @@ from reference._children import Child, spawn
 from spec import (
     BackendState,
     Capability,
-    CapabilityNotSupportedError,
     TaskState,
     WorkerLostError,
 )
@@ -41,8 +40,6 @@ logger = logging.getLogger("reference")
 _DISPATCH_CHUNK = 128
 _DRAIN_CHUNK = 256
 _SPAWNS_PER_TURN = 8
-
-_NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
 
 _Notice = tuple["_Job", int, Any, "str | None"]
 
@@ -302,10 +299,8 @@ class LocalExecutionBackend(BackendBase):
                         threaded.append(job)
                 elif task.get("executable") is not None:
                     self._exec_queue.append(job)
-                elif task.get("prompt") is not None:
-                    self._fail(job, self._no_prompts(job))
                 else:
-                    self._fail(job, ValueError(_NOTHING_TO_RUN.format(uid=job.uid)))
+                    self._fail(job, self._unrunnable(task))
             except Exception as exc:  # e.g. a custom executor's submit failing
                 if self._jobs.get(job.uid) is job:
                     self._fail(job, exc)
@@ -316,13 +311,6 @@ class LocalExecutionBackend(BackendBase):
         if pending and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self._bound_loop().call_soon(self._dispatch)
-
-    def _no_prompts(self, job: _Job) -> CapabilityNotSupportedError:
-        return CapabilityNotSupportedError(
-            Capability.PROMPTS.value,
-            f"{type(self).__name__} runs functions and executables; route prompt "
-            f"task {job.uid!r} to a backend that offers prompts",
-        )
 
     def _start_in_threads(self, jobs: list[_Job]) -> None:
         queue = self._fn_queue

@@ -10,8 +10,6 @@ from spec import BackendState, Capability, TaskKind, TaskState, task_kind
 
 __all__ = ["NoopExecutionBackend"]
 
-_NOTHING_TO_RUN = "task {uid!r} has none of 'function', 'executable' or 'prompt'"
-
 
 class NoopExecutionBackend(BackendBase):
     """A dry-run backend: every runnable task ends ``DONE`` with dummy output.
@@ -60,7 +58,7 @@ class NoopExecutionBackend(BackendBase):
                 continue  # its CANCELED report is already scheduled
             kind = task_kind(task)
             if kind is None:
-                task["exception"] = ValueError(_NOTHING_TO_RUN.format(uid=task["uid"]))
+                task["exception"] = self._unrunnable(task)
                 task["stderr"] = str(task["exception"])
                 self._finish(task, TaskState.FAILED)
                 continue
