@@ -331,13 +331,7 @@ class Harness:
         self, procs: dict[int, processes.ProcessInfo], grace: float
     ) -> dict[int, processes.ProcessInfo]:
         """Wait up to ``grace`` s for ``procs`` to exit; return the survivors."""
-        end = time.monotonic() + grace
-        left = processes.alive(procs)
-        while left and time.monotonic() < end:
-            # Exits of processes we did not start give no event: poll, bounded.
-            await asyncio.sleep(0.02)
-            left = processes.alive(left)
-        return left
+        return await processes.wait_gone(procs, grace)
 
     def release_all(self) -> None:
         """Let every blocker of this test finish."""

@@ -8,6 +8,7 @@ start time, so a recycled pid is never mistaken for the original.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,8 +20,10 @@ __all__ = [
     "alive",
     "available",
     "descendants",
+    "describe",
     "kill",
     "snapshot",
+    "wait_gone",
 ]
 
 try:  # optional: a better view of the process tree where it is installed
@@ -146,6 +149,25 @@ def snapshot(pids: Iterable[int]) -> dict[int, ProcessInfo]:
 def alive(processes: Mapping[int, ProcessInfo]) -> dict[int, ProcessInfo]:
     """Return those of ``processes`` still running (same pid and start time)."""
     return {pid: info for pid, info in processes.items() if _is_alive(pid, info[0])}
+
+
+async def wait_gone(
+    processes: Mapping[int, ProcessInfo], grace: float
+) -> dict[int, ProcessInfo]:
+    """Wait up to ``grace`` seconds for ``processes`` to exit; return the survivors."""
+    end = time.monotonic() + grace
+    left = alive(processes)
+    while left and time.monotonic() < end:
+        # Exits of processes we did not start give no event to wait on: poll,
+        # with a bounded budget.
+        await asyncio.sleep(0.02)
+        left = alive(left)
+    return left
+
+
+def describe(processes: Mapping[int, ProcessInfo], width: int = 80) -> str:
+    """Name ``processes`` for a failure message: pid and (cut) command line."""
+    return "; ".join(f"pid {pid}: {info[1][:width]}" for pid, info in processes.items())
 
 
 def kill(processes: Mapping[int, ProcessInfo], wait: float = 2.0) -> None:

@@ -70,18 +70,6 @@ async def _shutdown_raw(backend: Any) -> None:
         await asyncio.wait_for(backend.shutdown(), SHUTDOWN_DEADLINE)
 
 
-async def _await_exit(
-    started: Mapping[int, processes.ProcessInfo],
-) -> dict[int, processes.ProcessInfo]:
-    end = time.monotonic() + _EXIT_GRACE
-    left = processes.alive(started)
-    while left and time.monotonic() < end:
-        # Processes give no event to wait on; poll with a bounded budget.
-        await asyncio.sleep(0.02)
-        left = processes.alive(left)
-    return left
-
-
 async def _execute(case: Case, factory: BackendFactory, deadline: float) -> TestResult:
     """Run one test in the current event loop; see the module docstring."""
     began = time.monotonic()
@@ -184,11 +172,9 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
             for pid, info in processes.descendants().items()
             if pid not in baseline
         )
-        survivors = await _await_exit(spawned)
+        survivors = await processes.wait_gone(spawned, _EXIT_GRACE)
         if survivors:
-            shown = "; ".join(
-                f"pid {pid}: {info[1][:80]}" for pid, info in survivors.items()
-            )
+            shown = processes.describe(survivors)
             teardown.append(
                 ContractViolation(
                     "SD-5",

@@ -124,7 +124,7 @@ async def cancel_kills_process_group(h: Harness) -> None:
             not survivors,
             "CN-5",
             f"{len(survivors)} process(es) of the cancelled task survived: "
-            + "; ".join(f"{pid} {info[1]}" for pid, info in survivors.items()),
+            + processes.describe(survivors),
             blocker.uid,
         )
     finally:

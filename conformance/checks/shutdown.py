@@ -128,7 +128,7 @@ async def no_child_outlives_shutdown(h: Harness) -> None:
             not survivors,
             "SD-5",
             f"{len(survivors)} process(es) survived shutdown(): "
-            + "; ".join(f"{pid} {info[1]}" for pid, info in survivors.items()),
+            + processes.describe(survivors),
         )
     finally:
         processes.kill(procs)
