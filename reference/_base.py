@@ -44,6 +44,17 @@ TASK_STATES_MAP = TaskStatesMapping()
 """The one shared instance every reference backend returns."""
 
 
+_RUNS_FUNCTIONS_AND_EXECUTABLES: frozenset[Capability] = frozenset(
+    {
+        Capability.FUNCTIONS,
+        Capability.EXECUTABLES,
+        Capability.CAPTURE_STDIO,
+        Capability.TIMEOUT,
+    }
+)
+"""What the local and the Dask backend both offer: the same task options."""
+
+
 def _ignore_state(task: Any, state: str) -> None:
     """Stand-in callback until the engine registers one."""
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from typing_extensions import Self
 
 from reference import _dask_worker as _worker
-from reference._base import BackendBase
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase
 from reference._executables import build_command, parse_options
 from spec import (
     BackendError,
@@ -147,14 +147,7 @@ class DaskExecutionBackend(BackendBase):
             with either, or a ``client`` that is not asynchronous.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.FUNCTIONS,
-            Capability.EXECUTABLES,
-            Capability.CAPTURE_STDIO,
-            Capability.TIMEOUT,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES
 
     def __init__(
         self,

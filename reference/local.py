@@ -23,7 +23,7 @@ from typing_extensions import Self
 
 from reference import _executables as ex
 from reference import _workers
-from reference._base import BackendBase
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase
 from reference._children import Child, spawn
 from spec import (
     BackendState,
@@ -152,14 +152,7 @@ class LocalExecutionBackend(BackendBase):
         ValueError: A numeric option is out of range.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.FUNCTIONS,
-            Capability.EXECUTABLES,
-            Capability.CAPTURE_STDIO,
-            Capability.TIMEOUT,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES
 
     def __init__(
         self,
