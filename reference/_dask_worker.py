@@ -38,6 +38,7 @@ import cloudpickle
 
 from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
+from reference._workers import thread_loop
 
 __all__ = [
     "CANCELLED",
@@ -105,7 +106,6 @@ _FORGET_CANCELLED_AFTER = 600.0  # seconds a cancelled-but-unseen key is remembe
 _lock = threading.Lock()
 _children: dict[str, subprocess.Popen[bytes]] = {}
 _cancelled: dict[str, float] = {}
-_loops = threading.local()
 
 
 # -- cancellation registry ------------------------------------------------------
@@ -209,15 +209,6 @@ def dumps_function_item(
     return blob
 
 
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    """Return this worker thread's own event loop, created on first use."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _loops.loop = loop
-    return loop
-
-
 async def _await_outcome(awaitable: Any) -> Outcome:
     try:
         value = await awaitable
@@ -270,7 +261,7 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         else:
             outcomes[index] = _success(result)
     if pending:
-        done = _thread_loop().run_until_complete(_gather([a for _, a in pending]))
+        done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
         for (index, _), outcome in zip(pending, done, strict=True):
             outcomes[index] = outcome
     return [o if o is not None else (CANCELLED, None, "", "", "") for o in outcomes]

@@ -31,6 +31,7 @@ __all__ = [
     "CloudPickled",
     "JobQueue",
     "run_in_process",
+    "thread_loop",
 ]
 
 # Notice kinds pushed to the backend; small ints keep the hot path cheap.
@@ -59,7 +60,12 @@ class _LoopHolder:
 _thread_state = threading.local()
 
 
-def _worker_loop() -> asyncio.AbstractEventLoop:
+def thread_loop() -> asyncio.AbstractEventLoop:
+    """Return this thread's own event loop, created on first use.
+
+    It lives as long as the thread and is closed when the thread ends; the
+    local backend's workers and the Dask workers run coroutines on it.
+    """
     holder: _LoopHolder | None = getattr(_thread_state, "holder", None)
     # The pid check drops a loop inherited through fork (a forked process
     # pool worker must not reuse its parent's loop).
@@ -74,7 +80,7 @@ def _call(
 ) -> Any:
     result = func(*args, **kwargs)
     if asyncio.iscoroutine(result):
-        result = _worker_loop().run_until_complete(result)
+        result = thread_loop().run_until_complete(result)
     return result
 
 
