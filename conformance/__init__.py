@@ -26,14 +26,21 @@ Public API (stable):
   ``report.failed`` the set of failed clause IDs; ``report.ok`` and
   ``report.exit_code`` the verdict (non-zero iff a MUST clause fails or is
   blocked, or an expected failure passes); ``report.tests`` the per-test
-  `TestResult` list; ``to_text()``, ``to_json()`` (the conformance
-  certificate), ``to_junit()``.
+  `TestResult` list, each with its `Failure` list; ``report.clauses`` the
+  per-clause `ClauseResult` list; ``to_text()``, ``to_json()`` (the
+  conformance certificate), ``to_junit()``.
 * `ContractMonitor` and `ContractViolation` -- the runtime validator, usable
   on its own in an engine; a violation carries ``clause_id``, ``message`` and
-  ``trace`` (a tuple of `Event`).
-* `clause` (decorator registering a test), `Case`, `cases`, `Harness` -- for
-  adding tests; `run_case` runs one `Case` against a factory.
-* `load_target`, `load_expected_failures`, `DEFAULT_TARGET`.
+  ``trace`` (a tuple of `Event`, printable with `format_trace`).
+* `clause` (decorator registering a test), `Case`, `cases`, `case` (one test
+  by ID), `Harness`, `Blocker` (a task that runs until released),
+  `NotApplicable` -- for adding tests; `run_case` runs one `Case` against a
+  factory.
+* `BackendFactory`, `load_target`, `build_backend`, `DEFAULT_TARGET` -- what
+  a target is and how it becomes a backend.
+* `load_expected_failures`, `parse_expected_failures` -- the
+  expected-failures file.
+* ``__version__`` -- the suite's version, named in every report.
 """
 
 from __future__ import annotations
