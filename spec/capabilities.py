@@ -68,6 +68,16 @@ class SupportsCapabilities(Protocol):
         ...
 
 
+_STRUCTURAL: dict[Capability, type] = {
+    Capability.ASYNC_INIT: protocols.SupportsAsyncInit,
+    Capability.ASYNC_CONTEXT: protocols.SupportsAsyncContext,
+    Capability.ENGINE_ATTACHMENT: protocols.EngineAttachable,
+    Capability.DATA_LINKING: protocols.SupportsDataLinking,
+    Capability.TASK_BUILDING: protocols.SupportsTaskBuilding,
+}
+"""The capabilities a backend has by having their methods (protocol membership)."""
+
+
 def capabilities_of(backend: object) -> frozenset[Capability]:
     """Return the capabilities a backend offers.
 
@@ -97,14 +107,7 @@ def capabilities_of(backend: object) -> frozenset[Capability]:
                 ) from None
     else:
         declared = set(DEFAULT_CAPABILITIES)
-    structural = {
-        Capability.ASYNC_INIT: protocols.SupportsAsyncInit,
-        Capability.ASYNC_CONTEXT: protocols.SupportsAsyncContext,
-        Capability.ENGINE_ATTACHMENT: protocols.EngineAttachable,
-        Capability.DATA_LINKING: protocols.SupportsDataLinking,
-        Capability.TASK_BUILDING: protocols.SupportsTaskBuilding,
-    }
     declared.update(
-        cap for cap, proto in structural.items() if isinstance(backend, proto)
+        cap for cap, proto in _STRUCTURAL.items() if isinstance(backend, proto)
     )
     return frozenset(declared)
