@@ -144,7 +144,8 @@ class DaskExecutionBackend(BackendBase):
 
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
-            with either, or a ``client`` that is not asynchronous.
+            with either, a ``client`` that is not asynchronous, or a
+            ``chunk_size`` below 1.
     """
 
     capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES

@@ -148,7 +148,8 @@ class LocalExecutionBackend(BackendBase):
             workers to exit before it stops waiting.
 
     Raises:
-        TypeError: ``executor`` is not a `concurrent.futures.Executor`.
+        TypeError: ``executor`` is not a `concurrent.futures.Executor`, or
+            ``max_processes`` is not an int.
         ValueError: A numeric option is out of range.
     """
 

@@ -49,7 +49,8 @@ def validate_batch(tasks: Sequence[Any], in_flight: Container[str]) -> None:
         in_flight: The uids the backend has accepted and not yet finished.
 
     Raises:
-        InvalidTaskError: The batch is not a list, an entry is not a dict, or
+        InvalidTaskError: The batch is not a list (or tuple), an entry is
+            not a dict, or
             an entry's ``uid`` is missing or not a string (SB-2, SB-3).
         DuplicateTaskError: A uid repeats in the batch or is in flight (SB-4).
     """
