@@ -50,8 +50,8 @@ def validate_batch(tasks: Sequence[Any], in_flight: Container[str]) -> None:
 
     Raises:
         InvalidTaskError: The batch is not a list (or tuple), an entry is
-            not a dict, or
-            an entry's ``uid`` is missing or not a string (SB-2, SB-3).
+            not a dict, or an entry's ``uid`` is missing or not a string
+            (SB-2, SB-3).
         DuplicateTaskError: A uid repeats in the batch or is in flight (SB-4).
     """
     if not isinstance(tasks, (list, tuple)):
