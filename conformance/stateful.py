@@ -194,7 +194,8 @@ class BackendMachine(RuleBasedStateMachine):
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.get_ident()
         self._work_dir = Path(tempfile.mkdtemp(prefix="stateful-", dir=self.base_dir))
-        self._changed: asyncio.Event | None = None
+        # Set on every delivered state; steps waiting for states wait on it.
+        self._changed = asyncio.Event()
         self._tracked: dict[str, _Tracked] = {}
         self._states: dict[str, list[Any]] = {}
         self._uids = itertools.count(1)
@@ -224,12 +225,10 @@ class BackendMachine(RuleBasedStateMachine):
         uid = task.get("uid") if isinstance(task, dict) else None
         self._states.setdefault(str(uid), []).append(state)
         self._delivered += 1
-        changed = self._changed
-        if changed is not None:
-            if threading.get_ident() == self._loop_thread:
-                changed.set()
-            else:  # a misbehaving backend; the monitor flags it (ST-4)
-                self._loop.call_soon_threadsafe(changed.set)
+        if threading.get_ident() == self._loop_thread:
+            self._changed.set()
+        else:  # a misbehaving backend; the monitor flags it (ST-4)
+            self._loop.call_soon_threadsafe(self._changed.set)
 
     @contextlib.contextmanager
     def _step(self) -> Iterator[None]:
@@ -249,7 +248,6 @@ class BackendMachine(RuleBasedStateMachine):
         self, awaitable: Awaitable[_T], clause_id: str, what: str, timeout: float
     ) -> _T:
         async def bounded() -> _T:
-            self._changed = asyncio.Event()
             self._current = None
             try:
                 return await asyncio.wait_for(awaitable, timeout)
@@ -299,15 +297,13 @@ class BackendMachine(RuleBasedStateMachine):
     async def _until(self, done: Any, limit: float) -> bool:
         """Wait on delivered states until ``done()`` or ``limit`` seconds pass."""
         end = self._loop.time() + limit
-        changed = self._changed
-        assert changed is not None  # set by _run_for
         while not done():
             left = end - self._loop.time()
             if left <= 0:
                 return False
-            changed.clear()
+            self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), left)
         return True
 
     def _build(self, kind: _Kind) -> tuple[dict[str, Any], Path | None]:
@@ -453,15 +449,14 @@ class BackendMachine(RuleBasedStateMachine):
     def release(self, pick: int) -> None:
         """Let one slow task finish."""
         waiting = [
-            t
+            (t.task["uid"], t.release)
             for t in self._tracked.values()
             if t.release is not None and not t.release.exists()
         ]
-        chosen = waiting[pick % len(waiting)]
+        uid, release = waiting[pick % len(waiting)]
         with self._step():
-            self.log.append(f"release {chosen.task['uid']}")
-            assert chosen.release is not None
-            chosen.release.touch()
+            self.log.append(f"release {uid}")
+            release.touch()
 
     # Preconditions read only the machine's own model, never what the backend
     # has done by now: hypothesis must see the same rules enabled on replay.
