@@ -26,8 +26,8 @@ Public API (stable):
   ``report.failed`` the set of failed clause IDs; ``report.ok`` and
   ``report.exit_code`` the verdict (non-zero iff a MUST clause fails or is
   blocked, or an expected failure passes); ``report.tests`` the per-test
-  `TestResult` list, each with its `Failure` list; ``report.clauses`` the
-  per-clause `ClauseResult` list; ``to_text()``, ``to_json()`` (the
+  `TestResult` list, each with its `Failure` list; ``report.clauses`` maps
+  each clause ID to its `ClauseResult`; ``to_text()``, ``to_json()`` (the
   conformance certificate), ``to_junit()``.
 * `ContractMonitor` and `ContractViolation` -- the runtime validator, usable
   on its own in an engine; a violation carries ``clause_id``, ``message`` and
