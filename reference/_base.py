@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from typing_extensions import Self
 
@@ -53,6 +53,19 @@ _RUNS_FUNCTIONS_AND_EXECUTABLES: frozenset[Capability] = frozenset(
     }
 )
 """What the local and the Dask backend both offer: the same task options."""
+
+
+_V = TypeVar("_V")
+
+
+def _without(table: dict[str, _V], key: str) -> dict[str, _V]:
+    """Delete ``key`` from ``table``; return it, or a fresh dict once it is empty.
+
+    A dict never shrinks: an emptied one would keep the table sized for the
+    largest batch. Rebinding to a fresh one releases it (SC-1).
+    """
+    del table[key]
+    return table if table else {}
 
 
 def _ignore_state(task: Any, state: str) -> None:
@@ -214,11 +227,6 @@ class BackendBase:
         uid = task["uid"]
         if self._in_flight.get(uid) is not task:
             return False
-        in_flight = self._in_flight
-        del in_flight[uid]
-        if not in_flight:
-            # A dict never shrinks: an emptied one would keep the table sized
-            # for the largest batch. A fresh one releases it (SC-1).
-            self._in_flight = {}
+        self._in_flight = _without(self._in_flight, uid)
         self._report(task, state)
         return True

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from typing_extensions import Self
 
 from reference import _dask_worker as _worker
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, _without
 from reference._executables import build_command, parse_options
 from spec import (
     BackendError,
@@ -372,7 +372,7 @@ class DaskExecutionBackend(BackendBase):
     def _complete(self, entry: _Entry, state: TaskState) -> None:
         uid = entry.task["uid"]
         if self._entries.get(uid) is entry:
-            del self._entries[uid]
+            self._entries = _without(self._entries, uid)
         self._finish(entry.task, state)
 
     def _fail(self, entry: _Entry, error: BaseException, stderr: str = "") -> None:

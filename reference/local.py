@@ -23,7 +23,7 @@ from typing_extensions import Self
 
 from reference import _executables as ex
 from reference import _workers
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, _without
 from reference._children import Child, spawn
 from spec import (
     BackendState,
@@ -401,12 +401,8 @@ class LocalExecutionBackend(BackendBase):
             self._bound_loop().call_soon(self._drain)
 
     def _complete(self, job: _Job, state: TaskState) -> None:
-        jobs = self._jobs
-        if jobs.get(job.uid) is job:
-            del jobs[job.uid]
-            if not jobs:
-                # A dict keeps its peak-sized table once emptied: start afresh.
-                self._jobs = {}
+        if self._jobs.get(job.uid) is job:
+            self._jobs = _without(self._jobs, job.uid)
         job.future = None  # breaks the future -> done-callback -> job cycle
         self._finish(job.task, state)
 
