@@ -64,7 +64,7 @@ class Clause:
         return Area[self.id.split("-", 1)[0]]
 
 
-_M, _S, _Y = Level.MUST, Level.SHOULD, Level.MAY
+_M, _S = Level.MUST, Level.SHOULD
 _C = Capability
 
 _CLAUSE_LIST = (
