@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ContractViolation", "Event", "format_trace"]
+__all__ = ["TRACE_LINES", "ContractViolation", "Event", "format_trace", "recent"]
+
+TRACE_LINES = 40
+"""How many events a violation carries as its trace, at most."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,24 @@ def format_trace(events: Iterable[Event], origin: float | None = None) -> list[s
         return []
     start = items[0].time if origin is None else origin
     return [event.format(start) for event in items]
+
+
+def recent(
+    events: Iterable[Event], uid: str | None = None, lines: int = TRACE_LINES
+) -> list[Event]:
+    """Return the last ``lines`` events, keeping only those concerning ``uid``.
+
+    Args:
+        events: The events, oldest first.
+        uid: A task uid: drop events about other tasks (events about no task
+            are kept, as context). ``None`` keeps every event.
+        lines: How many events to return, at most.
+
+    Returns:
+        The selected events, oldest first.
+    """
+    kept = [e for e in events if uid is None or e.uid in (None, uid)]
+    return kept[-lines:]
 
 
 class ContractViolation(Exception):

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 import spec
 from conformance import _payloads, processes
-from conformance.errors import ContractViolation
+from conformance.errors import ContractViolation, recent
 from conformance.monitor import ContractMonitor
 
 __all__ = ["BLOCK_LIMIT", "Blocker", "Harness", "NotApplicable", "within"]
@@ -139,10 +139,7 @@ class Harness:
         Raises:
             ContractViolation: Always.
         """
-        events = self.monitor.events
-        if uid is not None:
-            events = [e for e in events if e.uid in (None, uid)]
-        raise ContractViolation(clause_id, message, events[-40:])
+        raise ContractViolation(clause_id, message, recent(self.monitor.events, uid))
 
     def check(
         self, condition: object, clause_id: str, message: str, uid: str | None = None

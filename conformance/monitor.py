@@ -45,14 +45,12 @@ from typing import Any, Literal, cast
 
 import spec
 from conformance._stepping import StepCounter, Stepped
-from conformance.errors import ContractViolation, Event
+from conformance.errors import ContractViolation, Event, recent
 
 __all__ = ["ContractMonitor"]
 
 _FINISHED_MEMORY = 100_000
 """How many finished uids the monitor remembers (for ST-3 and CN-3)."""
-
-_TRACE_LINES = 40
 
 
 class _Record:
@@ -237,14 +235,8 @@ class ContractMonitor:
             )
         )
 
-    def _cm_trace(self, uid: str | None) -> list[Event]:
-        if uid is None:
-            return list(self._cm_events)[-_TRACE_LINES:]
-        relevant = [e for e in self._cm_events if e.uid in (None, uid)]
-        return relevant[-_TRACE_LINES:]
-
     def _cm_violate(self, clause_id: str, message: str, uid: str | None = None) -> None:
-        violation = ContractViolation(clause_id, message, self._cm_trace(uid))
+        violation = ContractViolation(clause_id, message, recent(self._cm_events, uid))
         self._cm_violations.append(violation)
         if self._cm_raise:
             raise violation

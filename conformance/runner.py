@@ -32,7 +32,7 @@ from typing import Any
 
 import spec
 from conformance import processes
-from conformance.errors import ContractViolation
+from conformance.errors import ContractViolation, recent
 from conformance.harness import Harness, NotApplicable
 from conformance.registry import DRY_RUN_EXEMPT, Case, cases
 from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
@@ -128,7 +128,7 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
                     case.clauses[0],
                     f"test did not finish within its {deadline:.1f} s deadline "
                     "(the backend hangs)",
-                    harness.monitor.events[-40:],
+                    recent(harness.monitor.events),
                 )
             except NotApplicable:
                 raise
@@ -138,7 +138,7 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
                     case.clauses[0],
                     f"unexpected {type(exc).__name__}: {exc}\n"
                     + "".join(lines).rstrip(),
-                    harness.monitor.events[-40:],
+                    recent(harness.monitor.events),
                 )
     except NotApplicable as exc:
         reason = str(exc)
@@ -159,7 +159,7 @@ async def _execute(case: Case, factory: BackendFactory, deadline: float) -> Test
                         ContractViolation(
                             "SD-4",
                             f"shutdown() did not return within {SHUTDOWN_DEADLINE} s",
-                            harness.monitor.events[-40:],
+                            recent(harness.monitor.events),
                         )
                     )
                 except Exception:  # recorded by the monitor as SD-1

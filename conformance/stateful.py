@@ -60,7 +60,7 @@ from hypothesis.stateful import (
 
 import spec
 from conformance import _payloads
-from conformance.errors import ContractViolation
+from conformance.errors import ContractViolation, recent
 from conformance.monitor import ContractMonitor
 from conformance.target import BackendFactory, build_backend
 
@@ -262,7 +262,7 @@ class BackendMachine(RuleBasedStateMachine):
     def _fail(self, clause_id: str, message: str) -> NoReturn:
         self._failed = True
         monitor = getattr(self, "monitor", None)
-        trace = monitor.events[-40:] if monitor is not None else []
+        trace = recent(monitor.events) if monitor is not None else []
         raise ContractViolation(clause_id, f"{message}\n{self._steps_text()}", trace)
 
     def _steps_text(self) -> str:
