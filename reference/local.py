@@ -52,7 +52,6 @@ class _Job:
         "child",
         "future",
         "kill_timer",
-        "running",
         "task",
         "timed_out",
         "uid",
@@ -67,7 +66,6 @@ class _Job:
         self.kill_timer: asyncio.TimerHandle | None = None
         # Also read by pool threads just before a queued job would start.
         self.canceled = False
-        self.running = False
         self.timed_out = False
 
 
@@ -384,9 +382,8 @@ class LocalExecutionBackend(BackendBase):
                 continue  # cancelled (result discarded) or already reported
             task = job.task
             if kind == _workers.RUNNING:
-                if not job.running:
-                    job.running = True
-                    report(task, TaskState.RUNNING)
+                # A puller sends it once, as it takes the job (_workers.JobQueue).
+                report(task, TaskState.RUNNING)
             elif kind == _workers.DONE:
                 task["return_value"] = value
                 self._complete(job, TaskState.DONE)
@@ -507,7 +504,6 @@ class LocalExecutionBackend(BackendBase):
             child.close()
             return
         job.child = child
-        job.running = True
         self._report(task, TaskState.RUNNING)
         timer = None
         if options.timeout is not None:
