@@ -301,15 +301,15 @@ def run_case(
     )
 
 
+_EXPECTED = {Outcome.FAIL: Outcome.XFAIL, Outcome.PASS: Outcome.XPASS}
+"""What an outcome becomes when the expected-failures list names it."""
+
+
 def apply_expected(result: TestResult, expected: Mapping[str, str]) -> TestResult:
     """Mark a test ``xfail``/``xpass`` when its ID is in the expected failures."""
     reason = expected.get(result.id)
-    if reason is None:
-        return result
-    if result.outcome is Outcome.FAIL:
-        result.outcome, result.reason = Outcome.XFAIL, reason
-    elif result.outcome is Outcome.PASS:
-        result.outcome, result.reason = Outcome.XPASS, reason
+    if reason is not None and result.outcome in _EXPECTED:
+        result.outcome, result.reason = _EXPECTED[result.outcome], reason
     return result
 
 
@@ -337,6 +337,10 @@ def _clause_result(
         if f.clause_id == found.id and r.outcome in (Outcome.FAIL, Outcome.XFAIL)
     ]
     real = [(r, f) for r, f in broken if r.outcome is Outcome.FAIL]
+    # A test that failed before reaching its end never checked its other clauses.
+    blocker = next(
+        (r for r in citing if r.outcome is Outcome.FAIL and not r.completed), None
+    )
     if real or broken:
         test, failure = (real or broken)[0]
         result.outcome = Outcome.FAIL if real else Outcome.XFAIL
@@ -347,10 +351,7 @@ def _clause_result(
     elif not citing:
         result.outcome = Outcome.NOT_APPLICABLE
         result.reason = "no test selected"
-    elif any(r.outcome is Outcome.FAIL and not r.completed for r in citing):
-        blocker = next(
-            r for r in citing if r.outcome is Outcome.FAIL and not r.completed
-        )
+    elif blocker is not None:
         result.outcome = Outcome.BLOCKED
         result.reason = f"{blocker.id} failed on {blocker.failures[0].clause_id} first"
     elif any(
@@ -363,11 +364,8 @@ def _clause_result(
         result.outcome = Outcome.NOT_APPLICABLE
         result.reason = "; ".join(sorted({r.reason for r in citing if r.reason}))
     reason = expected.get(found.id)
-    if reason is not None:
-        if result.outcome is Outcome.FAIL:
-            result.outcome, result.reason = Outcome.XFAIL, reason
-        elif result.outcome is Outcome.PASS:
-            result.outcome, result.reason = Outcome.XPASS, reason
+    if reason is not None and result.outcome in _EXPECTED:
+        result.outcome, result.reason = _EXPECTED[result.outcome], reason
     return result
 
 
