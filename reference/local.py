@@ -294,8 +294,7 @@ class LocalExecutionBackend(BackendBase):
                 else:
                     self._fail(job, self._unrunnable(task))
             except Exception as exc:  # e.g. a custom executor's submit failing
-                if self._jobs.get(job.uid) is job:
-                    self._fail(job, exc)
+                self._fail(job, exc)
         if threaded:
             self._start_in_threads(threaded)
         if self._exec_queue:
@@ -313,8 +312,7 @@ class LocalExecutionBackend(BackendBase):
             except Exception as exc:  # e.g. the executor was shut down under us
                 stranded: list[_Job] = queue.retire(wanted - started)
                 for job in stranded:
-                    if not job.canceled and self._jobs.get(job.uid) is job:
-                        self._fail(job, exc)
+                    self._fail(job, exc)
                 return
 
     def _start_in_process(self, job: _Job, func: Callable[..., Any]) -> None:
@@ -404,6 +402,10 @@ class LocalExecutionBackend(BackendBase):
         self._finish(job.task, state)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
+        # A cancelled job's CANCELED is on its way and a reported one is done:
+        # neither may have its task overwritten.
+        if job.canceled or self._jobs.get(job.uid) is not job:
+            return
         job.task["exception"] = exc
         job.task["stderr"] = str(exc)
         self._complete(job, TaskState.FAILED)
@@ -464,8 +466,7 @@ class LocalExecutionBackend(BackendBase):
                 await self._run_executable(job)
             except Exception as exc:  # a bug must not hang the task
                 logger.exception("backend %r: executable task %r", self.name, job.uid)
-                if not job.canceled and self._jobs.get(job.uid) is job:
-                    self._fail(job, exc)
+                self._fail(job, exc)
 
     async def _run_executable(self, job: _Job) -> None:
         task = job.task
@@ -489,8 +490,7 @@ class LocalExecutionBackend(BackendBase):
         try:
             child = await spawn(command, options, out, err)
         except OSError as exc:
-            if not job.canceled:
-                self._fail(job, ex.spawn_error(exc, task, options))
+            self._fail(job, ex.spawn_error(exc, task, options))
             return
         finally:
             if not isinstance(out, int):
