@@ -436,8 +436,7 @@ class Harness:
     def _check_monitor(self) -> None:
         # Stop waiting as soon as the monitor has seen the contract broken:
         # the violation is the cause, a timeout would only be its echo.
-        if self.monitor._cm_violations:
-            self.monitor.raise_first()
+        self.monitor.raise_first()
 
     # -- reading what was delivered -----------------------------------------
 

@@ -197,7 +197,7 @@ def _result(
     reason: str,
     duration: float,
 ) -> TestResult:
-    recorded = list(harness.monitor._cm_violations) if harness is not None else []
+    recorded = harness.monitor.violations if harness is not None else []
     if harness is not None:
         teardown = harness.soft_failures + teardown
     # What the monitor recorded is the root cause; an assertion or timeout that
