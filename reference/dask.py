@@ -376,6 +376,10 @@ class DaskExecutionBackend(BackendBase):
         self._finish(entry.task, state)
 
     def _fail(self, entry: _Entry, error: BaseException, stderr: str = "") -> None:
+        # A cancelled entry's CANCELED is on its way and a reported one is
+        # done: neither may have its task overwritten.
+        if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+            return
         entry.task["exception"] = error
         entry.task["stderr"] = stderr or str(error)
         self._complete(entry, TaskState.FAILED)
@@ -390,9 +394,7 @@ class DaskExecutionBackend(BackendBase):
                 continue
             if self._connect_error is not None:
                 while self._pending:
-                    entry = self._pending.popleft()
-                    if not entry.canceling:
-                        self._fail(entry, self._connect_error)
+                    self._fail(self._pending.popleft(), self._connect_error)
                 continue
             if time.monotonic() - self._nthreads_at > 10.0:
                 with contextlib.suppress(Exception):
@@ -642,8 +644,6 @@ class DaskExecutionBackend(BackendBase):
             )
             error.__cause__ = exc
         for entry in chunk.entries:
-            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
-                continue
             self._fail(entry, error)
 
     # -- cancellation ------------------------------------------------------------
