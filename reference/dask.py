@@ -144,8 +144,8 @@ class DaskExecutionBackend(BackendBase):
 
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
-            with either, a ``client`` that is not asynchronous, or a
-            ``chunk_size`` below 1.
+            with either, a ``client`` that is not asynchronous, a
+            ``chunk_size`` below 1, or a negative ``kill_grace``.
     """
 
     capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES
@@ -175,6 +175,8 @@ class DaskExecutionBackend(BackendBase):
             )
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if kill_grace < 0:
+            raise ValueError(f"kill_grace must be >= 0, got {kill_grace}")
         self._client: Any = client
         self._address = address
         self._cluster_kwargs = cluster_kwargs

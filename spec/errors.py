@@ -34,7 +34,7 @@ class InvalidTaskError(BackendError, ValueError):
         self.uid = uid
         self.reason = reason
         who = f"task {uid!r} at index {index}" if uid is not None else f"index {index}"
-        super().__init__(f"invalid task at {who}: {reason}; no task was submitted")
+        super().__init__(f"invalid {who}: {reason}; no task was submitted")
 
 
 class DuplicateTaskError(InvalidTaskError):

@@ -94,6 +94,10 @@ async def test_constructor_rejects_conflicting_arguments() -> None:
         DaskExecutionBackend(client=object())
     with pytest.raises(ValueError, match="n_workers"):
         DaskExecutionBackend(address="tcp://x:1", n_workers=2)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        DaskExecutionBackend(chunk_size=0)
+    with pytest.raises(ValueError, match=r"kill_grace must be >= 0, got -1\.0"):
+        DaskExecutionBackend(kill_grace=-1.0)
 
 
 async def test_declares_its_capabilities() -> None:
