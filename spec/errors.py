@@ -33,7 +33,11 @@ class InvalidTaskError(BackendError, ValueError):
         self.index = index
         self.uid = uid
         self.reason = reason
-        who = f"task {uid!r} at index {index}" if uid is not None else f"index {index}"
+        who = (
+            f"task {uid!r} at index {index}"
+            if uid is not None
+            else f"task at index {index}"
+        )
         super().__init__(f"invalid {who}: {reason}; no task was submitted")
 
 
