@@ -10,8 +10,6 @@ import spec
 from conformance.harness import Harness
 from conformance.registry import clause
 
-_C = spec.Capability
-
 
 @clause("LC-1")
 async def ready_after_construction(h: Harness) -> None:
