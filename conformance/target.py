@@ -63,6 +63,12 @@ async def build_backend(factory: BackendFactory) -> Any:
 
     A backend that is itself awaitable (``await Backend()``) is returned as
     built, not awaited: awaiting it is a clause of its own (LC-5).
+
+    Args:
+        factory: A backend class, or a zero-argument sync or async factory.
+
+    Returns:
+        The backend the factory built.
     """
     result = factory()
     if inspect.iscoroutine(result) or (
