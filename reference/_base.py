@@ -9,6 +9,7 @@ it reports a task at most once (ST-2, ST-3).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Generator
 from types import TracebackType
@@ -25,7 +26,7 @@ from spec import (
     validate_batch,
 )
 
-__all__ = ["TASK_STATES_MAP", "BackendBase", "TaskStatesMapping"]
+__all__ = ["TASK_STATES_MAP", "BackendBase", "TaskStatesMapping", "duration"]
 
 logger = logging.getLogger("reference")
 
@@ -66,6 +67,46 @@ def _without(table: dict[str, _V], key: str) -> dict[str, _V]:
     """
     del table[key]
     return table if table else {}
+
+
+_LONGEST_WAIT = 1e9
+"""The longest duration accepted: about 31 years, inside every timer's range."""
+
+
+def duration(name: str, value: object, *, zero_ok: bool = False) -> float:
+    """Check one duration option: a finite number of seconds, > 0 (or >= 0).
+
+    The one validation for every option that takes seconds (constructor
+    options and the ``timeout`` task option), so NaN, infinities and values
+    too large for a timer are refused in one place, naming the option.
+
+    Args:
+        name: The option's name, for the message.
+        value: What the caller passed.
+        zero_ok: Accept 0 (e.g. a kill grace of 0: KILL at once).
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        TypeError: ``value`` is not a real number (a bool is not one).
+        ValueError: ``value`` is NaN, infinite, negative, 0 unless
+            ``zero_ok``, or longer than a timer can wait.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a number of seconds, got {type(value).__name__} {value!r}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds > _LONGEST_WAIT:
+        raise ValueError(
+            f"{name} must be a finite number of seconds up to {_LONGEST_WAIT:g} "
+            f"(use None for no limit where the option allows it), got {value!r}"
+        )
+    if seconds < 0 or (seconds == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return seconds
 
 
 def _ignore_state(task: Any, state: str) -> None:
@@ -207,11 +248,20 @@ class BackendBase:
         )
 
     def _report(self, task: dict[str, Any], state: TaskState) -> None:
-        """Deliver one state; a raising callback is logged, never propagated (ST-7)."""
+        """Deliver one state; a raising callback is logged, never propagated.
+
+        Any exception is contained (ST-7), `asyncio.CancelledError` included
+        (ST-8): it is a `BaseException`, and letting it out would abort the
+        loop callback delivering the other tasks' states. Only
+        `KeyboardInterrupt` and `SystemExit` propagate: they ask the whole
+        program to stop.
+        """
         try:
             self.task_state_cb(task, state)
             self._callback(task, state)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             logger.exception(
                 "state callback raised for task %r (%s); continuing",
                 task.get("uid"),

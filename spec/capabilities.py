@@ -47,6 +47,10 @@ class Capability(str, enum.Enum):
     """Has the data-linking flags and hooks the engine calls."""
     TASK_BUILDING = "task_building"
     """Has ``build_task(uid, task_desc, task_specific_kwargs)``."""
+    CRASH_ISOLATION = "crash_isolation"
+    """A worker that dies fails only the task it was running (contract 1.1)."""
+    PREEMPTIVE_CANCEL = "preemptive_cancel"
+    """Cancelling a running function task stops the function (contract 1.1)."""
 
     def __str__(self) -> str:
         return self.value

@@ -159,6 +159,13 @@ _CLAUSE_LIST = (
         "One task that fails (for any reason) does not affect the other "
         "tasks of its batch.",
     ),
+    Clause(
+        "SB-10",
+        _M,
+        "The backend does not depend on the batch list after `submit_tasks` "
+        "returns: the caller may clear or reuse it and every task is still "
+        "reported.",
+    ),
     # States and callbacks
     Clause(
         "ST-1", _M, "Every state delivered to the callback is a `TaskState` member."
@@ -197,6 +204,14 @@ _CLAUSE_LIST = (
         _M,
         "A callback that raises is logged; the backend keeps running and "
         "still reports every other task.",
+    ),
+    Clause(
+        "ST-8",
+        _M,
+        "A callback that raises `asyncio.CancelledError` (or any other "
+        "exception but `KeyboardInterrupt` and `SystemExit`) is treated as "
+        "in ST-7: every other task is still reported, and no finished task "
+        "is reported again.",
     ),
     # Results
     Clause(
@@ -270,6 +285,20 @@ _CLAUSE_LIST = (
         "without running it.",
         _C.DRY_RUN,
     ),
+    Clause(
+        "RS-11",
+        _M,
+        "With `capture_stdio`, the capture files are inside `<work_dir>` "
+        "whatever the uid (`../x`, an absolute path, a separator).",
+        _C.CAPTURE_STDIO,
+    ),
+    Clause(
+        "RS-12",
+        _M,
+        "A worker that dies fails only the task it was running, with "
+        "`WorkerLostError`; queued tasks and tasks on other workers complete.",
+        _C.CRASH_ISOLATION,
+    ),
     # Cancellation
     Clause("CN-1", _M, "`cancel_task(uid)` is a coroutine function returning a bool."),
     Clause(
@@ -301,6 +330,22 @@ _CLAUSE_LIST = (
         _S,
         "A task that has not started yet can be cancelled "
         "(`cancel_task` returns True) and never starts.",
+    ),
+    Clause(
+        "CN-7",
+        _M,
+        "A timed-out or cancelled executable is reported within its timeout "
+        "(or the cancel) plus the kill grace and a short drain, even when a "
+        "descendant that left its process group holds the output pipes.",
+        _C.EXECUTABLES,
+    ),
+    Clause(
+        "CN-8",
+        _M,
+        "When `cancel_task` returns True for a running function task, the "
+        "function stops: nothing it would do after the cancel plus the kill "
+        "grace happens.",
+        _C.PREEMPTIVE_CANCEL,
     ),
     # Shutdown
     Clause(
