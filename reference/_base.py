@@ -1,19 +1,21 @@
 """What every reference backend shares: validation, bookkeeping, delivery.
 
-Each backend keeps only the tasks in flight (``_in_flight``); a task leaves it
-the moment its terminal state is reported, so nothing finished is retained
-(clause SC-1). `_finish` is the single way a terminal state is reported, and
-it reports a task at most once (ST-2, ST-3).
+Each accepted task gets a `Job`, the backend's handle on it, kept in one
+table (``_jobs``) while the task is in flight; it leaves the table the moment
+its terminal state is reported, so nothing finished is retained (SC-1).
+`_finish` is the single way a terminal state is reported and reports a task
+at most once (ST-2, ST-3); `_fail` and `_cancel_soon` are built on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import Self
 
@@ -26,7 +28,14 @@ from spec import (
     validate_batch,
 )
 
-__all__ = ["TASK_STATES_MAP", "BackendBase", "TaskStatesMapping", "duration"]
+__all__ = [
+    "TASK_STATES_MAP",
+    "BackendBase",
+    "Job",
+    "TaskStatesMapping",
+    "duration",
+    "function_call",
+]
 
 logger = logging.getLogger("reference")
 
@@ -109,15 +118,69 @@ def duration(name: str, value: object, *, zero_ok: bool = False) -> float:
     return seconds
 
 
+def function_call(
+    task: dict[str, Any],
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """Read a function task's call: ``(function, args, kwargs)``.
+
+    ``args`` must be a list or tuple and ``kwargs`` a dict with str keys
+    (either may be missing or ``None``): a str, dict or generator given as
+    ``args`` would otherwise be silently unpacked into something else.
+
+    Raises:
+        ValueError: A field has the wrong type; the message names it (the
+            task is reported FAILED with it).
+    """
+    func = task.get("function")
+    if not callable(func):
+        raise ValueError(f"'function' must be callable, got {type(func).__name__}")
+    args = task.get("args")
+    if args is None:
+        args = ()
+    elif not isinstance(args, (list, tuple)):
+        raise ValueError(f"'args' must be a list or tuple, got {type(args).__name__}")
+    kwargs = task.get("kwargs")
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict):
+        raise ValueError(f"'kwargs' must be a dict, got {type(kwargs).__name__}")
+    elif not all(isinstance(key, str) for key in kwargs):
+        bad = next(key for key in kwargs if not isinstance(key, str))
+        raise ValueError(f"'kwargs' keys must be str, got {bad!r}")
+    return func, tuple(args), kwargs
+
+
 def _ignore_state(task: Any, state: str) -> None:
     """Stand-in callback until the engine registers one."""
 
 
-class BackendBase:
+class Job:
+    """A backend's handle on one accepted task; backends subclass it.
+
+    Attributes:
+        task: The submitted task dict (results are written into it).
+        uid: The task's uid.
+        canceled: ``cancel_task`` or ``shutdown`` took it: a result that
+            still arrives is dropped, and a queued job never starts.
+    """
+
+    __slots__ = ("canceled", "task", "uid")
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.uid: str = task["uid"]
+        self.canceled = False
+
+
+JobT = TypeVar("JobT", bound=Job)
+
+
+class BackendBase(Generic[JobT]):
     """Common base of the reference backends (not part of the public API).
 
     Subclasses implement ``submit_tasks``, ``cancel_task`` and ``shutdown``
-    on top of `_accept`, `_finish` and `_report`.
+    on top of `_accept`, `_finish`, `_fail`, `_cancel_soon` and `_report`;
+    their jobs are `Job` subclasses (``JobT``).
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
@@ -133,7 +196,8 @@ class BackendBase:
         self.attached_to: list[str] = []
         self._callback: Callable[[Any, str], None] = _ignore_state
         self._state = BackendState.INITIALIZED
-        self._in_flight: dict[str, dict[str, Any]] = {}
+        # Only the jobs in flight: the one uid table (SB-4, SC-1).
+        self._jobs: dict[str, JobT] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -211,19 +275,38 @@ class BackendBase:
 
     # -- shared machinery ----------------------------------------------------
 
-    def _accept(self, tasks: list[Any]) -> list[dict[str, Any]]:
-        """Validate a batch and register it as in flight, all or nothing."""
+    def _accept(
+        self, tasks: list[Any], new_job: Callable[[dict[str, Any]], JobT]
+    ) -> list[JobT]:
+        """Validate a batch and register it as in flight, all or nothing.
+
+        Returns:
+            One new job per task, in a list of the backend's own: nothing
+            keeps the caller's list once ``submit_tasks`` returns (SB-10).
+        """
         if self._state is BackendState.SHUTDOWN:
             raise BackendShutdownError(
                 f"backend {self.name!r} is shut down; submit_tasks refused "
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
-        validate_batch(tasks, self._in_flight)
-        in_flight = self._in_flight
-        for task in tasks:
-            in_flight[task["uid"]] = task
+        validate_batch(tasks, self._jobs)
+        jobs = self._jobs
+        accepted = [new_job(task) for task in tasks]
+        for job in accepted:
+            jobs[job.uid] = job
         self._state = BackendState.RUNNING
-        return tasks
+        return accepted
+
+    def _job(self, uid: object) -> JobT | None:
+        """The job in flight under ``uid``; ``None`` for anything else (CN-2).
+
+        Never raises, whatever ``uid`` is (an unhashable list included).
+        """
+        return self._jobs.get(uid) if isinstance(uid, str) else None
+
+    def _owes_result(self, job: JobT) -> bool:
+        """Whether ``job`` is in flight and not canceled: its result is wanted."""
+        return not job.canceled and self._jobs.get(job.uid) is job
 
     def _unrunnable(self, task: dict[str, Any]) -> Exception:
         """The error to fail a task with that names nothing this backend runs.
@@ -268,15 +351,43 @@ class BackendBase:
                 state.value,
             )
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
-        """Report ``task``'s terminal state unless it was already reported.
+    def _finish(self, job: JobT, state: TaskState) -> bool:
+        """Report ``job``'s terminal state unless it was already reported.
 
         Returns:
             Whether this call reported it.
         """
-        uid = task["uid"]
-        if self._in_flight.get(uid) is not task:
+        uid = job.uid
+        if self._jobs.get(uid) is not job:
             return False
-        self._in_flight = _without(self._in_flight, uid)
-        self._report(task, state)
+        self._jobs = _without(self._jobs, uid)
+        self._report(job.task, state)
         return True
+
+    def _fail(self, job: JobT, error: BaseException, stderr: str | None = None) -> None:
+        """Report ``job`` FAILED with ``error``, unless canceled or reported.
+
+        A canceled job's CANCELED is on its way and a reported one is done:
+        neither may have its task overwritten.
+        """
+        if not self._owes_result(job):
+            return
+        job.task["exception"] = error
+        job.task["stderr"] = str(error) if stderr is None else stderr
+        self._finish(job, TaskState.FAILED)
+
+    def _cancel_soon(self, job: JobT, loop: asyncio.AbstractEventLoop) -> None:
+        """Mark ``job`` canceled and report CANCELED on a later loop turn.
+
+        Only for a job that will not run (or has been stopped): CANCELED is
+        reported only when it is true. Never delivered from inside
+        ``cancel_task`` (ST-5).
+        """
+        job.canceled = True
+        loop.call_soon(self._finish, job, TaskState.CANCELED)
+
+    def _cancel_all(self) -> None:
+        """Report every job still in flight CANCELED (shutdown, SD-2)."""
+        for job in list(self._jobs.values()):
+            job.canceled = True
+            self._finish(job, TaskState.CANCELED)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from typing_extensions import Self
 
 from reference import _dask_worker as _worker
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, _without
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, Job
 from reference._executables import build_command, parse_options
 from spec import (
     BackendError,
@@ -78,15 +78,17 @@ _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
 
 
-@dataclass(eq=False)
-class _Entry:
+class _Entry(Job):
     """One accepted task and where it is on the cluster."""
 
-    task: dict[str, Any]
-    kind: TaskKind
-    key: str  # unique per submission: names the task to the workers
-    chunk: _Chunk | None = None  # set once dispatched
-    canceling: bool = False
+    __slots__ = ("chunk", "key", "kind")
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        super().__init__(task)
+        # None: nothing to run here (no function or executable, or a prompt).
+        self.kind: TaskKind | None = task_kind(task)
+        self.key = ""  # unique per submission: names the task to the workers
+        self.chunk: _Chunk | None = None  # set once dispatched
 
 
 @dataclass(eq=False)
@@ -99,7 +101,7 @@ class _Chunk:
     live: int = 0  # members not cancelled; at 0 the Dask future is cancelled
 
 
-class DaskExecutionBackend(BackendBase):
+class DaskExecutionBackend(BackendBase[_Entry]):
     """Runs function and executable tasks on a Dask cluster.
 
     It honours the same contract as the local backend. With neither
@@ -186,7 +188,6 @@ class DaskExecutionBackend(BackendBase):
         self._kill_grace = float(kill_grace)
         self._token = uuid.uuid4().hex[:8]
         self._counter = itertools.count()
-        self._entries: dict[str, _Entry] = {}
         self._pending: deque[_Entry] = deque()
         self._chunks: dict[str, _Chunk] = {}
         self._nthreads = 1
@@ -273,8 +274,8 @@ class DaskExecutionBackend(BackendBase):
         await asyncio.shield(self._stopper)
 
     async def _stop(self) -> None:
-        for entry in self._entries.values():
-            entry.canceling = True  # from now on, results that arrive are dropped
+        for entry in self._jobs.values():
+            entry.canceled = True  # from now on, results that arrive are dropped
         await _cancel_and_wait(self._dispatcher)
         if self._starter is not None and not self._starter.done():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -282,7 +283,7 @@ class DaskExecutionBackend(BackendBase):
         if self._client is not None and self._ac is not None:
             keys = [
                 e.key
-                for e in self._entries.values()
+                for e in self._jobs.values()
                 if e.chunk is not None and e.kind is TaskKind.EXECUTABLE
             ]
             keys.extend(self._kill_keys)
@@ -294,9 +295,7 @@ class DaskExecutionBackend(BackendBase):
             except Exception:
                 logger.exception("backend %r: cancelling on Dask failed", self.name)
         self._pending.clear()
-        for task in list(self._in_flight.values()):
-            self._finish(task, TaskState.CANCELED)
-        self._entries.clear()
+        self._cancel_all()
         self._kill_waiters.clear()
         for task_ in (self._consumer, self._flusher, self._starter):
             await _cancel_and_wait(task_)
@@ -342,20 +341,19 @@ class DaskExecutionBackend(BackendBase):
             DuplicateTaskError: A uid repeats or is already in flight.
             BackendShutdownError: The backend has been shut down.
         """
-        accepted = self._accept(tasks)
+        accepted = self._accept(tasks, _Entry)
         if not accepted:
             return
         loop = asyncio.get_running_loop()
-        unrunnable: list[dict[str, Any]] = []
-        entries, pending = self._entries, self._pending
+        unrunnable: list[_Entry] = []
+        pending = self._pending
         token, counter = self._token, self._counter
-        for task in accepted:
-            kind = task_kind(task)
+        for entry in accepted:
+            kind = entry.kind
             if kind is None or kind is TaskKind.PROMPT:
-                unrunnable.append(task)
+                unrunnable.append(entry)
                 continue
-            entry = _Entry(task, kind, f"{task['uid']}-{token}-{next(counter)}")
-            entries[task["uid"]] = entry
+            entry.key = f"{entry.uid}-{token}-{next(counter)}"
             pending.append(entry)
         if unrunnable:
             loop.call_soon(self._fail_unrunnable, unrunnable)
@@ -364,27 +362,9 @@ class DaskExecutionBackend(BackendBase):
             self._dispatcher = loop.create_task(self._dispatch(self._dispatch_wake))
         self._dispatch_wake.set()
 
-    def _fail_unrunnable(self, tasks: list[dict[str, Any]]) -> None:
-        for task in tasks:
-            error = self._unrunnable(task)
-            task["exception"] = error
-            task["stderr"] = str(error)
-            self._finish(task, TaskState.FAILED)
-
-    def _complete(self, entry: _Entry, state: TaskState) -> None:
-        uid = entry.task["uid"]
-        if self._entries.get(uid) is entry:
-            self._entries = _without(self._entries, uid)
-        self._finish(entry.task, state)
-
-    def _fail(self, entry: _Entry, error: BaseException, stderr: str = "") -> None:
-        # A cancelled entry's CANCELED is on its way and a reported one is
-        # done: neither may have its task overwritten.
-        if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
-            return
-        entry.task["exception"] = error
-        entry.task["stderr"] = stderr or str(error)
-        self._complete(entry, TaskState.FAILED)
+    def _fail_unrunnable(self, entries: list[_Entry]) -> None:
+        for entry in entries:
+            self._fail(entry, self._unrunnable(entry.task))
 
     async def _dispatch(self, wake: asyncio.Event) -> None:
         """Send queued tasks to Dask, a slice per loop turn."""
@@ -410,7 +390,7 @@ class DaskExecutionBackend(BackendBase):
         executables: list[_Entry] = []
         while self._pending and len(functions) + len(executables) < _SLICE:
             entry = self._pending.popleft()
-            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+            if not self._owes_result(entry):
                 continue
             if entry.kind is TaskKind.FUNCTION:
                 functions.append(entry)
@@ -597,7 +577,7 @@ class DaskExecutionBackend(BackendBase):
         if not isinstance(outcomes, list):  # an executable's one outcome
             outcomes = [outcomes]
         for entry, outcome in zip(chunk.entries, outcomes, strict=True):
-            if entry.canceling or self._entries.get(entry.task["uid"]) is not entry:
+            if not self._owes_result(entry):
                 continue
             if entry.kind is TaskKind.EXECUTABLE:
                 self._settle_executable(entry, outcome)
@@ -613,7 +593,7 @@ class DaskExecutionBackend(BackendBase):
             except Exception as exc:
                 self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
                 return
-            self._complete(entry, TaskState.DONE)
+            self._finish(entry, TaskState.DONE)
         elif status == _worker.FAILED:
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
@@ -627,7 +607,7 @@ class DaskExecutionBackend(BackendBase):
             task.update(stdout=stdout, stderr=err, exit_code=exit_code)
             task["exception"] = exception
             done = exit_code == 0
-            self._complete(entry, TaskState.DONE if done else TaskState.FAILED)
+            self._finish(entry, TaskState.DONE if done else TaskState.FAILED)
         elif status == _worker.FAILED:
             task.update(stdout=None, exit_code=None)
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
@@ -662,16 +642,16 @@ class DaskExecutionBackend(BackendBase):
         Returns:
             ``False`` for unknown or finished uids, ``True`` otherwise.
         """
-        entry = self._entries.get(uid)
-        if entry is None or self._in_flight.get(uid) is not entry.task:
+        entry = self._job(uid)
+        if entry is None:
             return False
-        if entry.canceling:
+        if entry.canceled:
             return True
-        entry.canceling = True
+        entry.canceled = True
         chunk = entry.chunk
         loop = asyncio.get_running_loop()
         if chunk is None or entry.kind is TaskKind.FUNCTION:
-            loop.call_soon(self._complete, entry, TaskState.CANCELED)
+            loop.call_soon(self._finish, entry, TaskState.CANCELED)
         if chunk is not None:
             self._kill_keys.append(entry.key)
             if entry.kind is TaskKind.EXECUTABLE:
@@ -698,7 +678,7 @@ class DaskExecutionBackend(BackendBase):
             except Exception:
                 logger.exception("backend %r: cancelling on Dask failed", self.name)
             for entry in waiters:
-                self._complete(entry, TaskState.CANCELED)
+                self._finish(entry, TaskState.CANCELED)
 
     async def _cancel_remote(self, keys: list[str], futures: list[Any]) -> None:
         if futures:

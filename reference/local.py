@@ -23,7 +23,13 @@ from typing_extensions import Self
 
 from reference import _executables as ex
 from reference import _workers
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, _without
+from reference._base import (
+    _RUNS_FUNCTIONS_AND_EXECUTABLES,
+    BackendBase,
+    Job,
+    duration,
+    function_call,
+)
 from reference._children import Child, spawn
 from spec import (
     BackendState,
@@ -44,28 +50,21 @@ _SPAWNS_PER_TURN = 8
 _Notice = tuple["_Job", int, Any, "str | None"]
 
 
-class _Job:
-    """The backend's handle on one accepted task."""
+class _Job(Job):
+    """The local backend's handle on one accepted task.
 
-    __slots__ = (
-        "canceled",
-        "child",
-        "future",
-        "kill_timer",
-        "task",
-        "timed_out",
-        "uid",
-    )
+    ``canceled`` is also read by pool threads just before a queued job would
+    start.
+    """
+
+    __slots__ = ("child", "future", "kill_timer", "timed_out")
 
     def __init__(self, task: dict[str, Any]) -> None:
-        self.task = task
-        self.uid: str = task["uid"]
+        super().__init__(task)
         # Process pools only: thread-pool jobs are pulled from a queue instead.
         self.future: Future[Any] | None = None
         self.child: Child | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
-        # Also read by pool threads just before a queued job would start.
-        self.canceled = False
         self.timed_out = False
 
 
@@ -87,7 +86,7 @@ def _pool_width(executor: Executor) -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-class LocalExecutionBackend(BackendBase):
+class LocalExecutionBackend(BackendBase[_Job]):
     """Runs tasks on the local machine: functions in a pool, executables as children.
 
     Function tasks (sync or ``async def``) run in ``executor``: a
@@ -175,16 +174,11 @@ class LocalExecutionBackend(BackendBase):
             raise TypeError(f"max_processes must be an int, got {max_processes!r}")
         if max_processes < 1:
             raise ValueError(f"max_processes must be at least 1, got {max_processes}")
-        if kill_grace < 0:
-            raise ValueError(f"kill_grace must be >= 0, got {kill_grace}")
-        if shutdown_timeout <= 0:
-            raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout}")
+        self._kill_grace = duration("kill_grace", kill_grace, zero_ok=True)
+        self._shutdown_timeout = duration("shutdown_timeout", shutdown_timeout)
         self._executor: Executor = executor
         self._max_processes = max_processes
-        self._kill_grace = float(kill_grace)
-        self._shutdown_timeout = float(shutdown_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._jobs: dict[str, _Job] = {}
         # Accepted, not yet handed to the executor / the child runners.
         self._to_dispatch: deque[_Job] = deque()
         self._dispatch_scheduled = False
@@ -255,15 +249,10 @@ class LocalExecutionBackend(BackendBase):
             # Callbacks owed by the old loop will never come.
             self._wake_pending = False
             self._spawn_budget = _SPAWNS_PER_TURN
-        accepted = self._accept(tasks)
+        accepted = self._accept(tasks, _Job)
         if not accepted:
             return
-        jobs = self._jobs
-        pending = self._to_dispatch
-        for task in accepted:
-            job = _Job(task)
-            jobs[job.uid] = job
-            pending.append(job)
+        self._to_dispatch.extend(accepted)
         if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             # Handed to the executor on later loop turns, in chunks: submit
@@ -283,17 +272,17 @@ class LocalExecutionBackend(BackendBase):
                 continue
             task = job.task
             try:
-                func = task.get("function")
-                if func is not None:
+                if task.get("function") is not None:
+                    call = function_call(task)  # a malformed call fails here
                     if process_pool:
-                        self._start_in_process(job, func)
+                        self._start_in_process(job, call)
                     else:
                         threaded.append(job)
                 elif task.get("executable") is not None:
                     self._exec_queue.append(job)
                 else:
                     self._fail(job, self._unrunnable(task))
-            except Exception as exc:  # e.g. a custom executor's submit failing
+            except Exception as exc:  # a bad call; a custom executor's submit failing
                 self._fail(job, exc)
         if threaded:
             self._start_in_threads(threaded)
@@ -315,11 +304,12 @@ class LocalExecutionBackend(BackendBase):
                     self._fail(job, exc)
                 return
 
-    def _start_in_process(self, job: _Job, func: Callable[..., Any]) -> None:
-        task = job.task
-        call = _workers.CloudPickled(
-            (func, task.get("args") or (), task.get("kwargs") or {}), job.uid
-        )
+    def _start_in_process(
+        self,
+        job: _Job,
+        parts: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
+    ) -> None:
+        call = _workers.CloudPickled(parts, job.uid)
         for attempt in (1, 2):
             try:
                 future = self._executor.submit(_workers.run_in_process, call)
@@ -375,40 +365,28 @@ class LocalExecutionBackend(BackendBase):
         report = self._report
         for _ in range(min(len(notices), _DRAIN_CHUNK)):
             job, kind, value, text = notices.popleft()
-            # self._jobs each time: _complete replaces the dict once it empties.
-            if job.canceled or self._jobs.get(job.uid) is not job:
-                continue  # cancelled (result discarded) or already reported
+            if not self._owes_result(job):
+                continue  # canceled (result discarded) or already reported
             task = job.task
             if kind == _workers.RUNNING:
                 # A puller sends it once, as it takes the job (_workers.JobQueue).
                 report(task, TaskState.RUNNING)
             elif kind == _workers.DONE:
                 task["return_value"] = value
-                self._complete(job, TaskState.DONE)
+                self._finish(job, TaskState.DONE)
             elif kind == _workers.FAILED:
                 task["exception"] = value
                 task["stderr"] = text
-                self._complete(job, TaskState.FAILED)
+                self._finish(job, TaskState.FAILED)
             else:
                 self._worker_lost(job, value)
         if notices and not self._wake_pending:
             self._wake_pending = True
             self._bound_loop().call_soon(self._drain)
 
-    def _complete(self, job: _Job, state: TaskState) -> None:
-        if self._jobs.get(job.uid) is job:
-            self._jobs = _without(self._jobs, job.uid)
+    def _finish(self, job: _Job, state: TaskState) -> bool:
         job.future = None  # breaks the future -> done-callback -> job cycle
-        self._finish(job.task, state)
-
-    def _fail(self, job: _Job, exc: BaseException) -> None:
-        # A cancelled job's CANCELED is on its way and a reported one is done:
-        # neither may have its task overwritten.
-        if job.canceled or self._jobs.get(job.uid) is not job:
-            return
-        job.task["exception"] = exc
-        job.task["stderr"] = str(exc)
-        self._complete(job, TaskState.FAILED)
+        return super()._finish(job, state)
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:  # pragma: no cover - set by the first submit
@@ -524,8 +502,7 @@ class LocalExecutionBackend(BackendBase):
             child.close()
         if _canceled(job):  # a helper: mypy would keep the narrowing across awaits
             # cancel_task promised CANCELED once the child was gone (CN-5).
-            if self._jobs.get(job.uid) is job:
-                self._complete(job, TaskState.CANCELED)
+            self._finish(job, TaskState.CANCELED)
             return
         code = child.returncode
         exit_code = code if code is not None else -1
@@ -539,12 +516,12 @@ class LocalExecutionBackend(BackendBase):
         task["exit_code"] = exit_code
         if job.timed_out:
             task["exception"] = ex.timeout_error(task, options.timeout or 0.0)
-            self._complete(job, TaskState.FAILED)
+            self._finish(job, TaskState.FAILED)
             return
         error = ex.exit_exception(task, options, exit_code, stderr)
         if error is not None:
             task["exception"] = error
-        self._complete(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
+        self._finish(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
 
     def _time_out(self, job: _Job) -> None:
         if not job.canceled:
@@ -589,7 +566,7 @@ class LocalExecutionBackend(BackendBase):
             ``True`` if the task will be reported ``CANCELED``; ``False``
             for unknown or finished uids, and after shutdown.
         """
-        job = self._jobs.get(uid) if isinstance(uid, str) else None
+        job = self._job(uid)
         if job is None or self._closed:
             return False
         if job.canceled:
@@ -602,13 +579,9 @@ class LocalExecutionBackend(BackendBase):
             # The runner reports CANCELED once the child has exited.
             self._terminate(job)
         else:
-            # Delivered on a later loop turn, never inside cancel_task (ST-5).
-            self._bound_loop().call_soon(self._deliver_cancel, job)
+            # Not started, or a function whose result will be dropped.
+            self._cancel_soon(job, self._bound_loop())
         return True
-
-    def _deliver_cancel(self, job: _Job) -> None:
-        if self._jobs.get(job.uid) is job:
-            self._complete(job, TaskState.CANCELED)
 
     # -- shutdown --------------------------------------------------------------
 
@@ -643,8 +616,7 @@ class LocalExecutionBackend(BackendBase):
             await self._stop_children(jobs, deadline)
             await self._stop_pool_workers(workers, pool_busy, deadline)
             # Report what is left, then refuse to report anything else (SD-2, SD-3).
-            for job in list(self._jobs.values()):
-                self._complete(job, TaskState.CANCELED)
+            self._cancel_all()
         finally:
             self._closed = True
             self._jobs.clear()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any, ClassVar
 
-from reference._base import BackendBase
+from reference._base import BackendBase, Job
 from spec import BackendState, Capability, TaskKind, TaskState, task_kind
 
 __all__ = ["NoopExecutionBackend"]
 
+_SLICE = 1024  # tasks completed per loop turn (SC-3)
 
-class NoopExecutionBackend(BackendBase):
+
+class NoopExecutionBackend(BackendBase[Job]):
     """A dry-run backend: every runnable task ends ``DONE`` with dummy output.
 
     Useful to test workflow logic without running anything. It is strict, as a
@@ -32,41 +35,41 @@ class NoopExecutionBackend(BackendBase):
         {Capability.DRY_RUN, Capability.PROMPTS}
     )
 
-    def __init__(self, name: str = "default") -> None:
-        super().__init__(name)
-        self._pending_cancels: set[str] = set()
-
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        """Accept a batch; its states arrive on a later turn of the event loop.
+        """Accept a batch; its states arrive on later turns of the event loop.
 
         Args:
-            tasks: Task dicts, each with a unique string ``uid``.
+            tasks: Task dicts, each with a unique string ``uid``. The list is
+                not kept: the caller may clear or reuse it at once (SB-10).
 
         Raises:
             InvalidTaskError: An entry is not a dict or lacks a string uid.
             DuplicateTaskError: A uid repeats or is already in flight.
             BackendShutdownError: The backend has been shut down.
         """
-        accepted = self._accept(tasks)
+        accepted = self._accept(tasks, Job)
         if accepted:
-            # One loop callback per batch keeps submit O(n) and cheap per task.
-            asyncio.get_running_loop().call_soon(self._complete, accepted)
+            # One loop callback per slice keeps submit O(n), and a huge batch
+            # never stalls the loop in one turn (SC-3).
+            asyncio.get_running_loop().call_soon(self._complete, deque(accepted))
 
-    def _complete(self, batch: list[dict[str, Any]]) -> None:
-        for task in batch:
-            if task["uid"] in self._pending_cancels:
-                continue  # its CANCELED report is already scheduled
+    def _complete(self, batch: deque[Job]) -> None:
+        for _ in range(min(len(batch), _SLICE)):
+            job = batch.popleft()
+            if not self._owes_result(job):
+                continue  # canceled: its CANCELED report is already scheduled
+            task = job.task
             kind = task_kind(task)
             if kind is None:
-                task["exception"] = self._unrunnable(task)
-                task["stderr"] = str(task["exception"])
-                self._finish(task, TaskState.FAILED)
+                self._fail(job, self._unrunnable(task))
                 continue
             prompt = kind is TaskKind.PROMPT
             output = "Dummy Prompt Output" if prompt else "Dummy Output"
             task["stdout"] = output
             task["return_value"] = output
-            self._finish(task, TaskState.DONE)
+            self._finish(job, TaskState.DONE)
+        if batch and self._state is not BackendState.SHUTDOWN:
+            asyncio.get_running_loop().call_soon(self._complete, batch)
 
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a task whose state has not been delivered yet.
@@ -76,24 +79,16 @@ class NoopExecutionBackend(BackendBase):
 
         Returns:
             ``True`` if the task will be reported ``CANCELED``; ``False`` for
-            unknown or finished uids.
+            anything that is not the uid of a task in flight (never raises).
         """
-        task = self._in_flight.get(uid)
-        if task is None:
+        job = self._job(uid)
+        if job is None:
             return False
-        if uid not in self._pending_cancels:
-            self._pending_cancels.add(uid)
-            # Delivered on a later loop turn: never from inside cancel_task (ST-5).
-            asyncio.get_running_loop().call_soon(self._deliver_cancel, task)
+        if not job.canceled:
+            self._cancel_soon(job, asyncio.get_running_loop())
         return True
-
-    def _deliver_cancel(self, task: dict[str, Any]) -> None:
-        self._pending_cancels.discard(task["uid"])
-        self._finish(task, TaskState.CANCELED)
 
     async def shutdown(self) -> None:
         """Report every task still in flight ``CANCELED``; idempotent."""
         self._state = BackendState.SHUTDOWN
-        for task in list(self._in_flight.values()):
-            self._finish(task, TaskState.CANCELED)
-        self._pending_cancels.clear()
+        self._cancel_all()

@@ -14,26 +14,25 @@ import pytest
 import spec
 from conformance import ContractMonitor, ContractViolation
 from reference import NoopExecutionBackend
-from reference._base import BackendBase
+from reference._base import BackendBase, Job
 
 S = spec.TaskState
 
 
-class Silent(BackendBase):
+class Silent(BackendBase[Job]):
     """Accepts tasks and reports nothing until told to (tests deliver by hand)."""
 
     capabilities = frozenset({spec.Capability.FUNCTIONS})
 
     async def submit_tasks(self, tasks: list[Any]) -> None:
-        self._accept(tasks)
+        self._accept(tasks, Job)
 
     async def cancel_task(self, uid: str) -> bool:
-        return uid in self._in_flight
+        return uid in self._jobs
 
     async def shutdown(self) -> None:
         self._state = spec.BackendState.SHUTDOWN
-        for task in list(self._in_flight.values()):
-            self._finish(task, S.CANCELED)
+        self._cancel_all()
 
     def deliver(self, task: Any, state: Any) -> None:
         """Call the registered callback (the monitor's wrapper) directly."""
@@ -140,17 +139,17 @@ def _returns(value: Any) -> Callable[[str], Awaitable[Any]]:
 
 
 async def _accepts_non_dict(m: ContractMonitor, raw: Silent) -> None:
-    raw._accept = lambda tasks: tasks  # type: ignore[method-assign]
+    raw._accept = lambda tasks, new_job: []  # type: ignore[method-assign]
     await m.submit_tasks([_task(), 42])
 
 
 async def _accepts_missing_uid(m: ContractMonitor, raw: Silent) -> None:
-    raw._accept = lambda tasks: tasks  # type: ignore[method-assign]
+    raw._accept = lambda tasks, new_job: []  # type: ignore[method-assign]
     await m.submit_tasks([_task(), {"function": print}])
 
 
 async def _accepts_duplicate(m: ContractMonitor, raw: Silent) -> None:
-    raw._accept = lambda tasks: tasks  # type: ignore[method-assign]
+    raw._accept = lambda tasks, new_job: []  # type: ignore[method-assign]
     await m.submit_tasks([_task(), _task()])
 
 
@@ -184,9 +183,8 @@ async def _state_not_member(m: ContractMonitor, raw: Silent) -> None:
 
 async def _reentrant_delivery(m: ContractMonitor, raw: Silent) -> None:
     async def eager_submit(tasks: list[Any]) -> None:
-        raw._accept(tasks)
-        for task in tasks:
-            raw._finish(task, S.DONE)
+        for job in raw._accept(tasks, Job):
+            raw._finish(job, S.DONE)
 
     raw.submit_tasks = eager_submit  # type: ignore[method-assign]
     await m.submit_tasks([_task()])
@@ -194,7 +192,7 @@ async def _reentrant_delivery(m: ContractMonitor, raw: Silent) -> None:
 
 async def _submit_returns_value(m: ContractMonitor, raw: Silent) -> None:
     async def submit(tasks: list[Any]) -> list[int]:
-        raw._accept(tasks)
+        raw._accept(tasks, Job)
         return [1]
 
     raw.submit_tasks = submit  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ import spec
 from conformance import Outcome, cases, run
 from conformance.processes import alive, descendants
 from reference import NoopExecutionBackend
-from reference._base import BackendBase
+from reference._base import BackendBase, Job
 
 O = Outcome  # noqa: E741 - short, and never confused with 0 in this file
 
@@ -103,7 +103,7 @@ class LiesAboutUnknown(NoopExecutionBackend):
     """cancel_task promises to cancel uids it never saw (breaks CN-2)."""
 
     async def cancel_task(self, uid: str) -> bool:
-        return await super().cancel_task(uid) or uid not in self._in_flight
+        return await super().cancel_task(uid) or uid not in self._jobs
 
 
 def test_a_broken_clause_fails_the_run() -> None:
@@ -134,21 +134,20 @@ def test_expected_failures() -> None:
     assert report.ok, report.to_text()
 
 
-class NeverReports(BackendBase):
+class NeverReports(BackendBase[Job]):
     """Accepts tasks and never reports them: a hanging backend."""
 
     capabilities = frozenset({spec.Capability.FUNCTIONS})
 
     async def submit_tasks(self, tasks: list[Any]) -> None:
-        self._accept(tasks)
+        self._accept(tasks, Job)
 
     async def cancel_task(self, uid: str) -> bool:
         return False
 
     async def shutdown(self) -> None:
         self._state = spec.BackendState.SHUTDOWN
-        for task in list(self._in_flight.values()):
-            self._finish(task, spec.TaskState.CANCELED)
+        self._cancel_all()
 
 
 def test_a_hanging_backend_fails_a_clause_not_the_run() -> None:

@@ -139,7 +139,7 @@ async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> N
         await backend.submit_tasks([queued, never_sent])
         # Cancelled before the dispatcher's turn: never sent to Dask.
         assert await backend.cancel_task("never-sent") is True
-        while backend._entries["queued"].chunk is None:
+        while backend._jobs["queued"].chunk is None:
             await asyncio.sleep(0)  # sent to Dask, queued behind the busy ones
 
     try:

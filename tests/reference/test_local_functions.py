@@ -155,7 +155,7 @@ async def test_an_invalid_batch_accepts_nothing(
     backend.register_callback(recorder)
     with pytest.raises(error):
         await backend.submit_tasks([{"uid": "ok", "function": add, "args": (1,)}, bad])
-    assert backend._in_flight == {}
+    assert backend._jobs == {}
     # Nothing was started: the valid uid is free, and it runs exactly once now.
     await backend.submit_tasks([{"uid": "ok", "function": add, "args": (1,)}])
     await recorder.wait(["ok"])
@@ -246,7 +246,7 @@ async def test_finished_tasks_are_not_retained(recorder: Recorder) -> None:
     await recorder.wait(["f", "x", "p"])
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
-    assert backend._in_flight == {}
+    assert backend._jobs == {}
     await backend.shutdown()
 
 
@@ -261,7 +261,7 @@ async def test_ten_thousand_function_tasks_in_one_batch(recorder: Recorder) -> N
         await recorder.wait((t["uid"] for t in tasks), timeout=90)
     assert all(t["return_value"] == i for i, t in enumerate(tasks))
     assert recorder.violations == []
-    assert backend._in_flight == {}
+    assert backend._jobs == {}
 
 
 async def test_a_hundred_thousand_tasks_in_one_batch(recorder: Recorder) -> None:

@@ -147,8 +147,8 @@ async def test_emptied_dicts_are_replaced_so_their_tables_are_released(
         await backend.submit_tasks(tasks)
         await recorder.wait([t["uid"] for t in tasks], timeout=60)
         empty = sys.getsizeof({})
-        assert backend._in_flight == {}
-        assert sys.getsizeof(backend._in_flight) == empty
+        assert backend._jobs == {}
+        assert sys.getsizeof(backend._jobs) == empty
         assert sys.getsizeof(backend._jobs) == empty
     finally:
         await backend.shutdown()

@@ -44,7 +44,7 @@ async def test_an_invalid_batch_raises_and_accepts_nothing(
     with pytest.raises(error) as info:
         await backend.submit_tasks([{"uid": "a", "function": len}, bad])
     assert info.value.index == 1  # type: ignore[attr-defined]
-    assert backend._in_flight == {}
+    assert backend._jobs == {}
     await backend.submit_tasks([{"uid": "a", "function": len}])
     await recorder.wait(["a"])
     assert recorder.events and [s for _, s, _ in recorder.events] == [TaskState.DONE]

@@ -34,11 +34,12 @@ def _is_executable(task: dict[str, Any]) -> bool:
 class WrongCapabilityError(_Local):
     """SB-6: a prompt task fails with ValueError, not CapabilityNotSupportedError."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         error = task.get("exception")
         if isinstance(error, CapabilityNotSupportedError):
             task["exception"] = ValueError(str(error))
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class DropsKwargs(_Local):
@@ -54,40 +55,44 @@ class DropsKwargs(_Local):
 class ForgetsAwaitedResult(_Local):
     """RS-2: an ``async def`` function's result is not stored (return_value None)."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         if state is TaskState.DONE and inspect.iscoroutinefunction(
             task.get("function")
         ):
             task["return_value"] = None
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class LosesExceptionType(_Local):
     """RS-3: a function's exception is replaced by a RuntimeError with its message."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         error = task.get("exception")
         if state is TaskState.FAILED and task.get("function") is not None:
             task["exception"] = RuntimeError(str(error))
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class NonZeroExitIsDone(_Local):
     """RS-4: an executable exiting non-zero is reported DONE."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         if state is TaskState.FAILED and task.get("exit_code"):
             state = TaskState.DONE
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class VagueExecutableError(_Local):
     """RS-5: a failed executable gets an exception that does not name it."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         if state is TaskState.FAILED and _is_executable(task):
             task["exception"] = RuntimeError("executable task failed")
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class IgnoresCaptureStdio(_Local):
@@ -113,24 +118,26 @@ class IgnoresEnv(_Local):
 class PlainTimeoutError(_Local):
     """RS-8: a timed-out task gets the builtin TimeoutError, not TaskTimeoutError."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         error = task.get("exception")
         if isinstance(error, TaskTimeoutError):
             task["exception"] = TimeoutError(str(error))
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class DropsUnpicklableException(_Local):
     """RS-9: an exception that cannot be pickled becomes an anonymous RuntimeError."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         error = task.get("exception")
         if error is not None:
             try:
                 pickle.dumps(error)
             except Exception:
                 task["exception"] = RuntimeError("the task's exception was lost")
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class KillsOnlyTheLeader(_Local):
@@ -155,7 +162,7 @@ class QueuedTasksNotCancellable(_Local):
         super()._report(task, state)
 
     async def cancel_task(self, uid: str) -> bool:
-        if uid in self._in_flight and uid not in self._started_uids:
+        if uid in self._jobs and uid not in self._started_uids:
             return False
         return await super().cancel_task(uid)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from reference import NoopExecutionBackend
+from reference._base import Job
 from spec import BackendShutdownError, BackendState, TaskState, validate_batch
 
 
@@ -59,7 +61,7 @@ class StateGoesBackToInitialized(NoopExecutionBackend):
     """LC-3: ``state()`` says INITIALIZED again whenever nothing is in flight."""
 
     def state(self) -> BackendState:
-        if self._state is BackendState.RUNNING and not self._in_flight:
+        if self._state is BackendState.RUNNING and not self._jobs:
             return BackendState.INITIALIZED
         return self._state
 
@@ -132,41 +134,43 @@ class SubmitReturnsList(NoopExecutionBackend):
 class DropsNonDicts(NoopExecutionBackend):
     """SB-2: entries that are not dicts are skipped instead of failing the batch."""
 
-    def _accept(self, tasks: list[Any]) -> list[dict[str, Any]]:
-        return super()._accept([t for t in tasks if isinstance(t, dict)])
+    def _accept(self, tasks: list[Any], new_job: Any) -> list[Job]:
+        return super()._accept([t for t in tasks if isinstance(t, dict)], new_job)
 
 
 class DropsTasksWithoutUid(NoopExecutionBackend):
     """SB-3: tasks without a string uid are skipped instead of failing the batch."""
 
-    def _accept(self, tasks: list[Any]) -> list[dict[str, Any]]:
+    def _accept(self, tasks: list[Any], new_job: Any) -> list[Job]:
         kept = [
             t for t in tasks if not isinstance(t, dict) or isinstance(t.get("uid"), str)
         ]
-        return super()._accept(kept)
+        return super()._accept(kept, new_job)
 
 
 class IgnoresUidsInFlight(NoopExecutionBackend):
     """SB-4: a uid already in flight is accepted (the duplicate is then ignored)."""
 
-    def _accept(self, tasks: list[Any]) -> list[dict[str, Any]]:
+    def _accept(self, tasks: list[Any], new_job: Any) -> list[Job]:
         if self._state is BackendState.SHUTDOWN:
-            return super()._accept(tasks)
+            return super()._accept(tasks, new_job)
         validate_batch(tasks, ())
-        for task in tasks:
-            self._in_flight.setdefault(task["uid"], task)
+        jobs = [new_job(task) for task in tasks]
+        for job in jobs:
+            self._jobs.setdefault(job.uid, job)
         self._state = BackendState.RUNNING
-        return tasks
+        return jobs
 
 
 class NothingToRunIsDone(NoopExecutionBackend):
     """SB-5: a task with nothing to run is reported DONE, not FAILED."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         if state is TaskState.FAILED and task.get("function") is None:
             task.pop("exception", None)
             state = TaskState.DONE
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class IgnoresSubmitAfterShutdown(NoopExecutionBackend):
@@ -190,13 +194,14 @@ class RejectsEmptyBatch(NoopExecutionBackend):
 class OneFailureFailsBatch(NoopExecutionBackend):
     """SB-9: one task with nothing to run fails its whole batch."""
 
-    def _complete(self, batch: list[dict[str, Any]]) -> None:
-        if any(t.get("function") is None and t.get("prompt") is None for t in batch):
-            for task in batch:
-                task["exception"] = ValueError(
+    def _complete(self, batch: deque[Job]) -> None:
+        tasks = [job.task for job in batch]
+        if any(t.get("function") is None and t.get("prompt") is None for t in tasks):
+            for job in batch:
+                job.task["exception"] = ValueError(
                     "a task of this batch has nothing to run"
                 )
-                self._finish(task, TaskState.FAILED)
+                self._finish(job, TaskState.FAILED)
             return
         super()._complete(batch)
 
@@ -211,26 +216,27 @@ class StatesAsStrings(NoopExecutionBackend):
 class LosesFailedTasks(NoopExecutionBackend):
     """ST-2: a task with nothing to run is never reported (until shutdown)."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
         if state is TaskState.FAILED:
             return False
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class RunningTwice(NoopExecutionBackend):
     """ST-3: RUNNING is reported twice before the terminal state."""
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
-        if state is not TaskState.CANCELED and self._in_flight.get(task["uid"]) is task:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
+        if state is not TaskState.CANCELED and self._jobs.get(job.uid) is job:
             self._report(task, TaskState.RUNNING)
             self._report(task, TaskState.RUNNING)
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class DeliversFromThread(NoopExecutionBackend):
     """ST-4: completions are delivered from a worker thread."""
 
-    def _complete(self, batch: list[dict[str, Any]]) -> None:
+    def _complete(self, batch: deque[Job]) -> None:
         worker = threading.Thread(target=super()._complete, args=(batch,))
         worker.start()
         worker.join()
@@ -240,7 +246,7 @@ class DeliversInsideSubmit(NoopExecutionBackend):
     """ST-5: states are delivered from inside ``submit_tasks``."""
 
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        self._complete(self._accept(tasks))
+        self._complete(deque(self._accept(tasks, Job)))
 
 
 class DeliversCopy(NoopExecutionBackend):
@@ -260,10 +266,11 @@ class CallbackErrorStopsBatch(NoopExecutionBackend):
 class RunsWhatItShouldNot(NoopExecutionBackend):
     """RS-10: declares ``dry_run`` but calls function tasks."""
 
-    def _complete(self, batch: list[dict[str, Any]]) -> None:
-        for task in batch:
+    def _complete(self, batch: deque[Job]) -> None:
+        for job in batch:
+            task = job.task
             func = task.get("function")
-            if func is not None and task["uid"] in self._in_flight:
+            if func is not None and self._owes_result(job):
                 func(*task.get("args", ()), **task.get("kwargs", {}))
         super()._complete(batch)
 
@@ -272,7 +279,7 @@ class CancelReturnsNone(NoopExecutionBackend):
     """CN-1: ``cancel_task`` returns None for an unknown uid."""
 
     async def cancel_task(self, uid: str) -> Any:
-        if uid not in self._in_flight:
+        if uid not in self._jobs:
             return None
         return await super().cancel_task(uid)
 
@@ -281,7 +288,7 @@ class CancelUnknownRaises(NoopExecutionBackend):
     """CN-2: ``cancel_task`` raises KeyError for an unknown uid."""
 
     async def cancel_task(self, uid: str) -> bool:
-        if uid not in self._in_flight:
+        if uid not in self._jobs:
             raise KeyError(uid)
         return await super().cancel_task(uid)
 
@@ -293,13 +300,13 @@ class CancelFinishedSaysTrue(NoopExecutionBackend):
         super().__init__()
         self._seen: set[str] = set()
 
-    def _accept(self, tasks: list[Any]) -> list[dict[str, Any]]:
-        accepted = super()._accept(tasks)
-        self._seen.update(t["uid"] for t in accepted)
+    def _accept(self, tasks: list[Any], new_job: Any) -> list[Job]:
+        accepted = super()._accept(tasks, new_job)
+        self._seen.update(job.uid for job in accepted)
         return accepted
 
     async def cancel_task(self, uid: str) -> bool:
-        if uid in self._seen and uid not in self._in_flight:
+        if uid in self._seen and uid not in self._jobs:
             return True
         return await super().cancel_task(uid)
 
@@ -308,7 +315,7 @@ class CancelPromisesButCompletes(NoopExecutionBackend):
     """CN-4: ``cancel_task`` returns True but the task still ends DONE."""
 
     async def cancel_task(self, uid: str) -> bool:
-        return uid in self._in_flight
+        return uid in self._jobs
 
 
 class SecondShutdownRaises(NoopExecutionBackend):
@@ -325,7 +332,7 @@ class ShutdownForgetsTasks(NoopExecutionBackend):
 
     async def shutdown(self) -> None:
         self._state = BackendState.SHUTDOWN
-        self._in_flight.clear()
+        self._jobs.clear()
 
 
 class CancelsAfterShutdownReturns(NoopExecutionBackend):
@@ -333,8 +340,8 @@ class CancelsAfterShutdownReturns(NoopExecutionBackend):
 
     async def shutdown(self) -> None:
         self._state = BackendState.SHUTDOWN
-        for task in list(self._in_flight.values()):
-            asyncio.get_running_loop().call_soon(self._finish, task, TaskState.CANCELED)
+        for job in list(self._jobs.values()):
+            asyncio.get_running_loop().call_soon(self._finish, job, TaskState.CANCELED)
 
 
 class KeepsFinishedTasks(NoopExecutionBackend):
@@ -344,19 +351,21 @@ class KeepsFinishedTasks(NoopExecutionBackend):
         super().__init__()
         self._history: list[dict[str, Any]] = []
 
-    def _finish(self, task: dict[str, Any], state: TaskState) -> bool:
+    def _finish(self, job: Any, state: TaskState) -> bool:
+        task = job.task
         self._history.append(task)
-        return super()._finish(task, state)
+        return super()._finish(job, state)
 
 
 class BatchTooLarge(NoopExecutionBackend):
     """SC-2: tasks past the first 1,000 of a batch are FAILED."""
 
-    def _complete(self, batch: list[dict[str, Any]]) -> None:
-        for task in batch[1000:]:
-            task["exception"] = RuntimeError("batch too large: 1,000 tasks at most")
-            self._finish(task, TaskState.FAILED)
-        super()._complete(batch[:1000])
+    def _complete(self, batch: deque[Job]) -> None:
+        jobs = list(batch)
+        for job in jobs[1000:]:
+            job.task["exception"] = RuntimeError("batch too large: 1,000 tasks at most")
+            self._finish(job, TaskState.FAILED)
+        super()._complete(deque(jobs[:1000]))
 
 
 class BlocksLoopOnSubmit(NoopExecutionBackend):
