@@ -383,12 +383,14 @@ class ContractMonitor:
 
     async def cancel_task(self, uid: str) -> bool:
         """Forward a cancel request, checking CN-1..CN-4."""
-        self._cm_event("call", "cancel_task", uid=uid)
+        # The suite also passes things that are not uids, unhashable ones too.
+        key = uid if isinstance(uid, str) else None
+        self._cm_event("call", "cancel_task", uid=key or repr(uid))
         result = self._cm_backend.cancel_task(uid)
         if not inspect.isawaitable(result):
             self._cm_violate("CN-1", "cancel_task is not a coroutine function")
-        known = self._cm_in_flight.get(uid)
-        finished = uid in self._cm_finished
+        known = self._cm_in_flight.get(key) if key is not None else None
+        finished = key in self._cm_finished
         try:
             if inspect.isawaitable(result):
                 result = await Stepped(result, self._cm_steps)
@@ -411,14 +413,14 @@ class ContractMonitor:
                 uid,
             )
         if result:
-            record = self._cm_in_flight.get(uid)
+            record = self._cm_in_flight.get(key) if key is not None else None
             if record is not None:
                 record.cancel_promised = True
-            elif uid in self._cm_finished:
+            elif key in self._cm_finished:
                 self._cm_violate(
                     "CN-3",
                     f"cancel_task({uid!r}) returned True for a task already "
-                    f"reported {self._cm_finished[uid]}",
+                    f"reported {self._cm_finished[key]}",
                     uid,
                 )
             else:

@@ -6,6 +6,8 @@ failure message, so the evidence points at the exact scenario.
 
 from __future__ import annotations
 
+from collections import UserDict
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -15,7 +17,17 @@ __all__ = [
     "SHELL_CASES",
 ]
 
-NOT_A_DICT: tuple[Any, ...] = (42, "task", None, ["uid", "x"], ("uid", "x"))
+NOT_A_DICT: tuple[Any, ...] = (
+    42,
+    "task",
+    None,
+    ["uid", "x"],
+    ("uid", "x"),
+    # Mappings that are not dicts: results cannot be written into a proxy,
+    # and a UserDict is not the dict the engine keeps.
+    MappingProxyType({"uid": "proxy", "function": None}),
+    UserDict({"uid": "userdict", "function": None}),
+)
 """Batch entries that are not dicts (SB-2)."""
 
 NO_STRING_UID: tuple[dict[str, Any], ...] = (

@@ -11,8 +11,17 @@ from conformance.registry import clause
 
 _C = spec.Capability
 
-_UNKNOWN_UIDS = ("no-such-task", "", "task.999999", "x" * 300)
-"""uids never submitted (CN-2)."""
+_UNKNOWN_UIDS: tuple[Any, ...] = (
+    "no-such-task",
+    "",
+    "task.999999",
+    "x" * 300,
+    ["a", "list"],  # unhashable: a dict lookup would raise TypeError
+    {"uid": "a dict"},
+    None,
+    7,
+)
+"""uids never submitted, and things that are not uids at all (CN-2)."""
 
 
 @clause("CN-1", "CN-2")

@@ -176,3 +176,39 @@ async def raising_callback_tolerated(h: Harness) -> None:
             f"after callbacks raised, a task ended {state}",
             uid,
         )
+
+
+@clause("ST-8")
+async def callback_raising_cancelled_error_tolerated(h: Harness) -> None:
+    """A callback raising ``asyncio.CancelledError`` loses no other task's report.
+
+    ``CancelledError`` is a `BaseException`: a backend that contains only
+    `Exception` lets it abort whatever loop callback or task was delivering
+    states, and the rest of the batch is never reported.
+    """
+    raised: list[str] = []
+
+    def cancel_out(task: Any, state: Any) -> None:
+        raised.append(str(task.get("uid")))
+        raise asyncio.CancelledError("raised by a callback of the conformance suite")
+
+    batch = [h.runnable_task() for _ in range(6)]
+    if h.has(_C.EXECUTABLES) and not h.has(_C.DRY_RUN):
+        batch.append(h.executable_task("true"))
+    h.also_call(cancel_out)
+    try:
+        await h.submit(batch)
+        states = await h.wait_terminal([t["uid"] for t in batch], clause_id="ST-8")
+    finally:
+        h.also_call(None)
+    h.check(raised, "ST-8", "the raising callback was never called")
+    more = [h.runnable_task() for _ in range(3)]
+    await h.submit(more)
+    states.update(await h.wait_terminal([t["uid"] for t in more], clause_id="ST-8"))
+    for uid, state in states.items():
+        h.check(
+            state is spec.TaskState.DONE,
+            "ST-8",
+            f"after callbacks raised CancelledError, a task ended {state}",
+            uid,
+        )

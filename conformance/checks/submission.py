@@ -293,3 +293,34 @@ async def failure_isolated(h: Harness) -> None:
             f"a failing task ended {states[task['uid']]}",
             task["uid"],
         )
+
+
+@clause("SB-10")
+async def caller_may_reuse_the_batch_list(h: Harness) -> None:
+    """The caller clears, then refills, its list right after ``submit_tasks``.
+
+    Every task of the batch is still reported, and none of the list's new
+    entries is run or reported: the backend took what it needed during the
+    call.
+    """
+    batch = [h.runnable_task() for _ in range(5)]
+    uids = [t["uid"] for t in batch]
+    await h.submit(batch)
+    batch.clear()
+    strays = [h.runnable_task() for _ in range(3)]
+    batch.extend(strays)
+    states = await h.wait_terminal(uids, clause_id="SB-10")
+    for uid, state in states.items():
+        h.check(
+            state is spec.TaskState.DONE,
+            "SB-10",
+            f"after the caller cleared its batch list, a task ended {state}",
+            uid,
+        )
+    for stray in strays:
+        h.check(
+            not h.delivered(stray["uid"]),
+            "SB-10",
+            "a task added to the list after submit_tasks returned was reported",
+            stray["uid"],
+        )

@@ -94,8 +94,11 @@ async def test_local_failures_keep_their_type(local_flow: Any) -> None:
     # The engine turns a non-zero exit's stderr into a RuntimeError.
     with pytest.raises(RuntimeError, match="no-such-directory-here"):
         await asyncio.wait_for(exits_nonzero(), 30)
-    # A task depending on a failed one fails too, without hanging.
-    with pytest.raises(Exception):  # noqa: B017
+    # A task depending on a failed one fails too, without hanging (a hang
+    # would raise TimeoutError, which is not a DependencyFailureError).
+    with pytest.raises(
+        radical_asyncflow.errors.DependencyFailureError, match="dependency failure"
+    ):
         await asyncio.wait_for(after(broken()), 30)
 
 

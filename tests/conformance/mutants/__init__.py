@@ -79,6 +79,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("SB-7", noop.IgnoresSubmitAfterShutdown),
     _row("SB-8", noop.RejectsEmptyBatch),
     _row("SB-9", noop.OneFailureFailsBatch),
+    _row("SB-10", noop.ReadsCallerList),
     # States and callbacks
     _row("ST-1", noop.StatesAsStrings),
     _row("ST-2", noop.LosesFailedTasks),
@@ -87,6 +88,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("ST-5", noop.DeliversInsideSubmit),
     _row("ST-6", noop.DeliversCopy),
     _row("ST-7", noop.CallbackErrorStopsBatch),
+    _row("ST-8", noop.CallbackCancelStopsBatch),
     # Results
     _row("RS-1", local.DropsKwargs),
     _row("RS-2", local.ForgetsAwaitedResult),

@@ -8,6 +8,7 @@ backend that really runs functions or executables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -263,6 +264,26 @@ class CallbackErrorStopsBatch(NoopExecutionBackend):
         self._callback(task, state)
 
 
+class CallbackCancelStopsBatch(NoopExecutionBackend):
+    """ST-8: a callback's CancelledError escapes (only Exception is contained)."""
+
+    def _report(self, task: dict[str, Any], state: TaskState) -> None:
+        with contextlib.suppress(Exception):
+            self._callback(task, state)
+
+
+class ReadsCallerList(NoopExecutionBackend):
+    """SB-10: tasks are completed from the caller's list on a later loop turn."""
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        self._accept(tasks, Job)
+        asyncio.get_running_loop().call_soon(self._complete_listed, tasks)
+
+    def _complete_listed(self, tasks: list[dict[str, Any]]) -> None:
+        jobs = [self._jobs[t["uid"]] for t in tasks if t.get("uid") in self._jobs]
+        self._complete(deque(jobs))
+
+
 class RunsWhatItShouldNot(NoopExecutionBackend):
     """RS-10: declares ``dry_run`` but calls function tasks."""
 
@@ -279,7 +300,7 @@ class CancelReturnsNone(NoopExecutionBackend):
     """CN-1: ``cancel_task`` returns None for an unknown uid."""
 
     async def cancel_task(self, uid: str) -> Any:
-        if uid not in self._jobs:
+        if self._job(uid) is None:
             return None
         return await super().cancel_task(uid)
 
@@ -288,7 +309,7 @@ class CancelUnknownRaises(NoopExecutionBackend):
     """CN-2: ``cancel_task`` raises KeyError for an unknown uid."""
 
     async def cancel_task(self, uid: str) -> bool:
-        if uid not in self._jobs:
+        if self._job(uid) is None:
             raise KeyError(uid)
         return await super().cancel_task(uid)
 
@@ -315,7 +336,7 @@ class CancelPromisesButCompletes(NoopExecutionBackend):
     """CN-4: ``cancel_task`` returns True but the task still ends DONE."""
 
     async def cancel_task(self, uid: str) -> bool:
-        return uid in self._jobs
+        return self._job(uid) is not None
 
 
 class SecondShutdownRaises(NoopExecutionBackend):
