@@ -62,6 +62,15 @@ def touch(path: str) -> str:
     return path
 
 
+def span(path: str, seconds: float) -> str:
+    """Hold the task ``seconds``; write ``"<start> <end>"`` (epoch s) to ``path``."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(f"{start} {time.time()}")
+    return path
+
+
 def block(started: str, release: str, limit: float) -> str:
     """Create ``started``, then wait until ``release`` exists (at most ``limit`` s).
 

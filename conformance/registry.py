@@ -34,6 +34,7 @@ AREA_MODULES = (
     "shutdown",
     "scale",
     "compat",
+    "resources",
     "stateful",
 )
 """The modules of `conformance.checks`: one per area of the contract, then the

@@ -183,7 +183,9 @@ class BackendBase(Generic[JobT]):
     their jobs are `Job` subclasses (``JobT``).
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    # A class default; an instance may change it from its options (a
+    # process pool adds crash isolation, resource accounting adds resources).
+    capabilities: frozenset[Capability] = frozenset()
     supports_implicit_data_linking: ClassVar[bool] = False
     supports_explicit_data_linking: ClassVar[bool] = False
 

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from typing_extensions import Self
 
@@ -150,7 +150,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             ``chunk_size`` below 1, or a negative ``kill_grace``.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
 
     def __init__(
         self,

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from subprocess import PIPE
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 from typing_extensions import Self
 
@@ -31,11 +32,16 @@ from reference._base import (
     function_call,
 )
 from reference._children import Child, spawn
+from reference._resources import Grant, ResourcePool, capacity_from
 from spec import (
     BackendState,
     Capability,
+    CapabilityNotSupportedError,
+    ResourceCapacity,
+    ResourceUnavailableError,
     TaskState,
     WorkerLostError,
+    resource_demand,
 )
 
 __all__ = ["LocalExecutionBackend"]
@@ -57,10 +63,13 @@ class _Job(Job):
     start.
     """
 
-    __slots__ = ("child", "future", "kill_timer", "timed_out")
+    __slots__ = ("child", "future", "grant", "kill_timer", "ranks", "timed_out")
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
+        # With resource accounting: what it holds while it runs, and its ranks.
+        self.grant: Grant | None = None
+        self.ranks = 1
         # Process pools only: thread-pool jobs are pulled from a queue instead.
         self.future: Future[Any] | None = None
         self.child: Child | None = None
@@ -111,6 +120,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
     ``capture_stdio`` the output goes to ``<_work_dir>/<uid>.stdout`` and
     ``.stderr`` and those paths are returned.
 
+    With ``resources`` (or ``cores``, ``gpus``, ``memory``,
+    ``mpi_launcher``) the backend honours resource requests: tasks wait in
+    arrival order until their cores, GPUs and memory are free, executables
+    see only their GPUs in ``CUDA_VISIBLE_DEVICES``, and a request that can
+    never fit fails at once with `spec.ResourceUnavailableError`
+    (docs/resources.md).
+
     States are delivered on the event loop that called ``submit_tasks``:
     worker threads queue their notices, and the loop drains them in bursts.
     RUNNING is reported when a task really starts: a pool thread picked it up,
@@ -143,14 +159,27 @@ class LocalExecutionBackend(BackendBase[_Job]):
         kill_grace: Seconds between SIGTERM and SIGKILL when killing a child.
         shutdown_timeout: Seconds ``shutdown()`` waits for children and
             workers to exit before it stops waiting.
+        resources: Honour resource requests (``ranks``, ``cores_per_rank``,
+            ``gpus_per_rank``, ``mem_per_rank``); implied by ``cores``,
+            ``gpus``, ``memory`` or ``mpi_launcher``. The backend then
+            declares the ``resources`` capability; see docs/resources.md.
+        cores: Cores to hand out; ``os.cpu_count()`` when ``None``.
+        gpus: GPU ids to hand out; those in ``CUDA_VISIBLE_DEVICES`` when
+            ``None``.
+        memory: MB to hand out; ``None`` leaves memory unaccounted.
+        mpi_launcher: The argv prefix that runs an executable with
+            ``ranks > 1``, ``"{ranks}"`` replaced by the rank count (e.g.
+            ``["mpiexec", "-n", "{ranks}"]``). Without it such a task is
+            FAILED with `spec.CapabilityNotSupportedError`.
 
     Raises:
         TypeError: ``executor`` is not a `concurrent.futures.Executor`, or
-            ``max_processes`` is not an int.
+            ``max_processes``, ``cores``, ``gpus``, ``memory`` or
+            ``mpi_launcher`` has the wrong type.
         ValueError: A numeric option is out of range.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
 
     def __init__(
         self,
@@ -160,6 +189,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
         max_processes: int = 64,
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
+        resources: bool = False,
+        cores: int | None = None,
+        gpus: Sequence[str] | None = None,
+        memory: int | None = None,
+        mpi_launcher: Sequence[str] | None = None,
     ) -> None:
         super().__init__(name)
         if executor is None:
@@ -176,6 +210,25 @@ class LocalExecutionBackend(BackendBase[_Job]):
             raise ValueError(f"max_processes must be at least 1, got {max_processes}")
         self._kill_grace = duration("kill_grace", kill_grace, zero_ok=True)
         self._shutdown_timeout = duration("shutdown_timeout", shutdown_timeout)
+        if mpi_launcher is not None and (
+            isinstance(mpi_launcher, (str, bytes))
+            or not mpi_launcher
+            or not all(isinstance(arg, str) for arg in mpi_launcher)
+        ):
+            raise TypeError(
+                f"mpi_launcher must be a non-empty list of str, got {mpi_launcher!r}"
+            )
+        self._mpi_launcher = None if mpi_launcher is None else list(mpi_launcher)
+        accounting = resources or any(
+            option is not None for option in (cores, gpus, memory, mpi_launcher)
+        )
+        self._resources: ResourcePool[_Job] | None = (
+            ResourcePool(capacity_from(cores, gpus, memory)) if accounting else None
+        )
+        if accounting:
+            self.capabilities = self.capabilities | {Capability.RESOURCES}
+        self._admission_scheduled = False
+        self._launching = False
         self._executor: Executor = executor
         self._max_processes = max_processes
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +255,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
         max_processes: int = 64,
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
+        resources: bool = False,
+        cores: int | None = None,
+        gpus: Sequence[str] | None = None,
+        memory: int | None = None,
+        mpi_launcher: Sequence[str] | None = None,
     ) -> Self:
         """Construct and await a backend: ``backend = await Backend.create()``.
 
@@ -216,8 +274,27 @@ class LocalExecutionBackend(BackendBase[_Job]):
             max_processes=max_processes,
             kill_grace=kill_grace,
             shutdown_timeout=shutdown_timeout,
+            resources=resources,
+            cores=cores,
+            gpus=gpus,
+            memory=memory,
+            mpi_launcher=mpi_launcher,
         )
         return await backend
+
+    @property
+    def capacity(self) -> ResourceCapacity:
+        """The cores, GPU ids and memory handed out to running tasks.
+
+        Raises:
+            AttributeError: Resource accounting is off (no ``resources``).
+        """
+        if self._resources is None:
+            raise AttributeError(
+                f"backend {self.name!r} does not account resources; "
+                "construct it with resources=True"
+            )
+        return self._resources.capacity
 
     @property
     def executor(self) -> Executor:
@@ -264,12 +341,36 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if self._closed:
             return
         pending = self._to_dispatch
-        process_pool = isinstance(self._executor, ProcessPoolExecutor)
-        threaded: list[_Job] = []
+        ready: list[_Job] = []
         for _ in range(min(len(pending), _DISPATCH_CHUNK)):
             job = pending.popleft()
             if job.canceled:
                 continue
+            if self._resources is None:
+                ready.append(job)
+            else:
+                self._wait_for_resources(job, self._resources)
+        if self._resources is not None:
+            ready.extend(self._admitted(self._resources))
+        self._launch(ready)
+        if pending and not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self._bound_loop().call_soon(self._dispatch)
+
+    def _launch(self, jobs: list[_Job]) -> None:
+        """Hand jobs to the thread pool, the process pool or the child runners."""
+        if not jobs:
+            return
+        self._launching = True
+        try:
+            self._hand_over(jobs)
+        finally:
+            self._launching = False
+
+    def _hand_over(self, jobs: list[_Job]) -> None:
+        process_pool = isinstance(self._executor, ProcessPoolExecutor)
+        threaded: list[_Job] = []
+        for job in jobs:
             task = job.task
             try:
                 if task.get("function") is not None:
@@ -288,9 +389,74 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._start_in_threads(threaded)
         if self._exec_queue:
             self._start_runners()
-        if pending and not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            self._bound_loop().call_soon(self._dispatch)
+
+    # -- resource accounting (capability "resources") ----------------------------
+
+    def _wait_for_resources(self, job: _Job, pool: ResourcePool[_Job]) -> None:
+        """Queue ``job`` for its resources, or fail it if it can never run."""
+        task = job.task
+        options = task.get("task_backend_specific_kwargs")
+        try:
+            demand = resource_demand(options if isinstance(options, dict) else None)
+        except ValueError as exc:
+            self._fail(job, exc)  # RQ-3
+            return
+        is_function = task.get("function") is not None
+        if is_function and (demand.ranks > 1 or demand.gpus > 0):
+            self._fail(
+                job,
+                CapabilityNotSupportedError(
+                    "ranks and GPUs for function tasks",
+                    f"task {job.uid!r} asks for {demand.ranks} rank(s) and "
+                    f"{demand.gpus:g} GPU(s); run it as an executable",
+                ),
+            )
+            return
+        if demand.ranks > 1 and self._mpi_launcher is None:
+            self._fail(
+                job,
+                CapabilityNotSupportedError(
+                    "ranks > 1 without an mpi_launcher",
+                    f"task {job.uid!r} asks for {demand.ranks} ranks; construct "
+                    'the backend with mpi_launcher=["mpiexec", "-n", "{ranks}"]',
+                ),
+            )
+            return
+        if not pool.fits(demand):
+            capacity = pool.capacity
+            memory = (
+                "unaccounted memory"
+                if capacity.memory is None
+                else (f"{capacity.memory} MB")
+            )
+            self._fail(
+                job,
+                ResourceUnavailableError(  # RQ-2: never left pending
+                    f"task {job.uid!r} asks for {demand.cores} core(s), "
+                    f"{demand.whole_gpus} GPU(s) and {demand.memory} MB; the "
+                    f"backend has {capacity.cores} core(s), {len(capacity.gpus)} "
+                    f"GPU(s) and {memory} in all"
+                ),
+            )
+            return
+        job.ranks = demand.ranks
+        pool.enqueue(job, demand)
+
+    def _admitted(self, pool: ResourcePool[_Job]) -> list[_Job]:
+        """The queued jobs whose resources are free now, each holding its grant."""
+        ready = []
+        for job, grant in pool.admit(skip=self._not_owed):
+            job.grant = grant
+            ready.append(job)
+        return ready
+
+    def _not_owed(self, job: _Job) -> bool:
+        return not self._owes_result(job)
+
+    def _admit_waiting(self) -> None:
+        self._admission_scheduled = False
+        if self._resources is not None and not self._closed:
+            self._launch(self._admitted(self._resources))
 
     def _start_in_threads(self, jobs: list[_Job]) -> None:
         queue = self._fn_queue
@@ -386,7 +552,21 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     def _finish(self, job: _Job, state: TaskState) -> bool:
         job.future = None  # breaks the future -> done-callback -> job cycle
-        return super()._finish(job, state)
+        grant = job.grant
+        if grant is not None and self._resources is not None:
+            job.grant = None
+            self._resources.release(grant)
+        reported = super()._finish(job, state)
+        if grant is not None and self._resources is not None and not self._closed:
+            if self._launching:
+                # Inside _launch (a job failed as it was handed over): admit
+                # on a later turn rather than recursing.
+                if not self._admission_scheduled:
+                    self._admission_scheduled = True
+                    self._bound_loop().call_soon(self._admit_waiting)
+            elif len(self._resources):
+                self._launch(self._admitted(self._resources))
+        return reported
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:  # pragma: no cover - set by the first submit
@@ -457,6 +637,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
         except ValueError as exc:
             self._fail(job, exc)
             return
+        if job.grant is not None:
+            options, command = self._placed(job, job.grant, options, command)
         out: int | IO[bytes] = PIPE
         err: int | IO[bytes] = PIPE
         if options.capture_stdio:
@@ -522,6 +704,25 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if error is not None:
             task["exception"] = error
         self._finish(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
+
+    def _placed(
+        self,
+        job: _Job,
+        grant: Grant,
+        options: ex.ExecOptions,
+        command: str | list[str],
+    ) -> tuple[ex.ExecOptions, str | list[str]]:
+        """Give an executable its GPUs (RQ-4) and, for ranks, its launcher."""
+        if grant.gpus:
+            env = dict(os.environ if options.env is None else options.env)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
+            options = dataclasses.replace(options, env=env)
+        if job.ranks > 1 and self._mpi_launcher is not None:
+            ranks = str(job.ranks)
+            launcher = [arg.replace("{ranks}", ranks) for arg in self._mpi_launcher]
+            inner = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+            command = launcher + inner
+        return options, command
 
     def _time_out(self, job: _Job) -> None:
         if not job.canceled:
@@ -608,6 +809,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._fn_queue.close()  # pullers take no further job
             self._to_dispatch.clear()
             self._exec_queue.clear()
+            if self._resources is not None:
+                self._resources.clear()
             pool_busy = any(
                 job.future is not None and job.future.running() for job in jobs
             )

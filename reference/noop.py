@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, ClassVar
+from typing import Any
 
 from reference._base import BackendBase, Job
 from spec import BackendState, Capability, TaskKind, TaskState, task_kind
@@ -24,14 +24,15 @@ class NoopExecutionBackend(BackendBase[Job]):
     delivered.
 
     Function and executable tasks get ``stdout`` and ``return_value`` set to
-    ``"Dummy Output"``; prompt tasks get ``"Dummy Prompt Output"``. A task with
-    nothing to run is ``FAILED`` with a `ValueError` (clause SB-5).
+    ``"Dummy Output"``; prompt tasks get ``"Dummy Prompt Output"`` (RS-13). A
+    task with nothing to run is ``FAILED`` with a `ValueError` (clause SB-5),
+    and so is a prompt that is not a ``str`` (RS-14).
 
     Args:
         name: Name used to identify this backend in an engine's registry.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    capabilities: frozenset[Capability] = frozenset(
         {Capability.DRY_RUN, Capability.PROMPTS}
     )
 
@@ -64,6 +65,15 @@ class NoopExecutionBackend(BackendBase[Job]):
                 self._fail(job, self._unrunnable(task))
                 continue
             prompt = kind is TaskKind.PROMPT
+            if prompt and not isinstance(task["prompt"], str):
+                # Strict: a prompt is text (RS-14 gives the failure its shape).
+                self._fail(
+                    job,
+                    ValueError(
+                        f"'prompt' must be a str, got {type(task['prompt']).__name__}"
+                    ),
+                )
+                continue
             output = "Dummy Prompt Output" if prompt else "Dummy Output"
             task["stdout"] = output
             task["return_value"] = output

@@ -51,6 +51,8 @@ class Capability(str, enum.Enum):
     """A worker that dies fails only the task it was running (contract 1.1)."""
     PREEMPTIVE_CANCEL = "preemptive_cancel"
     """Cancelling a running function task stops the function (contract 1.1)."""
+    RESOURCES = "resources"
+    """Honours resource requests (``ranks``, ``cores_per_rank``, ...) (1.1)."""
 
     def __str__(self) -> str:
         return self.value

@@ -39,6 +39,7 @@ class Area(str, enum.Enum):
     SD = "Shutdown"
     SC = "Scale"
     CP = "Engine compatibility"
+    RQ = "Resources"
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,20 @@ _CLAUSE_LIST = (
         "`WorkerLostError`; queued tasks and tasks on other workers complete.",
         _C.CRASH_ISOLATION,
     ),
+    Clause(
+        "RS-13",
+        _M,
+        "A prompt task that succeeds is DONE with its answer as a `str` in "
+        "both `stdout` and `return_value`.",
+        _C.PROMPTS,
+    ),
+    Clause(
+        "RS-14",
+        _M,
+        "A prompt task that fails is FAILED with an exception object (never "
+        "a string) in `exception` and the reason in `stderr`.",
+        _C.PROMPTS,
+    ),
     # Cancellation
     Clause("CN-1", _M, "`cancel_task(uid)` is a coroutine function returning a bool."),
     Clause(
@@ -408,6 +423,43 @@ _CLAUSE_LIST = (
         _M,
         "`build_task(uid, task_desc, task_specific_kwargs)` accepts the engine's call.",
         _C.TASK_BUILDING,
+    ),
+    # Resources
+    Clause(
+        "RQ-1",
+        _M,
+        "The requests of the tasks running at once never add up to more than "
+        "the backend's `capacity` (cores, GPUs, memory).",
+        _C.RESOURCES,
+    ),
+    Clause(
+        "RQ-2",
+        _M,
+        "A request larger than the whole capacity is FAILED at once with "
+        "`ResourceUnavailableError`, never left pending.",
+        _C.RESOURCES,
+    ),
+    Clause(
+        "RQ-3",
+        _M,
+        "A malformed request (`ranks=0`, a negative or non-numeric value) is "
+        "FAILED with an error naming the key and the value.",
+        _C.RESOURCES,
+    ),
+    Clause(
+        "RQ-4",
+        _M,
+        "GPUs are handed out whole and exclusively: an executable sees only "
+        "its own in `CUDA_VISIBLE_DEVICES`, shared with no task running at "
+        "the same time.",
+        _C.RESOURCES,
+    ),
+    Clause(
+        "RQ-5",
+        _M,
+        "A request that fits the capacity eventually runs, even while smaller "
+        "tasks keep arriving (no starvation).",
+        _C.RESOURCES,
     ),
 )
 

@@ -77,11 +77,19 @@ class WorkerLostError(BackendError, RuntimeError):
     """The worker (process or remote node) running a task died mid-task."""
 
 
+class ResourceUnavailableError(BackendError, RuntimeError):
+    """A task asks for more resources than the backend has in all (RQ-2).
+
+    Stored as a failed task's ``exception``: such a task could never run, so
+    it is failed at once instead of waiting forever.
+    """
+
+
 class StandInError(BackendError):
     """Stands in for a task's exception that could not be sent back.
 
     A function task run in another process may raise an exception that cannot
-    be pickled; the backend then stores this error instead (clause RS-10).
+    be pickled; the backend then stores this error instead (clause RS-9).
 
     Attributes:
         type_name: Qualified name of the original exception type.

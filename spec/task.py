@@ -27,7 +27,8 @@ class BackendSpecificKwargs(TypedDict, total=False):
 
     Backends may accept more keys (the engine passes the decorator's
     ``task_description`` here unchanged); these are the ones with a meaning
-    fixed by the contract, for executable tasks.
+    fixed by the contract: the executable options below, and the resource
+    request keys of ``spec.ResourceRequest`` (capability ``resources``).
     """
 
     shell: bool

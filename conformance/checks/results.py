@@ -267,3 +267,61 @@ async def dry_run_runs_nothing(h: Harness) -> None:
         _ended(h, states, task, spec.TaskState.DONE, "RS-10", "a dry-run task")
     ran = sorted(p.name for p in h.work_dir.glob("ran-*"))
     h.check(not ran, "RS-10", f"a dry run ran tasks: {ran} were created")
+
+
+@clause("RS-13", "RS-14")
+async def prompt_results_have_the_contract_shape(h: Harness) -> None:
+    """A DONE prompt carries a str answer; a FAILED one an exception object.
+
+    The batch includes a prompt that is not text, which a strict backend
+    fails; a backend that answers it anyway is judged on RS-13 only.
+    """
+    hello = h.prompt_task("say hello")
+    odd = h.prompt_task()
+    odd["prompt"] = 12345
+    tasks = [hello, odd]
+    states = await h.run(tasks)
+    failed = 0
+    for task in tasks:
+        uid = task["uid"]
+        if states[uid] is spec.TaskState.DONE:
+            answer = task.get("stdout")
+            h.check(
+                isinstance(answer, str),
+                "RS-13",
+                f"a DONE prompt's stdout is {answer!r}, not the answer as a str",
+                uid,
+            )
+            h.check(
+                task.get("return_value") == answer,
+                "RS-13",
+                f"a DONE prompt's return_value is {task.get('return_value')!r}, "
+                f"not its answer {answer!r}",
+                uid,
+            )
+        elif states[uid] is spec.TaskState.FAILED:
+            failed += 1
+            error = task.get("exception")
+            h.check(
+                isinstance(error, BaseException),
+                "RS-14",
+                f"a FAILED prompt's exception is {error!r} "
+                f"({type(error).__name__}), not an exception object",
+                uid,
+            )
+            stderr = task.get("stderr")
+            h.check(
+                isinstance(stderr, str) and bool(stderr),
+                "RS-14",
+                f"a FAILED prompt's stderr is {stderr!r}, not the reason",
+                uid,
+            )
+    h.check(
+        states[hello["uid"]] is spec.TaskState.DONE,
+        "RS-13",
+        f"the prompt 'say hello' ended {states[hello['uid']]} "
+        f"({hello.get('exception')!r})",
+        hello["uid"],
+    )
+    if not failed:
+        h.note("RS-14: no prompt task failed, so no failure was judged")

@@ -19,3 +19,10 @@ def thread_pool() -> LocalExecutionBackend:
 def process_pool() -> LocalExecutionBackend:
     """Functions in a process pool of two workers."""
     return LocalExecutionBackend(ProcessPoolExecutor(2))
+
+
+def with_resources() -> LocalExecutionBackend:
+    """Resource accounting on: 2 cores and two made-up GPU ids."""
+    return LocalExecutionBackend(
+        ThreadPoolExecutor(4), cores=2, gpus=["0", "1"], memory=1024
+    )

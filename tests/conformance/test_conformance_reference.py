@@ -8,7 +8,7 @@ process-pool configuration through `conformance.run`.
 from __future__ import annotations
 
 import pytest
-from local_pools import process_pool, thread_pool
+from local_pools import process_pool, thread_pool, with_resources
 
 import spec
 from conformance import Outcome, run
@@ -35,3 +35,14 @@ def test_local_process_pool_conforms() -> None:
     for found in spec.CLAUSES.values():
         if found.level is spec.Level.MUST:
             assert report.outcome(found.id) in (Outcome.PASS, Outcome.NOT_APPLICABLE)
+
+
+def test_local_with_resources_conforms_on_the_resource_clauses() -> None:
+    # The whole suite on this configuration runs in CI (.ci/run); here only
+    # the clauses that accounting changes, to keep the test run short.
+    clauses = [c for c in spec.CLAUSES if c.startswith(("RQ-", "CN-", "SD-"))]
+    report = run(with_resources, clauses=clauses)
+    assert report.ok, report.to_text()
+    for clause_id in clauses:
+        if clause_id.startswith("RQ-"):
+            assert report.outcome(clause_id) is Outcome.PASS, clause_id

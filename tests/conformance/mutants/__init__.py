@@ -17,6 +17,7 @@ from typing import Any
 
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
+from mutants import resource_mutants as resources
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -122,5 +123,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CP-1", noop.AttachedToTuple),
     _row("CP-2", noop.NarrowLinkHook),
     _row("CP-3", noop.RhapsodyBuildTask),
+    _row("RS-13", resources.PromptAnswerInResponse),
+    _row("RS-14", resources.PromptErrorAsString),
+    _row("RQ-1", resources.Oversubscribes),
+    _row("RQ-2", resources.OversizedWaitsForever),
+    _row("RQ-3", resources.IgnoresMalformedRequests),
+    _row("RQ-4", resources.SharesFirstGpu),
+    _row("RQ-5", resources.StarvesLargeRequests),
 )
 """Every mutant, in clause order."""
