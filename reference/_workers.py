@@ -28,6 +28,7 @@ __all__ = [
     "FAILED",
     "LOST",
     "RUNNING",
+    "STOPPED",
     "CloudPickled",
     "JobQueue",
     "run_in_process",
@@ -39,6 +40,8 @@ RUNNING = 0
 DONE = 1
 FAILED = 2
 LOST = 3
+STOPPED = 4
+"""A cancelled task's worker (or coroutine) has stopped: report CANCELED now."""
 
 
 class _LoopHolder:
@@ -75,9 +78,10 @@ def thread_loop() -> asyncio.AbstractEventLoop:
     return holder.loop
 
 
-def _call(
+def call(
     func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
+    """Call ``func``; run a coroutine it returns on this thread's own loop."""
     result = func(*args, **kwargs)
     if asyncio.iscoroutine(result):
         result = thread_loop().run_until_complete(result)
@@ -179,7 +183,7 @@ class JobQueue:
             task = job.task
             push((job, RUNNING, None, None))
             try:
-                result = _call(
+                result = call(
                     task["function"], task.get("args") or (), task.get("kwargs") or {}
                 )
             except BaseException as exc:  # a task's SystemExit must not kill it
@@ -229,7 +233,7 @@ class CloudPickled:
         return (cloudpickle.loads, (data,))
 
 
-def _sendable(exc: BaseException) -> BaseException:
+def sendable(exc: BaseException) -> BaseException:
     """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
     try:
         pickle.loads(pickle.dumps(exc))
@@ -255,7 +259,7 @@ def run_in_process(call: Any) -> tuple[bool, Any, str | None]:
     """
     func, args, kwargs = call
     try:
-        result = _call(func, args, kwargs)
+        result = call(func, args, kwargs)
     except BaseException as exc:  # a task's SystemExit must not kill the worker
-        return (False, _sendable(exc), traceback.format_exc())
+        return (False, sendable(exc), traceback.format_exc())
     return (True, result, None)
