@@ -173,14 +173,13 @@ def _worker_main(
 # -- in the parent -------------------------------------------------------------
 
 
-def _dumps_call(task: dict[str, Any], uid: str) -> bytes:
+def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
     """Pickle a task's ``(function, args, kwargs)`` for a worker.
 
     The C pickler is several times faster and suffices for module-level
     functions; ``__main__`` ones go by value (a worker does not share the
     parent's ``__main__``), as do lambdas, closures and local functions.
     """
-    value = (task["function"], task.get("args") or (), task.get("kwargs") or {})
     if getattr(value[0], "__module__", None) != "__main__":
         try:
             return pickle.dumps(value, _PROTOCOL)
@@ -222,7 +221,7 @@ class _Worker:
         self.tasks_run = 0
 
     def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the worker's process group (or to it alone, before setsid)."""
+        """Send ``sig`` to the worker's group (to it alone before its setsid)."""
         if self.process.exitcode is not None:
             return  # reaped: its pid may belong to someone else by now
         try:
@@ -273,7 +272,8 @@ class ProcessPool:
 
     ``put`` and ``cancel`` are called on the backend's event loop; the work
     happens in one dispatcher thread per worker. Jobs are the backend's
-    handles: the pool reads ``job.task`` and ``job.uid``, sets
+    handles: the pool reads ``job.call`` (``(function, args, kwargs)``) and
+    ``job.uid``, sets
     ``job.canceled`` (under its lock, in `cancel`), and keeps its own mark in
     ``job.worker`` (``None`` until a worker takes it).
 
@@ -451,25 +451,22 @@ class ProcessPool:
     def _serve(self, slot: _Slot) -> None:
         push = self._push
         while True:
-            if slot.worker is None:
-                if not self._start_worker(slot):
-                    return
+            if slot.worker is None and not self._start_worker(slot):
+                return
             job = self._take(slot)
             if job is None:
                 return
             worker = slot.worker
             assert worker is not None
             try:
-                data = _dumps_call(job.task, job.uid)
+                data = _dumps_call(job.call, job.uid)
             except BaseException as exc:
                 self._settle(slot, job)
                 push((job, _workers.FAILED, exc, str(exc)))
                 continue
             push((job, _workers.RUNNING, None, None))
-            try:
+            with contextlib.suppress(OSError):  # it died; the wait below sees it
                 worker.jobs.send_bytes(data)
-            except OSError:
-                pass  # it died; the wait below sees it
             del data
             self._await_outcome(slot, worker, job)
 
@@ -532,8 +529,8 @@ class ProcessPool:
             return (job, _workers.FAILED, StandInError(type_name, str(exc)), str(error))
         if kind == _DONE:
             return (job, _workers.DONE, value, None)
-        exc, text = value
-        return (job, _workers.FAILED, exc, text)
+        error_sent, text = value
+        return (job, _workers.FAILED, error_sent, text)
 
     def _settle(self, slot: _Slot, job: Any) -> None:
         with self._lock:
@@ -597,7 +594,7 @@ class ProcessPool:
                 conn.close()
         worker = _Worker(process, jobs_w, results_r, life_w)
         slot.worker = worker
-        if self._closed:  # closed while it started: kill_all may have missed it
+        if self._is_closed():  # closed as it started: kill_all may have missed it
             worker.signal_group(signal.SIGKILL)
             self._bury(slot, worker)
             return False
@@ -626,6 +623,10 @@ class ProcessPool:
             self._broken = error
         self._fail_queue(error)
         return False
+
+    def _is_closed(self) -> bool:
+        # A call, not the attribute: mypy would keep its narrowing from above.
+        return self._closed
 
     def _fail_queue(self, error: BaseException) -> None:
         """Fail every queued job: no worker can be started to run them."""
