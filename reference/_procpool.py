@@ -449,26 +449,29 @@ class ProcessPool:
             self._retire(slot)
 
     def _serve(self, slot: _Slot) -> None:
-        push = self._push
         while True:
             if slot.worker is None and not self._start_worker(slot):
                 return
             job = self._take(slot)
             if job is None:
                 return
-            worker = slot.worker
-            assert worker is not None
-            try:
-                data = _dumps_call(job.call, job.uid)
-            except BaseException as exc:
-                self._settle(slot, job)
-                push((job, _workers.FAILED, exc, str(exc)))
-                continue
-            push((job, _workers.RUNNING, None, None))
-            with contextlib.suppress(OSError):  # it died; the wait below sees it
-                worker.jobs.send_bytes(data)
-            del data
-            self._await_outcome(slot, worker, job)
+            self._run(slot, job)
+            del job  # hold no finished job while waiting for the next (SC-1)
+
+    def _run(self, slot: _Slot, job: Any) -> None:
+        worker = slot.worker
+        assert worker is not None
+        try:
+            data = _dumps_call(job.call, job.uid)
+        except BaseException as exc:
+            self._settle(slot, job)
+            self._push((job, _workers.FAILED, exc, str(exc)))
+            return
+        self._push((job, _workers.RUNNING, None, None))
+        with contextlib.suppress(OSError):  # it died; the wait below sees it
+            worker.jobs.send_bytes(data)
+        del data
+        self._await_outcome(slot, worker, job)
 
     def _await_outcome(self, slot: _Slot, worker: _Worker, job: Any) -> None:
         results = worker.results
