@@ -357,6 +357,25 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
             ],
             rows,
         )
+    if results.get("cancel"):
+        title(
+            "Cancel latency: cancel_task of a running function to its CANCELED "
+            "(the function stopped)"
+        )
+        rows = [
+            [
+                r["workload"],
+                r["label"],
+                "-" if r["median_ms"] is None else f"{r['median_ms']:.1f}",
+                str(len(r["runs_ms"])),
+                {True: "yes", False: "NO", None: "-"}[r["stopped"]],
+                r["note"],
+            ]
+            for r in results["cancel"]
+        ]
+        out += _table(
+            ["workload", "subject", "median ms", "runs", "stopped", "note"], rows
+        )
     title("Targets (ratios from this run)")
     rows = []
     for t in results["targets"]:
