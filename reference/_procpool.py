@@ -204,7 +204,7 @@ def _parse(message: bytes) -> tuple[int, str, memoryview]:
 class _Worker:
     """One worker process and the parent's ends of its pipes."""
 
-    __slots__ = ("jobs", "lifeline", "pid", "process", "results", "tasks_run")
+    __slots__ = ("jobs", "lifeline", "pid", "process", "reaped", "results", "tasks_run")
 
     def __init__(
         self,
@@ -219,11 +219,15 @@ class _Worker:
         self.results = results
         self.lifeline = lifeline
         self.tasks_run = 0
+        # Set by its dispatcher once reaped. Other threads read this flag, never
+        # ``process.exitcode``: polling a forkserver child from two threads at
+        # once can leave one blocked forever reading its exit status.
+        self.reaped = False
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the worker's group (to it alone before its setsid)."""
-        if self.process.exitcode is not None:
-            return  # reaped: its pid may belong to someone else by now
+        if self.reaped:
+            return  # its pid may belong to someone else by now
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:
@@ -390,7 +394,7 @@ class ProcessPool:
             thread, worker = slot.thread, slot.worker
             if thread is not None and thread.is_alive():
                 return True
-            if worker is not None and worker.process.exitcode is None:
+            if worker is not None and not worker.reaped:
                 return True
         return False
 
@@ -400,16 +404,15 @@ class ProcessPool:
         for slot in list(self._slots):
             worker = slot.worker
             if worker is not None:
+                # Only a signal: its pipes belong to its dispatcher thread.
                 worker.signal_group(signal.SIGKILL)
-                with contextlib.suppress(OSError):
-                    worker.lifeline.close()
 
     def pids(self) -> list[int]:
         """The pids of the live workers (for tests and diagnostics)."""
         return [
             slot.worker.pid
             for slot in list(self._slots)
-            if slot.worker is not None and slot.worker.process.exitcode is None
+            if slot.worker is not None and not slot.worker.reaped
         ]
 
     # -- in a dispatcher thread ------------------------------------------------
@@ -568,6 +571,7 @@ class ProcessPool:
             worker.signal_group(signal.SIGKILL)
         worker.process.join()
         code = worker.process.exitcode
+        worker.reaped = True
         with contextlib.suppress(OSError):
             os.killpg(worker.pid, signal.SIGKILL)  # the group outlives its leader
         worker.close()
