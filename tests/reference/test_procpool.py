@@ -119,6 +119,11 @@ async def async_stubborn(started: str, release: str) -> str:
     return "ignored the cancel"
 
 
+async def loop_identity() -> tuple[int, int]:
+    await asyncio.sleep(0)
+    return os.getpid(), id(asyncio.get_running_loop())
+
+
 def set_flag(value: str) -> None:
     os.environ["PROCPOOL_TEST_FLAG"] = value
 
@@ -240,6 +245,18 @@ async def test_a_failing_initializer_fails_the_tasks_naming_it(
         assert recorder.final(task["uid"]) is TaskState.FAILED
         assert "initializer" in str(task["exception"])
         assert "no worker for you" in str(task["exception"])
+    await asyncio.wait_for(backend.shutdown(), 30)
+
+
+async def test_async_functions_share_their_worker_s_persistent_loop(
+    recorder: Recorder,
+) -> None:
+    backend = LocalExecutionBackend(processes=1)
+    backend.register_callback(recorder)
+    tasks = [fn(f"a{i}", loop_identity) for i in range(3)]
+    await backend.submit_tasks(tasks)
+    await recorder.wait(t["uid"] for t in tasks)
+    assert len({t["return_value"] for t in tasks}) == 1  # one worker, one loop
     await asyncio.wait_for(backend.shutdown(), 30)
 
 
