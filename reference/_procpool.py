@@ -501,9 +501,11 @@ class ProcessPool:
         with self._lock:
             kill = slot.kill
         if kill:
-            # Cancelled as it finished: the outcome is discarded, and the
-            # worker dies all the same (CANCELED is reported once it has).
-            self._stop(slot, worker)
+            # Cancelled as it finished (or died): the function has stopped
+            # either way, so its outcome is discarded and CANCELED reported;
+            # a worker that sent its reply is idle and is kept.
+            if dead or message is None:
+                self._bury(slot, worker)
             self._settle(slot, job)
             self._push((job, _workers.STOPPED, None, None))
             return
