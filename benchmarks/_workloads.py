@@ -8,12 +8,16 @@ function would travel.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from typing import Any
 
 __all__ = [
     "WORKLOADS",
     "async_noop",
+    "block_async",
+    "block_sync",
     "make_tasks",
     "run_on_process_loop",
     "run_on_thread_loop",
@@ -99,3 +103,24 @@ def make_tasks(workload: str, n: int, prefix: str) -> list[dict[str, Any]]:
             for i in range(n)
         ]
     raise ValueError(f"unknown workload {workload!r}")
+
+
+def block_sync(started: str) -> int:
+    """Write this process's pid to ``started``, then sleep: a task to cancel."""
+    with open(started, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(60)
+    return 0
+
+
+async def block_async(started: str, saw_cancel: str) -> int:
+    """`block_sync` as a coroutine; it marks ``saw_cancel`` when cancelled."""
+    with open(started, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        with open(saw_cancel, "w"):
+            pass
+        raise
+    return 0

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cancel import cancel_latency
 from _engine import DASK_ENGINE_SUBJECT, ENGINE_SUBJECTS, EngineSubject, run_engine
 from _measure import Sample, StallWatch, median, traced_memory
 from _report import (
@@ -61,6 +62,7 @@ FULL: dict[str, Any] = {
     "orig_sync": 200,
     "dask": [10_000, 1_000],
     "idle_s": 1.0,
+    "cancel": 5,
     "repeat": 3,
 }
 QUICK: dict[str, Any] = {
@@ -75,6 +77,7 @@ QUICK: dict[str, Any] = {
     "orig_sync": 20,
     "dask": [200],
     "idle_s": 0.2,
+    "cancel": 1,
     "repeat": 1,
 }
 
@@ -494,6 +497,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "engine": [],
         "memory": [],
         "stall": [],
+        "cancel": [],
         "targets": [],
         "skipped": [],
     }
@@ -521,6 +525,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if wanted("stall"):
         print("stall:", file=sys.stderr)
         results["stall"] = await stall(sizes, repeat, args.slow_cap, args.timeout)
+    if wanted("cancel"):
+        print("cancel:", file=sys.stderr)
+        results["cancel"] = await cancel_latency(sizes["cancel"], args.timeout, skipped)
     results["machine"]["loadavg_end"] = machine()["loadavg_start"]
     results["targets"] = evaluate_targets(results)
     return results
@@ -557,7 +564,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma-separated sections: async-fn,sync-fn,exec,noop,"
-        "dask,engine,memory,stall",
+        "dask,engine,memory,stall,cancel",
     )
     p.add_argument(
         "--dask",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -86,3 +87,55 @@ def block(started: str, release: str, limit: float) -> str:
             return "released"
         time.sleep(_POLL)
     return "timed out"
+
+
+def nap(value: Any, seconds: float) -> Any:
+    """Return ``value`` after ``seconds``: a healthy task that stays in flight."""
+    time.sleep(seconds)
+    return value
+
+
+def exit_worker(code: int) -> None:
+    """End the worker process at once (``os._exit``): no cleanup, no reply."""
+    os._exit(code)
+
+
+def kill_worker() -> None:
+    """Kill the worker process with SIGKILL, as the OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _refuse_to_load(reason: str) -> None:
+    raise RuntimeError(reason)
+
+
+class UnloadableResult:
+    """A return value that pickles in the worker but fails to unpickle elsewhere."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_refuse_to_load, ("UnloadableResult cannot be loaded here",))
+
+
+def unloadable() -> UnloadableResult:
+    """Return an `UnloadableResult`."""
+    return UnloadableResult()
+
+
+def write_later(started: str, marker: str, delay: float) -> str:
+    """Create ``started``, then ``marker`` after ``delay`` s, unless stopped first."""
+    with open(started, "w"):
+        pass
+    time.sleep(delay)
+    with open(marker, "w"):
+        pass
+    return "not stopped"
+
+
+async def async_write_later(started: str, marker: str, delay: float) -> str:
+    """`write_later` as an ``async def`` function."""
+    with open(started, "w"):
+        pass
+    await asyncio.sleep(delay)
+    with open(marker, "w"):
+        pass
+    return "not stopped"

@@ -31,6 +31,7 @@ AREA_MODULES = (
     "states",
     "results",
     "cancellation",
+    "isolation",
     "shutdown",
     "scale",
     "compat",

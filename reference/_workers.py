@@ -3,9 +3,9 @@
 Async functions run on one persistent event loop per worker thread (or
 worker process), never on a fresh ``asyncio.run`` loop per task. In a thread
 pool, a few long-lived "puller" calls (`JobQueue.pull`) take queued jobs one
-at a time and hand their notices (started, done, failed) straight to the
-backend's thread-safe ``push``; process workers return
-``(ok, value, traceback_text)`` and the backend's done-callback pushes it.
+at a time and hand their notices (started, done, failed, stopped) straight
+to the backend's thread-safe ``push``; `reference._procpool` runs `call` in
+its worker processes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import cloudpickle
-
 from spec import StandInError
 
 __all__ = [
@@ -28,9 +26,10 @@ __all__ = [
     "FAILED",
     "LOST",
     "RUNNING",
-    "CloudPickled",
+    "STOPPED",
     "JobQueue",
-    "run_in_process",
+    "call",
+    "sendable",
     "thread_loop",
 ]
 
@@ -39,6 +38,8 @@ RUNNING = 0
 DONE = 1
 FAILED = 2
 LOST = 3
+STOPPED = 4
+"""A cancelled task's worker (or coroutine) has stopped: report CANCELED now."""
 
 
 class _LoopHolder:
@@ -75,9 +76,10 @@ def thread_loop() -> asyncio.AbstractEventLoop:
     return holder.loop
 
 
-def _call(
+def call(
     func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
+    """Call ``func``; run a coroutine it returns on this thread's own loop."""
     result = func(*args, **kwargs)
     if asyncio.iscoroutine(result):
         result = thread_loop().run_until_complete(result)
@@ -100,7 +102,9 @@ class JobQueue:
     makes "the queue is empty, this puller stops" and "jobs were added, are
     there enough pullers" exclusive, so no job is left without a puller.
     Jobs need ``canceled`` (checked just before a job starts: a cancelled job
-    never starts) and ``task`` (the task dict with its ``function``).
+    never starts), ``task`` (the task dict with its ``function``) and
+    ``coro`` (``None``; set while an ``async def`` function runs, so `stop`
+    can cancel it on its loop).
 
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
@@ -172,64 +176,58 @@ class JobQueue:
             if not job.canceled:  # a cancelled job never starts (CN-6)
                 return job
 
+    def stop(self, job: Any) -> tuple[asyncio.AbstractEventLoop, Any] | None:
+        """Mark ``job`` canceled; return its running coroutine's (loop, task), if any.
+
+        Under the lock, so a puller that is about to start the job's coroutine
+        either sees the mark (and cancels the coroutine before its first
+        step) or has already published the handle returned here.
+        """
+        with self._lock:
+            job.canceled = True
+            return job.coro  # type: ignore[no-any-return]
+
+    def _await(self, job: Any, coro: Any) -> Any:
+        """Run ``coro`` on this thread's loop as a task `stop` can cancel."""
+        loop = thread_loop()
+        running = loop.create_task(coro)
+        with self._lock:
+            if job.canceled:
+                running.cancel()  # canceled as it started: its body never runs
+            job.coro = (loop, running)
+        try:
+            return loop.run_until_complete(running)
+        finally:
+            with self._lock:
+                job.coro = None
+
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""
         push = self._push
         while (job := self._next()) is not None:
             task = job.task
             push((job, RUNNING, None, None))
+            is_coroutine = False
             try:
-                result = _call(
-                    task["function"], task.get("args") or (), task.get("kwargs") or {}
+                result = task["function"](
+                    *(task.get("args") or ()), **(task.get("kwargs") or {})
                 )
+                if asyncio.iscoroutine(result):
+                    is_coroutine = True
+                    result = self._await(job, result)
             except BaseException as exc:  # a task's SystemExit must not kill it
-                push((job, FAILED, exc, traceback.format_exc()))
+                if is_coroutine and job.canceled:
+                    push((job, STOPPED, None, None))  # it has ended: CANCELED
+                else:
+                    push((job, FAILED, exc, traceback.format_exc()))
                 continue
-            push((job, DONE, result, None))
+            if is_coroutine and job.canceled:
+                push((job, STOPPED, None, None))  # it swallowed the cancel
+            else:
+                push((job, DONE, result, None))
 
 
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-
-
-class CloudPickled:
-    """Wraps a value so the process pool pickles it with cloudpickle.
-
-    The pool pickles call items in its own feeder thread, so the cost of
-    cloudpickle (lambdas, closures, local functions) stays off the event loop,
-    and a value that cannot be pickled fails only its own task.
-
-    Args:
-        value: ``(func, args, kwargs)``; it arrives in the worker as itself.
-        uid: The task's uid, for the error message.
-    """
-
-    __slots__ = ("uid", "value")
-
-    def __init__(self, value: tuple[Any, Any, Any], uid: str) -> None:
-        self.value = value
-        self.uid = uid
-
-    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
-        value = self.value
-        # The C pickler is several times faster; it suffices for module-level
-        # functions. ``__main__`` ones go by value, as a worker may not share
-        # the parent's ``__main__``.
-        if getattr(value[0], "__module__", None) != "__main__":
-            try:
-                return (pickle.loads, (pickle.dumps(value, _PROTOCOL),))
-            except Exception:
-                pass  # a lambda, a closure, a local function: cloudpickle below
-        try:
-            data = cloudpickle.dumps(value, _PROTOCOL)
-        except Exception as exc:
-            raise pickle.PicklingError(
-                f"function task {self.uid!r} cannot be sent to a process pool: "
-                f"its function or arguments cannot be pickled ({exc})"
-            ) from exc
-        return (cloudpickle.loads, (data,))
-
-
-def _sendable(exc: BaseException) -> BaseException:
+def sendable(exc: BaseException) -> BaseException:
     """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
     try:
         pickle.loads(pickle.dumps(exc))
@@ -241,21 +239,3 @@ def _sendable(exc: BaseException) -> BaseException:
             message = "<str() of the exception failed>"
         return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
     return exc
-
-
-def run_in_process(call: Any) -> tuple[bool, Any, str | None]:
-    """Run one function task in a process-pool worker.
-
-    Args:
-        call: ``(func, args, kwargs)``, sent as a `CloudPickled`.
-
-    Returns:
-        ``(True, return_value, None)`` or ``(False, exception, traceback_text)``;
-        an exception that cannot travel back is replaced by `StandInError`.
-    """
-    func, args, kwargs = call
-    try:
-        result = _call(func, args, kwargs)
-    except BaseException as exc:  # a task's SystemExit must not kill the worker
-        return (False, _sendable(exc), traceback.format_exc())
-    return (True, result, None)

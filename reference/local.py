@@ -11,12 +11,9 @@ import dataclasses
 import logging
 import os
 import signal
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from functools import partial
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from subprocess import PIPE
 from typing import IO, Any
 
@@ -32,6 +29,7 @@ from reference._base import (
     function_call,
 )
 from reference._children import Child, spawn
+from reference._procpool import ProcessPool
 from reference._resources import Grant, ResourcePool, capacity_from
 from spec import (
     BackendState,
@@ -63,15 +61,27 @@ class _Job(Job):
     start.
     """
 
-    __slots__ = ("child", "future", "grant", "kill_timer", "ranks", "timed_out")
+    __slots__ = (
+        "call",
+        "child",
+        "coro",
+        "grant",
+        "kill_timer",
+        "ranks",
+        "timed_out",
+        "worker",
+    )
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
         # With resource accounting: what it holds while it runs, and its ranks.
         self.grant: Grant | None = None
         self.ranks = 1
-        # Process pools only: thread-pool jobs are pulled from a queue instead.
-        self.future: Future[Any] | None = None
+        # Process pools: the validated call, and where it runs (_procpool's mark).
+        self.call: tuple[Any, ...] | None = None
+        self.worker: Any = None
+        # Thread pools: (loop, asyncio task) of a running coroutine, to cancel it.
+        self.coro: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
         self.child: Child | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
         self.timed_out = False
@@ -95,22 +105,62 @@ def _pool_width(executor: Executor) -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+_PROCESS_POOL_EXTRAS = frozenset(
+    {Capability.CRASH_ISOLATION, Capability.PREEMPTIVE_CANCEL}
+)
+
+
+def _pool_like(
+    executor: ProcessPoolExecutor,
+    push: Callable[[_Notice], None],
+    kill_grace: float,
+    name: str,
+) -> ProcessPool:
+    """An owned `ProcessPool` with a `ProcessPoolExecutor`'s settings.
+
+    They are read from its private attributes (the stdlib offers no public
+    way); a missing one falls back to the stdlib's own default.
+    """
+    workers = getattr(executor, "_max_workers", None)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        workers = os.cpu_count() or 1
+    return ProcessPool(
+        workers,
+        push,
+        context=getattr(executor, "_mp_context", None),
+        initializer=getattr(executor, "_initializer", None),
+        initargs=getattr(executor, "_initargs", ()),
+        max_tasks_per_child=getattr(executor, "_max_tasks_per_child", None),
+        kill_grace=kill_grace,
+        name=name,
+    )
+
+
 class LocalExecutionBackend(BackendBase[_Job]):
     """Runs tasks on the local machine: functions in a pool, executables as children.
 
-    Function tasks (sync or ``async def``) run in ``executor``: a
-    `ThreadPoolExecutor` by default, or a `ProcessPoolExecutor`, to which
-    functions and arguments are sent with cloudpickle (so lambdas, closures
-    and locally defined functions work). Async functions run on one event loop
-    per worker thread or process, reused across tasks. In a thread pool the
-    backend keeps at most one call per pool thread in the executor, each
-    running queued tasks one at a time, rather than one call per task; so a
-    pool shared with other work may see its threads held until the queue is
-    empty.
+    Function tasks (sync or ``async def``) run in one of two kinds of pool:
 
-    Function tasks report ``return_value`` when DONE, and ``exception`` and
-    the traceback text in ``stderr`` when FAILED; their ``stdout`` is left
-    unset (``str()`` of a large result would cost the event loop dearly).
+    - **threads** (the default, or any ``executor`` that is not a
+      `ProcessPoolExecutor`): the backend keeps at most one call per pool
+      thread in the executor, each running queued tasks one at a time, so a
+      pool shared with other work may see its threads held until the queue
+      is empty;
+    - **processes** (``processes=N``, or a `ProcessPoolExecutor` whose
+      settings are taken over): the backend starts and owns ``N`` worker
+      processes, each in its own session, each running one task at a time.
+      Functions and arguments travel with cloudpickle (lambdas, closures and
+      local functions work). Workers start with ``forkserver`` (``spawn``
+      where there is none) unless the executor's ``mp_context`` names
+      ``spawn`` or ``forkserver``: a plain ``fork`` of a parent running
+      threads is unsafe. As with any such start method, a script that
+      starts the backend at import time needs ``if __name__ == "__main__":``.
+
+    Async functions run on one event loop per worker thread or process,
+    reused across tasks. Function tasks report ``return_value`` when DONE,
+    and ``exception`` and the traceback text in ``stderr`` when FAILED; their
+    ``stdout`` is left unset (``str()`` of a large result would cost the
+    event loop dearly).
 
     Executable tasks run as child processes watched by the event loop, each
     in its own process group, at most ``max_processes`` at a time. ``shell``
@@ -129,34 +179,62 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     States are delivered on the event loop that called ``submit_tasks``:
     worker threads queue their notices, and the loop drains them in bursts.
-    RUNNING is reported when a task really starts: a pool thread picked it up,
-    or its child process was started. Tasks in a process pool report no
-    RUNNING, as the pool gives no signal when a worker picks a task up.
+    RUNNING is reported when a task really starts: a pool thread picked it
+    up, it was sent to a worker process (which runs nothing else), or its
+    child process was started.
+
+    Faults in a process pool (capability ``crash_isolation``): a worker that
+    dies (``os._exit``, a crash, a kill from outside) fails only the task it
+    was running, with `spec.WorkerLostError`, and is replaced; queued tasks
+    and tasks on other workers complete. A return value that pickles in the
+    worker but cannot be unpickled here fails only its task, with an
+    `pickle.UnpicklingError` naming its type; an argument that cannot be
+    pickled fails only its task. If the pool's ``initializer`` raises, every
+    function task fails with an error carrying its exception.
 
     Cancellation and its limits:
 
     - a task that has not started never starts, and is reported CANCELED;
     - a running executable's process group gets SIGTERM, then SIGKILL after
       ``kill_grace`` seconds; CANCELED is reported once the child has exited;
-    - a running *function* cannot be interrupted: it is reported CANCELED at
-      once, keeps running in its worker, and its result is discarded.
+    - a running function in a process pool is stopped (capability
+      ``preemptive_cancel``): its worker's process group gets SIGTERM, then
+      SIGKILL after ``kill_grace``; CANCELED is reported once the worker is
+      dead, and a new worker takes its place;
+    - a running ``async def`` function in a thread pool gets
+      `asyncio.CancelledError` inside the coroutine, on its worker thread's
+      loop; CANCELED is reported once the coroutine has ended, or after
+      ``kill_grace`` if it swallows the cancel and keeps going (it then runs
+      on, and its result is discarded);
+    - a running *sync* function in a thread cannot be interrupted: it is
+      reported CANCELED at once, keeps running, and its result is
+      discarded. A thread-pool backend therefore does not declare
+      ``preemptive_cancel`` (nor ``crash_isolation``: a crash takes the
+      whole process down).
 
-    ``shutdown()`` reports every unfinished task CANCELED, kills child process
-    groups and process-pool workers, and returns within about
-    ``shutdown_timeout`` seconds. A *thread* stuck in a long function cannot
-    be killed: shutdown returns without it, but Python joins pool threads at
-    interpreter exit, so such a thread still delays the end of the program.
-
-    A process-pool worker that dies (``os._exit``, a crash) fails the tasks the
-    pool held with `spec.WorkerLostError`; the backend starts a new pool with
-    the same settings for the tasks that follow.
+    ``shutdown()`` reports every unfinished task CANCELED, kills child
+    process groups and worker processes, cancels running coroutines, and
+    returns within about ``shutdown_timeout`` seconds. A *thread* stuck in a
+    long function cannot be killed: shutdown returns without it, but Python
+    joins pool threads at interpreter exit, so such a thread still delays the
+    end of the program. Worker processes never outlive the backend: each
+    kills its own process group when the parent's end of a lifeline pipe
+    closes, even if the parent dies without shutting down.
 
     Args:
         executor: Where function tasks run; a new `ThreadPoolExecutor` when
-            ``None``. The backend shuts it down in ``shutdown()``.
+            ``None``. A `ProcessPoolExecutor` is read for its
+            ``max_workers``, ``mp_context``, ``initializer``, ``initargs``
+            and ``max_tasks_per_child``, and the backend runs its own worker
+            processes with them instead (the executor itself runs nothing).
+            The backend shuts it down in ``shutdown()``.
         name: Name used to identify this backend in an engine's registry.
+        processes: Run function tasks in this many worker processes of the
+            backend's own (the clearer spelling of a `ProcessPoolExecutor`);
+            not together with ``executor``.
         max_processes: Most executable children running at once.
-        kill_grace: Seconds between SIGTERM and SIGKILL when killing a child.
+        kill_grace: Seconds between SIGTERM and SIGKILL when killing a child
+            or a worker process.
         shutdown_timeout: Seconds ``shutdown()`` waits for children and
             workers to exit before it stops waiting.
         resources: Honour resource requests (``ranks``, ``cores_per_rank``,
@@ -173,19 +251,23 @@ class LocalExecutionBackend(BackendBase[_Job]):
             FAILED with `spec.CapabilityNotSupportedError`.
 
     Raises:
-        TypeError: ``executor`` is not a `concurrent.futures.Executor`, or
-            ``max_processes``, ``cores``, ``gpus``, ``memory`` or
-            ``mpi_launcher`` has the wrong type.
+        TypeError: ``executor`` is not a `concurrent.futures.Executor`, both
+            ``executor`` and ``processes`` are given, or ``max_processes``,
+            ``processes``, ``cores``, ``gpus``, ``memory`` or ``mpi_launcher``
+            has the wrong type.
         ValueError: A numeric option is out of range.
     """
 
     capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    """What a thread-pool backend offers; a process-pool one adds
+    ``crash_isolation`` and ``preemptive_cancel`` (per instance)."""
 
     def __init__(
         self,
         executor: Executor | None = None,
         name: str = "default",
         *,
+        processes: int | None = None,
         max_processes: int = 64,
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
@@ -196,14 +278,22 @@ class LocalExecutionBackend(BackendBase[_Job]):
         mpi_launcher: Sequence[str] | None = None,
     ) -> None:
         super().__init__(name)
-        if executor is None:
-            executor = ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}")
-        elif not isinstance(executor, Executor):
+        if executor is not None and not isinstance(executor, Executor):
             raise TypeError(
                 "executor must be a concurrent.futures.Executor (a "
                 "ThreadPoolExecutor or ProcessPoolExecutor), got "
                 f"{type(executor).__name__}"
             )
+        if processes is not None:
+            if executor is not None:
+                raise TypeError(
+                    "give executor or processes, not both: processes=N runs "
+                    "function tasks in N worker processes of the backend's own"
+                )
+            if isinstance(processes, bool) or not isinstance(processes, int):
+                raise TypeError(f"processes must be an int, got {processes!r}")
+            if processes < 1:
+                raise ValueError(f"processes must be at least 1, got {processes}")
         if isinstance(max_processes, bool) or not isinstance(max_processes, int):
             raise TypeError(f"max_processes must be an int, got {max_processes!r}")
         if max_processes < 1:
@@ -229,7 +319,19 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self.capabilities = self.capabilities | {Capability.RESOURCES}
         self._admission_scheduled = False
         self._launching = False
-        self._executor: Executor = executor
+        self._procs: ProcessPool | None = None
+        if isinstance(executor, ProcessPoolExecutor):
+            self._procs = _pool_like(executor, self._push, self._kill_grace, name)
+        elif processes is not None:
+            self._procs = ProcessPool(
+                processes, self._push, kill_grace=self._kill_grace, name=name
+            )
+        elif executor is None:
+            executor = ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}")
+        if self._procs is not None:
+            # This instance isolates crashes and stops running functions.
+            self.capabilities = self.capabilities | _PROCESS_POOL_EXTRAS
+        self._executor: Executor | None = executor
         self._max_processes = max_processes
         self._loop: asyncio.AbstractEventLoop | None = None
         # Accepted, not yet handed to the executor / the child runners.
@@ -237,7 +339,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._dispatch_scheduled = False
         self._exec_queue: deque[_Job] = deque()
         # Function jobs for a thread pool, run by a few long-lived pullers.
-        self._fn_queue = _workers.JobQueue(self._push, _pool_width(executor))
+        width = 1 if executor is None else _pool_width(executor)
+        self._fn_queue = _workers.JobQueue(self._push, width)
         self._runners: set[asyncio.Task[None]] = set()
         self._spawn_budget = _SPAWNS_PER_TURN
         # Notices from worker threads; drained on the loop, one wake-up per burst.
@@ -252,6 +355,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         executor: Executor | None = None,
         name: str = "default",
         *,
+        processes: int | None = None,
         max_processes: int = 64,
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
@@ -271,6 +375,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         backend = cls(
             executor,
             name,
+            processes=processes,
             max_processes=max_processes,
             kill_grace=kill_grace,
             shutdown_timeout=shutdown_timeout,
@@ -297,9 +402,17 @@ class LocalExecutionBackend(BackendBase[_Job]):
         return self._resources.capacity
 
     @property
-    def executor(self) -> Executor:
-        """The executor function tasks run in (replaced if a process pool breaks)."""
-        return self._executor
+    def executor(self) -> Executor | None:
+        """The executor function tasks run in; ``None`` for a process pool.
+
+        A process-pool backend runs its own workers (see `worker_pids`); the
+        `ProcessPoolExecutor` it was given, if any, runs nothing.
+        """
+        return None if self._procs is not None else self._executor
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the live worker processes (empty for a thread pool)."""
+        return self._procs.pids() if self._procs is not None else []
 
     # -- submission ----------------------------------------------------------
 
@@ -368,15 +481,17 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._launching = False
 
     def _hand_over(self, jobs: list[_Job]) -> None:
-        process_pool = isinstance(self._executor, ProcessPoolExecutor)
+        procs = self._procs
         threaded: list[_Job] = []
+        in_processes: list[_Job] = []
         for job in jobs:
             task = job.task
             try:
                 if task.get("function") is not None:
                     call = function_call(task)  # a malformed call fails here
-                    if process_pool:
-                        self._start_in_process(job, call)
+                    if procs is not None:
+                        job.call = call
+                        in_processes.append(job)
                     else:
                         threaded.append(job)
                 elif task.get("executable") is not None:
@@ -387,6 +502,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 self._fail(job, exc)
         if threaded:
             self._start_in_threads(threaded)
+        if in_processes and procs is not None:
+            procs.put(in_processes)
         if self._exec_queue:
             self._start_runners()
 
@@ -463,50 +580,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
         wanted = queue.put(jobs)
         for started in range(wanted):
             try:
+                assert self._executor is not None  # a thread pool has one
                 self._executor.submit(queue.pull)
             except Exception as exc:  # e.g. the executor was shut down under us
                 stranded: list[_Job] = queue.retire(wanted - started)
                 for job in stranded:
                     self._fail(job, exc)
                 return
-
-    def _start_in_process(
-        self,
-        job: _Job,
-        parts: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
-    ) -> None:
-        call = _workers.CloudPickled(parts, job.uid)
-        for attempt in (1, 2):
-            try:
-                future = self._executor.submit(_workers.run_in_process, call)
-            except BrokenProcessPool as exc:
-                if attempt == 2:
-                    self._fail(
-                        job, WorkerLostError(f"the process pool is broken: {exc}")
-                    )
-                    return
-                self._replace_broken_pool()
-                continue
-            except RuntimeError as exc:
-                self._fail(job, exc)
-                return
-            job.future = future
-            future.add_done_callback(partial(self._on_process_done, job))
-            return
-
-    def _on_process_done(self, job: _Job, future: Future[Any]) -> None:
-        # Runs in the pool's manager thread: only push, never touch the task.
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            ok, value, text = future.result()
-            self._push((job, _workers.DONE if ok else _workers.FAILED, value, text))
-        elif isinstance(exc, BrokenProcessPool):
-            self._push((job, _workers.LOST, exc, None))
-        else:
-            text = "".join(traceback.format_exception(exc))
-            self._push((job, _workers.FAILED, exc, text))
 
     # -- notices from workers --------------------------------------------------
 
@@ -531,6 +611,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
         report = self._report
         for _ in range(min(len(notices), _DRAIN_CHUNK)):
             job, kind, value, text = notices.popleft()
+            if kind == _workers.STOPPED:
+                # A canceled job's worker or coroutine has stopped: now the
+                # CANCELED that cancel_task promised is true (CN-8).
+                if job.kill_timer is not None:
+                    job.kill_timer.cancel()
+                    job.kill_timer = None
+                self._finish(job, TaskState.CANCELED)
+                continue
             if not self._owes_result(job):
                 continue  # canceled (result discarded) or already reported
             task = job.task
@@ -551,7 +639,6 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._bound_loop().call_soon(self._drain)
 
     def _finish(self, job: _Job, state: TaskState) -> bool:
-        job.future = None  # breaks the future -> done-callback -> job cycle
         grant = job.grant
         if grant is not None and self._resources is not None:
             job.grant = None
@@ -573,35 +660,20 @@ class LocalExecutionBackend(BackendBase[_Job]):
             raise RuntimeError("backend is not bound to an event loop")
         return self._loop
 
-    # -- process pool recovery -------------------------------------------------
+    # -- process pool faults ----------------------------------------------------
 
-    def _worker_lost(self, job: _Job, exc: BaseException) -> None:
-        error = WorkerLostError(
-            f"a process-pool worker died while task {job.uid!r} was in the pool "
-            f"({exc}); the backend replaced the pool for later tasks"
+    def _worker_lost(self, job: _Job, code: object) -> None:
+        if isinstance(code, int) and code < 0:
+            how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        self._fail(
+            job,
+            WorkerLostError(
+                f"the worker process running task {job.uid!r} died ({how}); "
+                "only this task is lost, and a new worker takes its place"
+            ),
         )
-        error.__cause__ = exc
-        self._fail(job, error)
-        self._replace_broken_pool()
-
-    def _replace_broken_pool(self) -> None:
-        old = self._executor
-        if not getattr(old, "_broken", False) or self._closed:
-            return
-        kwargs: dict[str, Any] = {
-            "max_workers": getattr(old, "_max_workers", None),
-            "mp_context": getattr(old, "_mp_context", None),
-            "initializer": getattr(old, "_initializer", None),
-            "initargs": getattr(old, "_initargs", ()),
-        }
-        max_tasks = getattr(old, "_max_tasks_per_child", None)
-        if max_tasks is not None:
-            kwargs["max_tasks_per_child"] = max_tasks
-        logger.warning(
-            "backend %r: a process-pool worker died; starting a new pool", self.name
-        )
-        self._executor = ProcessPoolExecutor(**kwargs)
-        old.shutdown(wait=False, cancel_futures=True)
 
     # -- executables -----------------------------------------------------------
 
@@ -772,17 +844,58 @@ class LocalExecutionBackend(BackendBase[_Job]):
             return False
         if job.canceled:
             return True
-        job.canceled = True
-        if job.future is not None:
-            # Never starts if still queued; if running, its result is dropped.
-            job.future.cancel()
+        loop = self._bound_loop()
         if job.child is not None:
+            job.canceled = True
             # The runner reports CANCELED once the child has exited.
             self._terminate(job)
+        elif self._procs is not None and job.call is not None:
+            queued = self._procs.cancel(job)
+            if queued is None:
+                return False  # its result is already back: that outcome stands
+            if queued:
+                self._cancel_soon(job, loop)  # never reached a worker: never starts
+            # Else its worker is being killed; STOPPED reports CANCELED once
+            # the worker is dead (CN-8).
         else:
-            # Not started, or a function whose result will be dropped.
-            self._cancel_soon(job, self._bound_loop())
+            running = self._fn_queue.stop(job)
+            if running is None:
+                # Not started; or a sync function, which cannot be stopped in
+                # a thread: its result will be dropped.
+                self._cancel_soon(job, loop)
+            else:
+                self._stop_coroutine(job, running, loop)
         return True
+
+    def _stop_coroutine(
+        self,
+        job: _Job,
+        running: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Cancel an ``async def`` function on its worker thread's loop.
+
+        The puller sends STOPPED once the coroutine has ended, and CANCELED is
+        reported then. A coroutine that swallows `asyncio.CancelledError` and
+        carries on cannot be stopped: after ``kill_grace`` it is reported
+        CANCELED anyway, and its result is discarded.
+        """
+        worker_loop, task = running
+        with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
+            worker_loop.call_soon_threadsafe(task.cancel)
+        job.kill_timer = loop.call_later(self._kill_grace, self._give_up, job)
+
+    def _give_up(self, job: _Job) -> None:
+        job.kill_timer = None
+        if self._jobs.get(job.uid) is job:
+            logger.warning(
+                "backend %r: task %r ignored its cancel for %.1f s; reporting it "
+                "CANCELED while it runs on (its result is discarded)",
+                self.name,
+                job.uid,
+                self._kill_grace,
+            )
+            self._finish(job, TaskState.CANCELED)
 
     # -- shutdown --------------------------------------------------------------
 
@@ -803,21 +916,21 @@ class LocalExecutionBackend(BackendBase[_Job]):
         try:
             jobs = list(self._jobs.values())
             for job in jobs:
-                job.canceled = True
-                if job.future is not None:
-                    job.future.cancel()
+                running = self._fn_queue.stop(job)  # marks it canceled
+                if running is not None:  # a coroutine in a pool thread: stop it
+                    with contextlib.suppress(RuntimeError):
+                        running[0].call_soon_threadsafe(running[1].cancel)
             self._fn_queue.close()  # pullers take no further job
             self._to_dispatch.clear()
             self._exec_queue.clear()
             if self._resources is not None:
                 self._resources.clear()
-            pool_busy = any(
-                job.future is not None and job.future.running() for job in jobs
-            )
-            workers = self._pool_processes()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._procs is not None:
+                self._procs.close()  # busy workers get TERM, then KILL
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
             await self._stop_children(jobs, deadline)
-            await self._stop_pool_workers(workers, pool_busy, deadline)
+            await self._stop_workers(deadline)
             # Report what is left, then refuse to report anything else (SD-2, SD-3).
             self._cancel_all()
         finally:
@@ -848,26 +961,17 @@ class LocalExecutionBackend(BackendBase[_Job]):
         for runner in list(self._runners):
             runner.cancel()
 
-    def _pool_processes(self) -> list[Any]:
-        processes = getattr(self._executor, "_processes", None)
-        if isinstance(self._executor, ProcessPoolExecutor) and processes:
-            return list(processes.values())
-        return []
-
-    async def _stop_pool_workers(
-        self, workers: list[Any], busy: bool, deadline: float
-    ) -> None:
-        if not workers:
+    async def _stop_workers(self, deadline: float) -> None:
+        procs = self._procs
+        if procs is None:
             return
         loop = asyncio.get_running_loop()
-        # Idle workers exit on their own after executor.shutdown(); a busy one
-        # may never finish its task, so it is killed straight away.
-        if not busy:
-            grace_end = min(deadline, loop.time() + self._kill_grace)
-            while loop.time() < grace_end and any(w.is_alive() for w in workers):
-                await asyncio.sleep(0.01)
-        for worker in workers:
-            if worker.is_alive():
-                worker.kill()
-        while loop.time() < deadline and any(w.is_alive() for w in workers):
+        # The dispatchers TERM busy workers, KILL them after the grace, and
+        # reap them; past the grace (or near the deadline) KILL them all here.
+        grace_end = min(deadline - 0.1, loop.time() + self._kill_grace + 0.1)
+        while loop.time() < grace_end and procs.alive():
+            await asyncio.sleep(0.01)
+        if procs.alive():
+            procs.kill_all()
+        while loop.time() < deadline and procs.alive():
             await asyncio.sleep(0.01)

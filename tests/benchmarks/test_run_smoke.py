@@ -117,3 +117,20 @@ def test_saved_run_rewrites_the_docs_page(
     assert "old" not in text
     assert "text kept" in text and "tail kept" in text
     assert "**In short**" in text and "### Targets" in text
+
+
+def test_cancel_latency_rows_show_the_function_stopped(
+    quick_run: tuple[dict, str],
+) -> None:
+    doc, stdout = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["cancel"]}
+    assert set(rows) == {
+        ("sync-fn", "ours-local-process"),
+        ("async-fn", "ours-local-process"),
+        ("async-fn", "ours-local-thread"),
+    }
+    for row in rows.values():
+        assert row["stopped"] is True, row
+        assert row["median_ms"] is not None and row["median_ms"] > 0, row
+        assert len(row["runs_ms"]) >= 1
+    assert "Cancel latency" in stdout

@@ -46,3 +46,16 @@ def test_local_with_resources_conforms_on_the_resource_clauses() -> None:
     for clause_id in clauses:
         if clause_id.startswith("RQ-"):
             assert report.outcome(clause_id) is Outcome.PASS, clause_id
+
+
+def test_isolation_clauses_are_checked_on_processes_only() -> None:
+    # A process pool declares crash_isolation and preemptive_cancel: their
+    # clauses are really exercised (PASS, not n/a); a thread pool claims
+    # neither, so they do not apply to it.
+    isolation = ["RS-12", "CN-8"]
+    on_processes = run(process_pool, clauses=isolation)
+    assert [on_processes.outcome(c) for c in isolation] == [Outcome.PASS] * 2, (
+        on_processes.to_text()
+    )
+    on_threads = run(thread_pool, clauses=isolation)
+    assert [on_threads.outcome(c) for c in isolation] == [Outcome.NOT_APPLICABLE] * 2

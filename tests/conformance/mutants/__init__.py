@@ -101,6 +101,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RS-8", local.PlainTimeoutError),
     _row("RS-9", local.DropsUnpicklableException),
     _row("RS-10", noop.RunsWhatItShouldNot),
+    _row("RS-12", local.CrashFailsEveryTask),
     # Cancellation
     _row("CN-1", noop.CancelReturnsNone),
     _row("CN-2", noop.CancelUnknownRaises),
@@ -108,6 +109,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CN-4", noop.CancelPromisesButCompletes),
     _row("CN-5", local.KillsOnlyTheLeader),
     _row("CN-6", local.QueuedTasksNotCancellable),
+    _row("CN-8", local.CancelLeavesFunctionRunning),
     # Shutdown
     _row("SD-1", noop.SecondShutdownRaises),
     _row("SD-2", noop.ShutdownForgetsTasks),

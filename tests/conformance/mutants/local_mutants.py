@@ -17,7 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from reference import LocalExecutionBackend
-from spec import CapabilityNotSupportedError, TaskState, TaskTimeoutError
+from spec import (
+    CapabilityNotSupportedError,
+    TaskState,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 
 
 class _Local(LocalExecutionBackend):
@@ -191,3 +196,32 @@ class UnboundedChildren(LocalExecutionBackend):
 
     def __init__(self) -> None:
         super().__init__(ThreadPoolExecutor(2), max_processes=1_000_000)
+
+
+class _LocalProcesses(LocalExecutionBackend):
+    """The local backend on its own process pool of 2 workers."""
+
+    def __init__(self) -> None:
+        super().__init__(processes=2, kill_grace=0.5, shutdown_timeout=3.0)
+
+
+class CrashFailsEveryTask(_LocalProcesses):
+    """RS-12: a worker that dies fails every function task in flight (the old pool)."""
+
+    def _worker_lost(self, job: Any, code: object) -> None:
+        super()._worker_lost(job, code)
+        for other in list(self._jobs.values()):
+            if other.call is not None:
+                self._fail(other, WorkerLostError("the process pool broke"))
+
+
+class CancelLeavesFunctionRunning(_LocalProcesses):
+    """CN-8: a running function is reported CANCELED at once and left running."""
+
+    async def cancel_task(self, uid: str) -> bool:
+        job = self._job(uid)
+        if job is not None and job.call is not None and not job.canceled:
+            job.canceled = True  # its result will be dropped; nothing stops it
+            self._cancel_soon(job, asyncio.get_running_loop())
+            return True
+        return await super().cancel_task(uid)

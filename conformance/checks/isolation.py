@@ -1,0 +1,157 @@
+"""Faults and cancellation that reach into workers (contract 1.1).
+
+Two capabilities, each with a MUST clause checked here when declared:
+
+- ``crash_isolation`` (RS-12): a worker that dies fails only the task it
+  was running. Checked with a task that calls ``os._exit``, one whose worker
+  is killed by SIGKILL, and one whose return value cannot be unpickled where
+  the result arrives, each among healthy tasks that must all complete.
+- ``preemptive_cancel`` (CN-8): cancelling a running function stops it.
+  Checked with sync and ``async def`` functions that would write a marker
+  `STOP_WITHIN` seconds after they start; they are cancelled as soon as they
+  run, and the marker must never appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import spec
+from conformance import _payloads
+from conformance.harness import Blocker, Harness
+from conformance.registry import clause
+
+_C = spec.Capability
+
+STOP_WITHIN = 2.5
+"""Seconds after a cancel by which the function must have stopped: the kill
+grace the suite allows. A cancelled function would write its marker then."""
+
+_SETTLE = 0.5
+"""Seconds past `STOP_WITHIN` the suite waits before looking for the marker."""
+
+_HEALTHY = 8
+"""Healthy tasks around the failing ones."""
+
+
+@clause("RS-12", requires=[_C.FUNCTIONS], deadline=30.0)
+async def worker_death_fails_only_its_task(h: Harness) -> None:
+    """A worker that dies, and a result that cannot be loaded, fail only their task."""
+    healthy = [h.function_task(_payloads.nap, i, 0.02) for i in range(_HEALTHY)]
+    exits = h.function_task(_payloads.exit_worker, 13, uid=h.uid("exits"))
+    killed = h.function_task(_payloads.kill_worker, uid=h.uid("killed"))
+    unloadable = h.function_task(_payloads.unloadable, uid=h.uid("unloadable"))
+    # The failing tasks early, so healthy ones are running and queued around them.
+    batch = [healthy[0], exits, healthy[1], killed, *healthy[2:5], unloadable]
+    batch += healthy[5:]
+    await h.submit(batch)
+    await h.wait_terminal([t["uid"] for t in batch], clause_id="RS-12")
+    for task, what in ((exits, "called os._exit"), (killed, "was killed")):
+        uid = task["uid"]
+        h.check(
+            h.final(uid) is spec.TaskState.FAILED,
+            "RS-12",
+            f"the task whose worker {what} ended {h.final(uid)}",
+            uid,
+        )
+        h.check(
+            isinstance(task.get("exception"), spec.WorkerLostError),
+            "RS-12",
+            f"the task whose worker {what} failed with {task.get('exception')!r}, "
+            "not WorkerLostError",
+            uid,
+        )
+    uid = unloadable["uid"]
+    error = unloadable.get("exception")
+    h.check(
+        h.final(uid) is spec.TaskState.FAILED,
+        "RS-12",
+        f"a task whose return value cannot be unpickled ended {h.final(uid)}",
+        uid,
+    )
+    h.check(
+        "UnloadableResult" in str(error),
+        "RS-12",
+        f"a return value that cannot be unpickled failed with {error!r}, which "
+        "does not name its type (UnloadableResult)",
+        uid,
+    )
+    _check_healthy(h, healthy, "among workers that died")
+    # The pool heals: tasks submitted after the deaths run.
+    later = [h.function_task(_payloads.echo, i) for i in range(4)]
+    await h.submit(later)
+    await h.wait_terminal([t["uid"] for t in later], clause_id="RS-12")
+    _check_healthy(h, later, "after workers died")
+
+
+def _check_healthy(h: Harness, tasks: list[dict[str, Any]], when: str) -> None:
+    for task in tasks:
+        uid = task["uid"]
+        state = h.final(uid)
+        h.check(
+            state is spec.TaskState.DONE,
+            "RS-12",
+            f"a healthy task {when} ended {state} "
+            f"({task.get('exception')!r}); only the dead worker's task may fail",
+            uid,
+        )
+        h.check(
+            task.get("return_value") == task["args"][0],
+            "RS-12",
+            f"a healthy task {when} returned {task.get('return_value')!r}",
+            uid,
+        )
+
+
+@clause("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
+async def cancel_stops_a_running_sync_function(h: Harness) -> None:
+    """Cancelling a running sync function stops it: its later write never happens."""
+    await _cancel_and_watch(h, _payloads.write_later, "sync")
+
+
+@clause("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
+async def cancel_stops_a_running_async_function(h: Harness) -> None:
+    """Cancelling a running ``async def`` function stops it the same way."""
+    await _cancel_and_watch(h, _payloads.async_write_later, "async")
+
+
+async def _cancel_and_watch(h: Harness, func: Any, kind: str) -> None:
+    uid = h.uid(kind)
+    started = h.work_dir / f"{uid}.started"
+    marker = h.work_dir / f"{uid}.late"
+    task = h.function_task(func, str(started), str(marker), STOP_WITHIN, uid=uid)
+    await h.submit([task])
+    await h.wait_started(Blocker(task, started, h.work_dir / f"{uid}.release"), "CN-8")
+    began = time.monotonic()
+    promised = await h.backend.cancel_task(uid)
+    h.check(
+        promised is True,
+        "CN-8",
+        f"cancel_task of a running {kind} function returned {promised!r}",
+        uid,
+    )
+    await h.wait_terminal([uid], clause_id="CN-8")
+    h.check(
+        h.final(uid) is spec.TaskState.CANCELED,
+        "CN-8",
+        f"a cancelled running {kind} function ended {h.final(uid)}",
+        uid,
+    )
+    h.check(
+        not marker.exists(),
+        "CN-8",
+        f"the cancelled {kind} function was still running after CANCELED was "
+        "reported: it wrote what it writes only if not stopped",
+        uid,
+    )
+    # Give it the whole allowance: a function merely abandoned writes then.
+    await asyncio.sleep(max(0.0, began + STOP_WITHIN + _SETTLE - time.monotonic()))
+    h.check(
+        not marker.exists(),
+        "CN-8",
+        f"the cancelled {kind} function kept running: {STOP_WITHIN:g} s after "
+        "the cancel it wrote what it writes only if not stopped",
+        uid,
+    )

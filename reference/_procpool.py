@@ -1,0 +1,665 @@
+"""An owned pool of worker processes for function tasks, one task per worker.
+
+The stdlib `ProcessPoolExecutor` cannot say which task a dead worker held
+(a crash breaks the whole pool) and moves ``max_workers + 1`` calls into its
+call queue ahead of time (a queued task cancelled afterwards still runs).
+`ProcessPool` owns its workers instead:
+
+- each worker process has at most one task in flight, sent by a dispatcher
+  thread of the parent that owns that worker; queued tasks stay in the
+  parent, so a task cancelled before it is sent never starts;
+- a worker that dies fails exactly the task it was running (``LOST``); the
+  dispatcher starts a replacement and the pool carries on;
+- `ProcessPool.cancel` of a running task sends SIGTERM to the worker's
+  process group (each worker starts its own session), SIGKILL after
+  ``kill_grace``; the task's ``STOPPED`` notice comes once the worker is dead;
+- a return value that pickles in the worker but cannot be unpickled here
+  fails only its task, with an error naming the value's type.
+
+Pickling (cloudpickle where plain pickle cannot) and unpickling run in the
+dispatcher threads, off the event loop. Workers never outlive the parent:
+each watches a lifeline pipe and kills its own process group when the parent
+goes away, however it goes.
+
+Notices go to the ``push`` callable the backend gives, as
+``(job, kind, value, text)`` tuples with the kinds of `reference._workers`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import cloudpickle
+
+from reference import _workers
+from spec import StandInError
+
+__all__ = ["ProcessPool", "default_context"]
+
+logger = logging.getLogger("reference")
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# Message kinds from a worker: the first byte of each message.
+_READY = 0
+_DONE = 1
+_FAILED = 2
+_INIT_FAILED = 3
+
+_FINISHED = "finished"
+"""``job.worker`` once its result has come back: too late to cancel."""
+
+Notice = tuple[Any, int, Any, "str | None"]
+
+
+def default_context(context: BaseContext | None = None) -> BaseContext:
+    """The start method workers use: ``context`` unless it forks.
+
+    A plain ``fork`` copies the parent with its threads' locks in whatever
+    state they are (the parent runs an event loop and dispatcher threads,
+    and starts replacement workers while they run), so ``fork`` is replaced
+    by ``forkserver`` (``spawn`` where there is none).
+    """
+    if context is not None and context.get_start_method() != "fork":
+        return context
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context(
+        "forkserver" if "forkserver" in methods else "spawn"
+    )
+
+
+# -- inside a worker process ---------------------------------------------------
+
+
+def _message(kind: int, type_name: str, payload: bytes) -> bytes:
+    name = type_name.encode("utf-8", "replace")[:65535]
+    return bytes((kind,)) + len(name).to_bytes(2, "big") + name + payload
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _failure(exc: BaseException, text: str) -> bytes:
+    sendable = _workers.sendable(exc)
+    try:
+        payload = pickle.dumps((sendable, text), _PROTOCOL)
+    except Exception:  # a stand-in's message or the text itself would not pickle
+        stand_in = StandInError(_type_name(exc), "<the exception could not be sent>")
+        payload = pickle.dumps((stand_in, text), _PROTOCOL)
+    return _message(_FAILED, _type_name(exc), payload)
+
+
+def _watch_parent(lifeline: Connection) -> None:
+    """Kill this worker's process group once the parent's end of ``lifeline`` closes.
+
+    Runs in a daemon thread of the worker: the parent never writes to the
+    lifeline, so ``recv_bytes`` returns only when the parent closed it (its
+    pool shut down, it was collected, or the parent died, however it died).
+    """
+    with contextlib.suppress(BaseException):
+        lifeline.recv_bytes()
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    os._exit(1)  # pragma: no cover - the SIGKILL above already ended us
+
+
+def _worker_main(
+    jobs: Connection,
+    results: Connection,
+    lifeline: Connection,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """Run one worker: take a pickled call, run it, send its outcome; repeat."""
+    # Its own session and process group: a cancel kills the function's
+    # children along with it, and a signal sent to the parent's group does
+    # not reach it mid-task.
+    with contextlib.suppress(OSError):
+        os.setsid()
+    threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            results.send_bytes(_failure(exc, traceback.format_exc()))
+            return
+    results.send_bytes(_message(_READY, "", b""))
+    recv, send = jobs.recv_bytes, results.send_bytes
+    while True:
+        try:
+            data = recv()
+        except (EOFError, OSError):
+            return  # the parent closed the pipe: no more work
+        try:
+            func, args, kwargs = pickle.loads(data)
+        except BaseException as exc:
+            send(_failure(exc, traceback.format_exc()))
+            continue
+        try:
+            result = _workers.call(func, args, kwargs)
+        except BaseException as exc:  # a task's SystemExit must not end the worker
+            send(_failure(exc, traceback.format_exc()))
+            continue
+        del func, args, kwargs
+        try:
+            payload = pickle.dumps(result, _PROTOCOL)
+        except Exception as exc:
+            error = pickle.PicklingError(
+                f"the return value, a {_type_name(result)} object, cannot be "
+                f"pickled to send it back from the worker process: {exc}"
+            )
+            send(_failure(error, traceback.format_exc()))
+            continue
+        send(_message(_DONE, _type_name(result), payload))
+        del result, payload
+
+
+# -- in the parent -------------------------------------------------------------
+
+
+def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
+    """Pickle a task's ``(function, args, kwargs)`` for a worker.
+
+    The C pickler is several times faster and suffices for module-level
+    functions; ``__main__`` ones go by value (a worker does not share the
+    parent's ``__main__``), as do lambdas, closures and local functions.
+    """
+    if getattr(value[0], "__module__", None) != "__main__":
+        try:
+            return pickle.dumps(value, _PROTOCOL)
+        except Exception:
+            pass  # cloudpickle below
+    try:
+        data: bytes = cloudpickle.dumps(value, _PROTOCOL)
+    except Exception as exc:
+        raise pickle.PicklingError(
+            f"function task {uid!r} cannot be sent to a process pool: "
+            f"its function or arguments cannot be pickled ({exc})"
+        ) from exc
+    return data
+
+
+def _parse(message: bytes) -> tuple[int, str, memoryview]:
+    size = int.from_bytes(message[1:3], "big")
+    name = message[3 : 3 + size].decode("utf-8", "replace")
+    return message[0], name, memoryview(message)[3 + size :]
+
+
+class _Worker:
+    """One worker process and the parent's ends of its pipes."""
+
+    __slots__ = ("jobs", "lifeline", "pid", "process", "reaped", "results", "tasks_run")
+
+    def __init__(
+        self,
+        process: Any,
+        jobs: Connection,
+        results: Connection,
+        lifeline: Connection,
+    ) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.jobs = jobs
+        self.results = results
+        self.lifeline = lifeline
+        self.tasks_run = 0
+        # Set by its dispatcher once reaped. Other threads read this flag, never
+        # ``process.exitcode``: polling a forkserver child from two threads at
+        # once can leave one blocked forever reading its exit status.
+        self.reaped = False
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the worker's group (to it alone before its setsid)."""
+        if self.reaped:
+            return  # its pid may belong to someone else by now
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, sig)  # not yet its own group leader
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for conn in (self.jobs, self.results, self.lifeline):
+            conn.close()
+
+
+class _Slot:
+    """One dispatcher thread and the worker it owns (replaced when it dies)."""
+
+    __slots__ = ("job", "kill", "thread", "wake_r", "wake_w", "worker")
+
+    def __init__(self) -> None:
+        self.job: Any = None
+        self.kill = False
+        self.worker: _Worker | None = None
+        self.thread: threading.Thread | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+
+    def close_wake(self) -> None:
+        for fd in (self.wake_r, self.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_LIVE_POOLS: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_at_exit() -> None:
+    # Registered after multiprocessing's own exit handler, so it runs first:
+    # that handler joins every child, which would wait forever on idle workers.
+    for pool in list(_LIVE_POOLS):
+        pool.kill_all()
+
+
+class ProcessPool:
+    """Worker processes owned by one backend, each running one task at a time.
+
+    ``put`` and ``cancel`` are called on the backend's event loop; the work
+    happens in one dispatcher thread per worker. Jobs are the backend's
+    handles: the pool reads ``job.call`` (``(function, args, kwargs)``) and
+    ``job.uid``, sets
+    ``job.canceled`` (under its lock, in `cancel`), and keeps its own mark in
+    ``job.worker`` (``None`` until a worker takes it).
+
+    Args:
+        size: Most workers at once; they start as tasks arrive.
+        push: The backend's thread-safe ``push((job, kind, value, text))``.
+        context: The multiprocessing context to start workers with (see
+            `default_context`).
+        initializer: Called in each new worker before its first task.
+        initargs: Arguments for ``initializer``.
+        kill_grace: Seconds between SIGTERM and SIGKILL when a running task
+            is cancelled.
+        max_tasks_per_child: Replace a worker after this many tasks.
+        name: For thread and process names.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        push: Callable[[Notice], None],
+        *,
+        context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        kill_grace: float = 2.0,
+        max_tasks_per_child: int | None = None,
+        name: str = "pool",
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"a process pool needs at least 1 worker, got {size!r}")
+        self.size = size
+        self.context = default_context(context)
+        self.initializer = initializer
+        self.initargs = tuple(initargs)
+        self.kill_grace = kill_grace
+        self.max_tasks_per_child = max_tasks_per_child
+        self.name = name
+        self._push = push
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Condition(threading.Lock())
+        self._slots: list[_Slot] = []
+        self._idle = 0
+        self._closed = False
+        self._broken: BaseException | None = None
+        _LIVE_POOLS.add(self)
+
+    # -- on the event loop ---------------------------------------------------
+
+    def put(self, jobs: Iterable[Any]) -> None:
+        """Queue jobs; start dispatchers (and their workers) as needed."""
+        with self._lock:
+            if self._closed:
+                return
+            queue = self._queue
+            queue.extend(jobs)
+            wanted = min(self.size - len(self._slots), len(queue) - self._idle)
+            new = [_Slot() for _ in range(max(0, wanted))]
+            self._slots.extend(new)
+            if self._idle:
+                self._lock.notify(len(queue))
+        for slot in new:
+            slot.thread = threading.Thread(
+                target=self._dispatch,
+                args=(slot,),
+                name=f"asyncflow-{self.name}-dispatch",
+                daemon=True,  # never holds up the interpreter's exit
+            )
+            slot.thread.start()
+
+    def cancel(self, job: Any) -> bool | None:
+        """Cancel ``job``: mark it so it never starts, or stop its worker.
+
+        Returns:
+            ``True`` if it was queued (it never starts: report CANCELED now),
+            ``False`` if it was running (its worker is being killed: a
+            ``STOPPED`` notice follows once the worker is dead), ``None`` if
+            its result has already come back (too late: the outcome stands).
+        """
+        with self._lock:
+            where = job.worker
+            if where is _FINISHED:
+                return None
+            job.canceled = True
+            if where is None:
+                return True
+            slot: _Slot = where
+            if slot.job is job and not slot.kill:
+                slot.kill = True
+                with contextlib.suppress(OSError):
+                    os.write(slot.wake_w, b"k")
+            return False
+
+    def close(self) -> None:
+        """Stop taking work: queued jobs are dropped, busy workers are killed.
+
+        Returns at once; `alive` tells when every worker is gone, and
+        `kill_all` forces it.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.clear()
+            for slot in self._slots:
+                if slot.job is not None and not slot.kill:
+                    slot.kill = True
+                    with contextlib.suppress(OSError):
+                        os.write(slot.wake_w, b"k")
+            self._lock.notify_all()
+
+    def alive(self) -> bool:
+        """Tell whether a dispatcher thread or a worker process is still alive."""
+        for slot in list(self._slots):
+            thread, worker = slot.thread, slot.worker
+            if thread is not None and thread.is_alive():
+                return True
+            if worker is not None and not worker.reaped:
+                return True
+        return False
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker's process group now (shutdown's last resort)."""
+        self.close()
+        for slot in list(self._slots):
+            worker = slot.worker
+            if worker is not None:
+                # Only a signal: its pipes belong to its dispatcher thread.
+                worker.signal_group(signal.SIGKILL)
+
+    def pids(self) -> list[int]:
+        """The pids of the live workers (for tests and diagnostics)."""
+        return [
+            slot.worker.pid
+            for slot in list(self._slots)
+            if slot.worker is not None and not slot.worker.reaped
+        ]
+
+    # -- in a dispatcher thread ------------------------------------------------
+
+    def _take(self, slot: _Slot) -> Any:
+        """Wait for the next job that is not cancelled; ``None`` once closed."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    return None
+                queue = self._queue
+                while queue:
+                    job = queue.popleft()
+                    if not job.canceled:  # a cancelled job never starts (CN-6)
+                        job.worker = slot
+                        slot.job = job
+                        return job
+                self._idle += 1
+                self._lock.wait()
+                self._idle -= 1
+
+    def _dispatch(self, slot: _Slot) -> None:
+        try:
+            self._serve(slot)
+        except BaseException as exc:  # e.g. a worker cannot be started at all
+            logger.exception("process pool %r: dispatcher failed", self.name)
+            error = RuntimeError(f"the process pool cannot run tasks: {exc!r}")
+            error.__cause__ = exc
+            with self._lock:
+                job, slot.job = slot.job, None
+                self._broken = error
+            if job is not None:
+                job.worker = _FINISHED
+                self._push((job, _workers.FAILED, error, str(error)))
+            self._fail_queue(error)
+        finally:
+            self._retire(slot)
+
+    def _serve(self, slot: _Slot) -> None:
+        while True:
+            if slot.worker is None and not self._start_worker(slot):
+                return
+            job = self._take(slot)
+            if job is None:
+                return
+            self._run(slot, job)
+            del job  # hold no finished job while waiting for the next (SC-1)
+
+    def _run(self, slot: _Slot, job: Any) -> None:
+        worker = slot.worker
+        assert worker is not None
+        try:
+            data = _dumps_call(job.call, job.uid)
+        except BaseException as exc:
+            self._settle(slot, job)
+            self._push((job, _workers.FAILED, exc, str(exc)))
+            return
+        self._push((job, _workers.RUNNING, None, None))
+        with contextlib.suppress(OSError):  # it died; the wait below sees it
+            worker.jobs.send_bytes(data)
+        del data
+        self._await_outcome(slot, worker, job)
+
+    def _await_outcome(self, slot: _Slot, worker: _Worker, job: Any) -> None:
+        results = worker.results
+        sentinel = worker.process.sentinel
+        message: bytes | None = None
+        dead = False
+        while True:
+            ready = wait([results, sentinel, slot.wake_r])
+            if results in ready:
+                try:
+                    message = results.recv_bytes()
+                except (EOFError, OSError):
+                    dead = True
+                break
+            if sentinel in ready:
+                dead = True
+                break
+            self._drain_wake(slot)
+            if slot.kill:
+                self._stop(slot, worker)
+                self._settle(slot, job)
+                self._push((job, _workers.STOPPED, None, None))
+                return
+        with self._lock:
+            kill = slot.kill
+        if kill:
+            # Cancelled as it finished (or died): the function has stopped
+            # either way, so its outcome is discarded and CANCELED reported;
+            # a worker that sent its reply is idle and is kept.
+            if dead or message is None:
+                self._bury(slot, worker)
+            self._settle(slot, job)
+            self._push((job, _workers.STOPPED, None, None))
+            return
+        if dead or message is None:
+            code = self._bury(slot, worker)
+            self._settle(slot, job)
+            self._push((job, _workers.LOST, code, None))
+            return
+        worker.tasks_run += 1
+        self._settle(slot, job)
+        self._push(self._outcome(job, message))
+        limit = self.max_tasks_per_child
+        if limit is not None and worker.tasks_run >= limit:
+            self._bury(slot, worker, retire=True)
+
+    def _outcome(self, job: Any, message: bytes) -> Notice:
+        kind, type_name, payload = _parse(message)
+        try:
+            value = pickle.loads(payload)
+        except Exception as exc:
+            what = "return value" if kind == _DONE else "exception"
+            error = pickle.UnpicklingError(
+                f"task {job.uid!r}: its {what}, a {type_name} object, was pickled "
+                f"in the worker process but cannot be unpickled here: {exc!r}"
+            )
+            error.__cause__ = exc
+            if kind == _DONE:
+                return (job, _workers.FAILED, error, str(error))
+            return (job, _workers.FAILED, StandInError(type_name, str(exc)), str(error))
+        if kind == _DONE:
+            return (job, _workers.DONE, value, None)
+        error_sent, text = value
+        return (job, _workers.FAILED, error_sent, text)
+
+    def _settle(self, slot: _Slot, job: Any) -> None:
+        with self._lock:
+            slot.job = None
+            slot.kill = False
+            job.worker = _FINISHED
+        self._drain_wake(slot)
+
+    @staticmethod
+    def _drain_wake(slot: _Slot) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(slot.wake_r, 64):
+                pass
+
+    def _stop(self, slot: _Slot, worker: _Worker) -> None:
+        """TERM the worker's group, KILL it after the grace; return once it is dead."""
+        worker.signal_group(signal.SIGTERM)
+        sentinel = worker.process.sentinel
+        if not wait([sentinel], self.kill_grace):
+            worker.signal_group(signal.SIGKILL)
+        self._bury(slot, worker)
+
+    def _bury(self, slot: _Slot, worker: _Worker, retire: bool = False) -> int | None:
+        """Reap a dead (or retiring) worker and anything left of its group."""
+        if retire:
+            with contextlib.suppress(OSError):
+                worker.jobs.close()  # it exits when its pipe closes
+            if not wait([worker.process.sentinel], self.kill_grace):
+                worker.signal_group(signal.SIGKILL)
+        else:
+            # The leader is gone or going; children that trapped SIGTERM are not.
+            worker.signal_group(signal.SIGKILL)
+        worker.process.join()
+        code = worker.process.exitcode
+        worker.reaped = True
+        with contextlib.suppress(OSError):
+            os.killpg(worker.pid, signal.SIGKILL)  # the group outlives its leader
+        worker.close()
+        slot.worker = None
+        return code  # type: ignore[no-any-return]
+
+    def _start_worker(self, slot: _Slot) -> bool:
+        """Start a worker for ``slot`` and wait until it is ready; False if closed."""
+        if self._closed:
+            return False
+        if self._broken is not None:
+            self._fail_queue(self._broken)
+            return False
+        ctx = self.context
+        jobs_r, jobs_w = ctx.Pipe(duplex=False)
+        results_r, results_w = ctx.Pipe(duplex=False)
+        life_r, life_w = ctx.Pipe(duplex=False)
+        process = ctx.Process(  # type: ignore[attr-defined]
+            target=_worker_main,
+            args=(jobs_r, results_w, life_r, self.initializer, self.initargs),
+            name=f"asyncflow-{self.name}-worker",
+        )
+        try:
+            process.start()
+        finally:
+            for conn in (jobs_r, results_w, life_r):
+                conn.close()
+        worker = _Worker(process, jobs_w, results_r, life_w)
+        slot.worker = worker
+        if self._is_closed():  # closed as it started: kill_all may have missed it
+            worker.signal_group(signal.SIGKILL)
+            self._bury(slot, worker)
+            return False
+        ready = wait([results_r, process.sentinel])
+        message = None
+        if results_r in ready:
+            with contextlib.suppress(EOFError, OSError):
+                message = results_r.recv_bytes()
+        if message is not None and message[0] == _READY:
+            return True
+        if message is not None:
+            _, type_name, payload = _parse(message)
+            try:
+                exc, text = pickle.loads(payload)
+            except Exception as load_error:
+                exc, text = StandInError(type_name, str(load_error)), ""
+            error: BaseException = RuntimeError(
+                f"the process pool's initializer failed in a new worker: {exc!r}"
+            )
+            error.__cause__ = exc
+            logger.error("process pool %r: initializer failed\n%s", self.name, text)
+        else:
+            error = RuntimeError("a new worker process died before it was ready")
+        self._bury(slot, worker)
+        with self._lock:
+            self._broken = error
+        self._fail_queue(error)
+        return False
+
+    def _is_closed(self) -> bool:
+        # A call, not the attribute: mypy would keep its narrowing from above.
+        return self._closed
+
+    def _fail_queue(self, error: BaseException) -> None:
+        """Fail every queued job: no worker can be started to run them."""
+        with self._lock:
+            jobs = [job for job in self._queue if not job.canceled]
+            self._queue.clear()
+            for job in jobs:
+                job.worker = _FINISHED
+        for job in jobs:
+            self._push((job, _workers.FAILED, error, str(error)))
+
+    def _retire(self, slot: _Slot) -> None:
+        worker = slot.worker
+        if worker is not None:
+            worker.signal_group(signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                self._bury(slot, worker)
+        with self._lock:
+            job, slot.job = slot.job, None
+        slot.close_wake()
+        if job is not None and not self._closed:  # pragma: no cover - a bug
+            self._push((job, _workers.LOST, None, None))
+        # A broken pool keeps failing what arrives, from the slot's next use.
+        if self._broken is not None:
+            with self._lock:
+                if slot in self._slots:
+                    self._slots.remove(slot)
