@@ -33,6 +33,10 @@ __all__ = [
     "thread_loop",
 ]
 
+# What JobQueue.stop found.
+NOT_STARTED = "not started"
+UNSTOPPABLE = "unstoppable"
+
 # Notice kinds pushed to the backend; small ints keep the hot path cheap.
 RUNNING = 0
 DONE = 1
@@ -173,19 +177,31 @@ class JobQueue:
                 with self._lock:
                     self._pullers -= 1
                 return None
-            if not job.canceled:  # a cancelled job never starts (CN-6)
-                return job
+            with self._lock:  # exclusive with stop(): started or canceled, never both
+                if job.canceled:  # a canceled job never starts (CN-6)
+                    continue
+                job.pulled = True
+            return job
 
-    def stop(self, job: Any) -> tuple[asyncio.AbstractEventLoop, Any] | None:
-        """Mark ``job`` canceled; return its running coroutine's (loop, task), if any.
+    def stop(self, job: Any) -> tuple[asyncio.AbstractEventLoop, Any] | str:
+        """Cancel ``job`` if it can be stopped; say what became of it.
 
-        Under the lock, so a puller that is about to start the job's coroutine
-        either sees the mark (and cancels the coroutine before its first
-        step) or has already published the handle returned here.
+        Under the lock, exclusive with a puller taking the job and with
+        `_await` publishing its coroutine.
+
+        Returns:
+            `NOT_STARTED`: it is marked canceled and will never start.
+            `UNSTOPPABLE`: a puller has taken it and it is not a coroutine
+            (a sync function running in a thread, or one that has just
+            returned); it is left alone and its outcome stands.
+            Otherwise its running coroutine's ``(loop, task)``: it is marked
+            canceled and the caller cancels the task.
         """
         with self._lock:
+            if job.pulled and job.coro is None:
+                return UNSTOPPABLE
             job.canceled = True
-            return job.coro  # type: ignore[no-any-return]
+            return job.coro if job.coro is not None else NOT_STARTED
 
     def _await(self, job: Any, coro: Any) -> Any:
         """Run ``coro`` on this thread's loop as a task `stop` can cancel."""

@@ -67,6 +67,7 @@ class _Job(Job):
         "coro",
         "grant",
         "kill_timer",
+        "pulled",
         "ranks",
         "timed_out",
         "worker",
@@ -80,7 +81,9 @@ class _Job(Job):
         # Process pools: the validated call, and where it runs (_procpool's mark).
         self.call: tuple[Any, ...] | None = None
         self.worker: Any = None
-        # Thread pools: (loop, asyncio task) of a running coroutine, to cancel it.
+        # Thread pools: a puller has taken it (under the queue's lock), and
+        # the (loop, asyncio task) of its running coroutine, to cancel it.
+        self.pulled = False
         self.coro: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
         self.child: Child | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
@@ -203,12 +206,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
       dead, and a new worker takes its place;
     - a running ``async def`` function in a thread pool gets
       `asyncio.CancelledError` inside the coroutine, on its worker thread's
-      loop; CANCELED is reported once the coroutine has ended, or after
-      ``kill_grace`` if it swallows the cancel and keeps going (it then runs
-      on, and its result is discarded);
-    - a running *sync* function in a thread cannot be interrupted: it is
-      reported CANCELED at once, keeps running, and its result is
-      discarded. A thread-pool backend therefore does not declare
+      loop; CANCELED is reported once the coroutine has ended (one that
+      swallows the cancel and keeps going is reported CANCELED only when it
+      ends, its result discarded);
+    - a running *sync* function in a thread cannot be interrupted, so
+      ``cancel_task`` returns False and its own outcome is reported: CANCELED
+      is never reported for a function still running. A thread-pool
+      backend therefore does not declare
       ``preemptive_cancel`` (nor ``crash_isolation``: a crash takes the
       whole process down).
 
@@ -859,11 +863,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
             # the worker is dead (CN-8).
         else:
             running = self._fn_queue.stop(job)
-            if running is None:
-                # Not started; or a sync function, which cannot be stopped in
-                # a thread: its result will be dropped.
+            if running == _workers.UNSTOPPABLE:
+                # A sync function running in a thread cannot be stopped:
+                # CANCELED would not be true, so its own outcome stands.
+                return False
+            if running == _workers.NOT_STARTED:
                 self._cancel_soon(job, loop)
             else:
+                assert not isinstance(running, str)
                 self._stop_coroutine(job, running, loop)
         return True
 
@@ -876,26 +883,26 @@ class LocalExecutionBackend(BackendBase[_Job]):
         """Cancel an ``async def`` function on its worker thread's loop.
 
         The puller sends STOPPED once the coroutine has ended, and CANCELED is
-        reported then. A coroutine that swallows `asyncio.CancelledError` and
-        carries on cannot be stopped: after ``kill_grace`` it is reported
-        CANCELED anyway, and its result is discarded.
+        reported then, never before. A coroutine that swallows
+        `asyncio.CancelledError` and carries on is reported CANCELED only when
+        it ends (its result discarded); after ``kill_grace`` a warning says
+        so.
         """
         worker_loop, task = running
         with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
             worker_loop.call_soon_threadsafe(task.cancel)
-        job.kill_timer = loop.call_later(self._kill_grace, self._give_up, job)
+        job.kill_timer = loop.call_later(self._kill_grace, self._warn_unstopped, job)
 
-    def _give_up(self, job: _Job) -> None:
+    def _warn_unstopped(self, job: _Job) -> None:
         job.kill_timer = None
         if self._jobs.get(job.uid) is job:
             logger.warning(
-                "backend %r: task %r ignored its cancel for %.1f s; reporting it "
-                "CANCELED while it runs on (its result is discarded)",
+                "backend %r: task %r has ignored its cancel for %.1f s; it is "
+                "reported CANCELED once it ends",
                 self.name,
                 job.uid,
                 self._kill_grace,
             )
-            self._finish(job, TaskState.CANCELED)
 
     # -- shutdown --------------------------------------------------------------
 
@@ -916,8 +923,10 @@ class LocalExecutionBackend(BackendBase[_Job]):
         try:
             jobs = list(self._jobs.values())
             for job in jobs:
-                running = self._fn_queue.stop(job)  # marks it canceled
-                if running is not None:  # a coroutine in a pool thread: stop it
+                running = self._fn_queue.stop(job)
+                # Even a sync function that runs on: SD-2 reports it CANCELED.
+                job.canceled = True
+                if not isinstance(running, str):  # a coroutine in a pool thread
                     with contextlib.suppress(RuntimeError):
                         running[0].call_soon_threadsafe(running[1].cancel)
             self._fn_queue.close()  # pullers take no further job

@@ -116,6 +116,7 @@ async def async_stubborn(started: str, release: str) -> str:
     while not os.path.exists(release) and time.monotonic() < end:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.01)
+    Path(started + ".ended").touch()
     return "ignored the cancel"
 
 
@@ -479,18 +480,34 @@ async def test_thread_pool_coroutine_that_swallows_the_cancel(
     recorder: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = LocalExecutionBackend(kill_grace=0.2)
-    backend.register_callback(recorder)
+    ended_when_reported: list[bool] = []
+    started = tmp_path / "s"
+
+    def callback(task: dict[str, Any], state: TaskState) -> None:
+        recorder(task, state)
+        if state is TaskState.CANCELED:
+            ended_when_reported.append(Path(str(started) + ".ended").exists())
+
+    backend.register_callback(callback)
     release = tmp_path / "release"
-    task = fn("stubborn", async_stubborn, str(tmp_path / "s"), str(release))
+    task = fn("stubborn", async_stubborn, str(started), str(release))
     await backend.submit_tasks([task])
-    await until_exists(tmp_path / "s")
+    await until_exists(started)
     with caplog.at_level(logging.WARNING, logger="reference"):
         assert await backend.cancel_task("stubborn") is True
-        await recorder.wait(["stubborn"])
-    assert recorder.final("stubborn") is TaskState.CANCELED
-    assert "ignored its cancel" in caplog.text
-    assert "return_value" not in task
+
+        async def warned() -> None:
+            while "ignored its cancel" not in caplog.text:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(warned(), 10)
+    # Past the grace, still running: CANCELED would not be true yet.
+    assert recorder.final("stubborn") is TaskState.RUNNING
     release.touch()
+    await recorder.wait(["stubborn"])
+    assert recorder.final("stubborn") is TaskState.CANCELED
+    assert ended_when_reported == [True]
+    assert "return_value" not in task
     await asyncio.wait_for(backend.shutdown(), 30)
 
 
