@@ -38,6 +38,7 @@ when the backend does)::
 from __future__ import annotations
 
 import inspect
+import reprlib
 import threading
 import time
 from collections import OrderedDict, deque
@@ -64,6 +65,20 @@ KEPT_PER_CLAUSE = 20
 
 _FINISHED_MEMORY = 100_000
 """How many finished uids the monitor remembers (for ST-3 and CN-3)."""
+
+
+def _short(value: Any) -> str:
+    """Return ``repr(value)`` cut to a few items and characters.
+
+    A backend may return a list of 10,000 asyncio tasks; a trace line must
+    not hold them all.
+    """
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxtuple = 3
+_REPR.maxother = _REPR.maxstring = 120
 
 
 class _Record:
@@ -345,7 +360,7 @@ class ContractMonitor:
                     )
             self._cm_check_rejection(tasks, expected, exc)
             raise
-        self._cm_event("return", "submit_tasks", detail=repr(result))
+        self._cm_event("return", "submit_tasks", detail=_short(result))
         self._cm_accepted_any = True
         if expected is not None:
             clause_id, error, _ = expected
@@ -357,7 +372,9 @@ class ContractMonitor:
                 f"submit_tasks accepted a batch it must reject with {error.__name__}",
             )
         if result is not None:
-            self._cm_violate("SB-1", f"submit_tasks returned {result!r}, not None")
+            self._cm_violate(
+                "SB-1", f"submit_tasks returned {_short(result)}, not None"
+            )
 
     def _cm_check_rejection(
         self,
@@ -417,7 +434,7 @@ class ContractMonitor:
                     "CN-1", f"cancel_task({uid!r}) raised {exc!r}, not a bool", uid
                 )
             raise
-        self._cm_event("return", "cancel_task", uid=uid, detail=repr(result))
+        self._cm_event("return", "cancel_task", uid=uid, detail=_short(result))
         if type(result) is not bool:
             self._cm_violate(
                 "CN-1",
@@ -594,7 +611,7 @@ class AwaitableMonitor(ContractMonitor):
     def __await__(self) -> Generator[Any, None, ContractMonitor]:
         """Await the wrapped backend; it must return itself."""
         result = yield from self._cm_backend.__await__()
-        self._cm_event("return", "__await__", detail=repr(result))
+        self._cm_event("return", "__await__", detail=_short(result))
         if result is not self._cm_backend:
             self._cm_violate(
                 "LC-5", f"await backend returned {result!r}, not the backend"
@@ -608,7 +625,7 @@ class ContextMonitor(ContractMonitor):
     async def __aenter__(self) -> ContractMonitor:
         """Enter the wrapped backend; it must bind the backend itself."""
         result = await self._cm_backend.__aenter__()
-        self._cm_event("return", "__aenter__", detail=repr(result))
+        self._cm_event("return", "__aenter__", detail=_short(result))
         if result is not self._cm_backend:
             self._cm_violate("LC-6", f"async with bound {result!r}, not the backend")
         return self
