@@ -446,6 +446,18 @@ class ContractMonitor:
             record = self._cm_in_flight.get(key) if key is not None else None
             if record is not None:
                 record.cancel_promised = True
+            elif known is not None:
+                # In flight when the call began, it ended during the call (a
+                # delivery from inside cancel_task is ST-5's finding): the
+                # promise is kept only if it ended CANCELED.
+                ended = self._cm_finished.get(key)
+                if ended is not None and ended is not spec.TaskState.CANCELED:
+                    self._cm_violate(
+                        "CN-4",
+                        f"cancel_task({uid!r}) returned True, but the task was "
+                        f"reported {ended} during the call",
+                        uid,
+                    )
             elif key in self._cm_finished:
                 self._cm_violate(
                     "CN-3",

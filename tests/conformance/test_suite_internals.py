@@ -302,3 +302,42 @@ def test_cli_rejects_a_repeat_below_one(capsys: pytest.CaptureFixture[str]) -> N
         main(["reference:NoopExecutionBackend", "--repeat", "0"])
     assert exit_info.value.code == 2
     assert "--repeat" in capsys.readouterr().err
+
+
+class CancelsInsideTheCall(NoopExecutionBackend):
+    """Reports CANCELED from inside cancel_task, then returns True (ST-5 only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tasks: dict[str, Any] = {}
+        self._cb: Callable[[Any, Any], None] = lambda task, state: None
+
+    def register_callback(self, func: Callable[[Any, Any], None]) -> None:
+        self._cb = func
+        super().register_callback(func)
+
+    async def submit_tasks(self, tasks: list[Any]) -> None:
+        for task in tasks:
+            self._tasks[task["uid"]] = task  # never run: cancel is all it gets
+
+    async def cancel_task(self, uid: str) -> bool:
+        task = self._tasks.pop(uid, None)
+        if task is None:
+            return False
+        self._cb(task, spec.TaskState.CANCELED)
+        return True
+
+
+def test_a_cancel_delivered_inside_the_call_is_st5_not_cn3() -> None:
+    async def scenario() -> conformance.ContractMonitor:
+        monitor = conformance.watch(CancelsInsideTheCall(), on_violation="record")
+        monitor.register_callback(lambda task, state: None)
+        await monitor.submit_tasks([{"uid": "t.1", "function": print}])
+        assert await asyncio.wait_for(monitor.cancel_task("t.1"), 5) is True
+        return monitor
+
+    monitor = asyncio.run(scenario())
+    # Before: CN-3 too ("returned True for a task already reported CANCELED").
+    assert {v.clause_id for v in monitor.violations} == {"ST-5"}, [
+        str(v) for v in monitor.violations
+    ]
