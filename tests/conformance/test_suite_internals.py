@@ -301,7 +301,7 @@ def test_cli_rejects_a_repeat_below_one(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as exit_info:
         main(["reference:NoopExecutionBackend", "--repeat", "0"])
     assert exit_info.value.code == 2
-    assert "--repeat" in capsys.readouterr().err
+    assert "must be at least 1, not 0" in capsys.readouterr().err
 
 
 class CancelsInsideTheCall(NoopExecutionBackend):
