@@ -29,13 +29,15 @@ Public API (stable):
   `TestResult` list, each with its `Failure` list; ``report.clauses`` maps
   each clause ID to its `ClauseResult`; ``to_text()``, ``to_json()`` (the
   conformance certificate), ``to_junit()``.
-* `ContractMonitor` and `ContractViolation` -- the runtime validator, usable
-  on its own in an engine; a violation carries ``clause_id``, ``message`` and
-  ``trace`` (a tuple of `Event`, printable with `format_trace`).
-* `clause` (decorator registering a test), `Case`, `cases`, `case` (one test
-  by ID), `Harness`, `Blocker` (a task that runs until released),
-  `NotApplicable` -- for adding tests; `run_case` runs one `Case` against a
-  factory.
+* `watch` (or ``ContractMonitor(backend)``) and `ContractViolation` -- the
+  runtime validator, usable on its own in an engine; a violation carries
+  ``clause_id``, ``message`` and ``trace`` (a tuple of `Event`, printable
+  with `format_trace`).
+* `cites` (decorator registering a test under the clauses it checks), `Case`,
+  `cases`, `case` (one test by ID), `Harness`, `TaskBuilder` (the task dicts a
+  test submits), `Blocker` (a task that runs until released), `NotApplicable`,
+  `UndeclaredClauseError` -- for adding tests; `run_case` runs one `Case`
+  against a factory.
 * `BackendFactory`, `load_target`, `build_backend`, `DEFAULT_TARGET` -- what
   a target is and how it becomes a backend.
 * `load_expected_failures`, `parse_expected_failures` -- the
@@ -45,11 +47,17 @@ Public API (stable):
 
 from __future__ import annotations
 
-from conformance.errors import ContractViolation, Event, format_trace
+from conformance.errors import (
+    ContractViolation,
+    Event,
+    NotApplicable,
+    UndeclaredClauseError,
+    format_trace,
+)
 from conformance.expectations import load_expected_failures, parse_expected_failures
-from conformance.harness import Blocker, Harness, NotApplicable
-from conformance.monitor import ContractMonitor
-from conformance.registry import Case, case, cases, clause
+from conformance.harness import Harness
+from conformance.monitor import ContractMonitor, watch
+from conformance.registry import Case, case, cases, cites
 from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
 from conformance.runner import run, run_case
 from conformance.target import (
@@ -58,6 +66,7 @@ from conformance.target import (
     build_backend,
     load_target,
 )
+from conformance.tasks import Blocker, TaskBuilder
 
 __version__ = "0.1.0"
 """Version of the suite (reported in every report and certificate)."""
@@ -76,16 +85,19 @@ __all__ = [
     "NotApplicable",
     "Outcome",
     "Report",
+    "TaskBuilder",
     "TestResult",
+    "UndeclaredClauseError",
     "__version__",
     "build_backend",
     "case",
     "cases",
-    "clause",
+    "cites",
     "format_trace",
     "load_expected_failures",
     "load_target",
     "parse_expected_failures",
     "run",
     "run_case",
+    "watch",
 ]

@@ -66,7 +66,26 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply every test's deadline by X (e.g. 3 on a slow machine)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="list every test and whole traces"
+        "--repeat",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help="run the selected tests N times (to flush out races); a clause "
+        "fails if it failed in any run",
+    )
+    parser.add_argument(
+        "--seed",
+        metavar="S",
+        type=int,
+        default=None,
+        help="shuffle the order of the tests in every run with seed S (also "
+        "seeds the stateful test); rerun with the same seed to replay",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="full clause texts, every test with its time, and whole traces",
     )
     parser.add_argument(
         "--list",
@@ -74,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         help="list the clauses and their tests, then exit",
     )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _list() -> None:
@@ -116,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def progress(result: TestResult) -> None:
         if args.verbose:
+            run = f" (run {result.run})" if args.repeat > 1 else ""
             print(
-                f"{result.outcome.value:<6} {result.id} ({result.duration:.2f} s)",
+                f"{result.outcome.value:<6} {result.id}{run} ({result.duration:.2f} s)",
                 flush=True,
             )
         else:
@@ -136,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         expected_failures=expected,
         progress=progress,
         deadline_scale=args.deadline_scale,
+        repeat=args.repeat,
+        seed=args.seed,
     )
     report.backend = args.target
     print("\n" if not args.verbose else "")

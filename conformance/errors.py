@@ -1,11 +1,23 @@
-"""`ContractViolation` and the event trace it carries as evidence."""
+"""`ContractViolation` and its trace; the suite's own exceptions.
+
+`NotApplicable` ends a test that cannot run on a backend;
+`UndeclaredClauseError` is a bug in a test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Reversible
 from dataclasses import dataclass
 
-__all__ = ["TRACE_LINES", "ContractViolation", "Event", "format_trace", "recent"]
+__all__ = [
+    "TRACE_LINES",
+    "ContractViolation",
+    "Event",
+    "NotApplicable",
+    "UndeclaredClauseError",
+    "format_trace",
+    "recent",
+]
 
 TRACE_LINES = 40
 """How many events a violation carries as its trace, at most."""
@@ -70,6 +82,10 @@ def recent(
 ) -> list[Event]:
     """Return the last ``lines`` events, keeping only those concerning ``uid``.
 
+    Reads ``events`` from its end when it can (a list or deque), so taking a
+    trace costs the same however long the history is: a backend breaking a
+    rule on every one of 10,000 tasks must not make the monitor quadratic.
+
     Args:
         events: The events, oldest first.
         uid: A task uid: drop events about other tasks (events about no task
@@ -79,8 +95,18 @@ def recent(
     Returns:
         The selected events, oldest first.
     """
-    kept = [e for e in events if uid is None or e.uid in (None, uid)]
-    return kept[-lines:]
+    newest_first = reversed(events) if isinstance(events, Reversible) else None
+    if newest_first is None:
+        kept = [e for e in events if uid is None or e.uid in (None, uid)]
+        return kept[-lines:] if lines > 0 else []
+    picked: list[Event] = []
+    for event in newest_first:
+        if len(picked) >= lines:
+            break
+        if uid is None or event.uid in (None, uid):
+            picked.append(event)
+    picked.reverse()
+    return picked
 
 
 class ContractViolation(Exception):
@@ -113,3 +139,17 @@ class ContractViolation(Exception):
             trace = [f"... {omitted} earlier event(s)", *trace[-max_lines:]]
         lines.extend("  " + line for line in trace)
         return lines
+
+
+class NotApplicable(Exception):
+    """Raised by a test that cannot exercise its clause on this backend."""
+
+
+class UndeclaredClauseError(Exception):
+    """A test tried to fail a clause it does not declare: a bug in the test.
+
+    Every failure a test reports must be cited by one of the clauses it
+    declares (``@cites(...)``), so that selecting a clause (``--clauses``)
+    runs every test that can fail it. The runner reports this as an error of
+    the suite, never as a finding about the backend.
+    """

@@ -3,17 +3,26 @@
 The runner builds one per test: a new backend from the factory, wrapped in a
 `ContractMonitor` (``on_violation="record"``), a private work directory, a
 callback that records every state delivered, and a deadline. Tests build
-tasks with the helpers here, submit them through the monitor, wait for
-states (on the callback, never on sleeps), and fail with `Harness.check` /
-`Harness.fail`, which raise `ContractViolation` carrying the trace.
+tasks with the builders it inherits from `conformance.tasks.TaskBuilder`,
+submit them through `Harness.backend` (the monitor), wait for states (on
+the callback, never on sleeps), and judge with:
+
+* `Harness.expect` -- record a failure and carry on (the usual way: one
+  broken clause must not leave the others unverified);
+* `Harness.check` / `Harness.fail` -- record a failure and stop the test,
+  for when what follows cannot run (the rest of the test would only echo
+  the same defect).
+
+A test may only fail the clauses it declares (`UndeclaredClauseError`
+otherwise). Besides, the monitor records every violation it sees, under its
+own clause, and the harness's own waits blame the universal clauses: SB-1
+(``submit_tasks`` does not return), ST-2 (a task never gets a terminal
+state) and SD-4 (``shutdown()`` hangs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,48 +30,31 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import spec
-from conformance import _payloads, processes
-from conformance.errors import ContractViolation, recent
-from conformance.monitor import ContractMonitor
+from conformance import processes
+from conformance.errors import (
+    ContractViolation,
+    NotApplicable,
+    UndeclaredClauseError,
+    recent,
+)
+from conformance.monitor import ContractMonitor, watch
+from conformance.tasks import BLOCK_LIMIT, Blocker, TaskBuilder
 
 __all__ = ["BLOCK_LIMIT", "Blocker", "Harness", "NotApplicable", "within"]
 
 _T = TypeVar("_T")
 
-BLOCK_LIMIT = 20.0
-"""Seconds a blocking task waits for its release before ending on its own."""
+
+_RECHECK = 0.2
+"""Seconds a wait sleeps at most before looking at the monitor's findings."""
+
+_STATES_GO_ELSEWHERE = frozenset({"LC-4"})
+"""Monitor findings after which the states a test waits for never reach it
+(they go to a replaced callback): the wait ends on the finding at once."""
 
 
-class NotApplicable(Exception):
-    """Raised by a test that cannot exercise its clause on this backend."""
-
-
-class Blocker:
-    """A task that runs until released, with a file telling when it started.
-
-    Attributes:
-        task: The task dict to submit.
-        started: Path created once the task runs.
-        release: Path whose creation lets it finish.
-    """
-
-    def __init__(self, task: dict[str, Any], started: Path, release: Path) -> None:
-        self.task = task
-        self.started = started
-        self.release = release
-
-    @property
-    def uid(self) -> str:
-        """The task's uid."""
-        return str(self.task["uid"])
-
-    def let_go(self) -> None:
-        """Let the task finish."""
-        self.release.touch()
-
-
-class Harness:
-    """One backend under test, watched, with helpers to drive it.
+class Harness(TaskBuilder):
+    """One backend under test, watched, with helpers to drive and judge it.
 
     Args:
         backend: The freshly built backend.
@@ -70,19 +62,30 @@ class Harness:
         deadline: ``time.monotonic()`` value by which the test body must end.
         factory: What built the backend, for tests that need fresh backends
             of their own (the stateful test builds one per example).
+        clauses: The clauses the test declares; a failure under any other
+            raises `UndeclaredClauseError`. ``None`` accepts every clause.
 
     Attributes:
         raw: The backend itself.
-        backend: The `ContractMonitor` wrapping it; submit through this.
-        monitor: Same object as `backend`, named for what it checks.
+        backend: The `ContractMonitor` wrapping it; drive the backend through
+            this (``await h.backend.cancel_task(uid)``).
         capabilities: `spec.capabilities_of` the backend.
         work_dir: The test's private directory (also the backend's
             ``_work_dir`` when it has one).
+        clauses: As given.
         states: Every state delivered, per uid, in order.
+        threads: The thread each uid's last state was delivered on.
         measurements: Figures the test reports (e.g. the loop stall).
+        notes: Extra lines the report shows with the test's result.
+        failures: What `expect` found broken so far, oldest first (`check`
+            and `fail` raise instead; the runner records what ends the test).
         factory: The backend factory, when the runner gave it.
         baseline: The child processes alive before the backend was built
             (set by the runner), so a test can tell which ones it started.
+        loop_stalls: How often the event loop stopped turning for seconds
+            (see `on_loop_stall`).
+        seed: The run's seed (``--seed``; set by the runner), for a test
+            that randomises; ``None`` means "be repeatable".
     """
 
     def __init__(
@@ -91,28 +94,58 @@ class Harness:
         work_dir: Path,
         deadline: float,
         factory: Callable[[], Any] | None = None,
+        *,
+        clauses: Iterable[str] | None = None,
     ) -> None:
+        super().__init__(spec.capabilities_of(backend), work_dir)
         self.raw = backend
         self.factory = factory
-        # Set by the runner: the processes alive before the backend was built.
+        self.clauses = None if clauses is None else frozenset(clauses)
         self.baseline: dict[int, processes.ProcessInfo] = {}
-        self.capabilities = spec.capabilities_of(backend)
-        self.work_dir = work_dir
         self.deadline = deadline
-        self.monitor = ContractMonitor(backend, on_violation="record")
-        self.backend: Any = self.monitor
+        self._monitor = watch(backend, on_violation="record")
+        self.backend: Any = self._monitor
         self.states: dict[str, list[Any]] = {}
         self.threads: dict[str, int] = {}
         self.measurements: dict[str, float] = {}
         self.notes: list[str] = []
-        self.soft_failures: list[ContractViolation] = []
-        self.blockers: list[Blocker] = []
+        self.failures: list[ContractViolation] = []
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._changed = asyncio.Event()
-        self._uids = itertools.count(1)
         self._extra_callback: Callable[[Any, Any], None] | None = None
-        self.monitor.register_callback(self._on_state)
+        # uids in the order their terminal states came: lets a wait for
+        # 10,000 tasks look at each delivery once, not at every task each time.
+        self._ended: list[str] = []
+        self.loop_stalls = 0
+        self.seed: int | None = None
+        self._monitor.register_callback(self._on_state)
+
+    @property
+    def monitor(self) -> ContractMonitor:
+        """Deprecated name of `backend` (the same object), typed as the monitor."""
+        return self._monitor
+
+    @property
+    def soft_failures(self) -> list[ContractViolation]:
+        """Deprecated name of `failures`."""
+        return self.failures
+
+    def on_loop_stall(self, seconds: float) -> None:
+        """Let every blocker go: the event loop has not turned for ``seconds``.
+
+        Called by the runner's watchdog thread. A backend blocking the loop
+        until its tasks end (a synchronous ``executor.shutdown(wait=True)``)
+        would otherwise hold the test until the blockers give up by
+        themselves; released, they end, the backend returns, and the test
+        judges what happened (`shutdown` fails SD-4 for it).
+        """
+        self.loop_stalls += 1
+        self.notes.append(
+            f"the event loop did not turn for {seconds:.1f} s; "
+            "the suite released its blocking tasks"
+        )
+        self.release_all()
 
     # -- the callback --------------------------------------------------------
 
@@ -120,6 +153,8 @@ class Harness:
         uid = task.get("uid") if isinstance(task, dict) else None
         self.states.setdefault(str(uid), []).append(state)
         self.threads[str(uid)] = threading.get_ident()
+        if _is_terminal(state):
+            self._ended.append(str(uid))
         if threading.get_ident() == self._loop_thread:
             self._changed.set()
         else:  # a misbehaving backend; the monitor flags it, we just wake up
@@ -133,196 +168,74 @@ class Harness:
 
     # -- outcomes ------------------------------------------------------------
 
+    def violation(
+        self, clause_id: str, message: str, uid: str | None = None
+    ) -> ContractViolation:
+        """Build a `ContractViolation` of a declared clause, with the trace.
+
+        Raises:
+            UndeclaredClauseError: The test does not declare ``clause_id``.
+        """
+        self._declared(clause_id, message)
+        return self._violation(clause_id, message, uid)
+
+    def _declared(self, clause_id: str, message: str = "") -> None:
+        if self.clauses is not None and clause_id not in self.clauses:
+            raise UndeclaredClauseError(
+                f"the test judges {clause_id}, which it does not declare (it "
+                f"declares {', '.join(sorted(self.clauses))})"
+                + (f": {message}" if message else "")
+            )
+
+    def _violation(
+        self, clause_id: str, message: str, uid: str | None = None
+    ) -> ContractViolation:
+        # The harness's own universal clauses (SB-1, ST-2, SD-4) come here
+        # directly: they are judged in every test, like the monitor's.
+        return ContractViolation(clause_id, message, recent(self._monitor.events, uid))
+
     def fail(self, clause_id: str, message: str, uid: str | None = None) -> NoReturn:
-        """Fail the test on ``clause_id`` with the monitor's trace as evidence.
+        """Record a failure of ``clause_id`` and stop the test.
 
         Raises:
             ContractViolation: Always.
+            UndeclaredClauseError: The test does not declare ``clause_id``.
         """
-        raise ContractViolation(clause_id, message, recent(self.monitor.events, uid))
+        raise self.violation(clause_id, message, uid)
 
     def check(
         self, condition: object, clause_id: str, message: str, uid: str | None = None
     ) -> None:
-        """Fail on ``clause_id`` unless ``condition`` is true."""
+        """Fail on ``clause_id`` and stop the test unless ``condition`` is true.
+
+        For a condition the rest of the test depends on; otherwise `expect`.
+        The clause is checked against the declared ones even when
+        ``condition`` holds, so a wrong declaration shows on any backend.
+        """
+        self._declared(clause_id, message)
         if not condition:
-            self.fail(clause_id, message, uid)
+            raise self._violation(clause_id, message, uid)
 
     def expect(
         self, condition: object, clause_id: str, message: str, uid: str | None = None
     ) -> bool:
         """Record a failure on ``clause_id`` unless ``condition`` holds; carry on.
 
-        For a test checking several clauses, so that one broken clause does
-        not leave the others unverified. Returns ``condition`` as a bool.
-        """
-        if not condition:
-            try:
-                self.fail(clause_id, message, uid)
-            except ContractViolation as exc:
-                self.soft_failures.append(exc)
-        return bool(condition)
-
-    def not_applicable(self, reason: str) -> NoReturn:
-        """End the test as not applicable to this backend.
+        Returns:
+            ``condition`` as a bool.
 
         Raises:
-            NotApplicable: Always.
+            UndeclaredClauseError: The test does not declare ``clause_id``
+                (checked even when ``condition`` holds).
         """
-        raise NotApplicable(reason)
-
-    def has(self, capability: spec.Capability) -> bool:
-        """Tell whether the backend declares ``capability``."""
-        return capability in self.capabilities
+        self._declared(clause_id, message)
+        if not condition:
+            self.failures.append(self._violation(clause_id, message, uid))
+        return bool(condition)
 
     def remaining(self) -> float:
         """Seconds left before the test's deadline."""
         return max(0.0, self.deadline - time.monotonic())
-
-    # -- building tasks ------------------------------------------------------
-
-    def uid(self, prefix: str = "task") -> str:
-        """Return a uid unique within this test."""
-        return f"{prefix}.{next(self._uids):06d}"
-
-    def function_task(
-        self,
-        func: Callable[..., Any],
-        *args: Any,
-        uid: str | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """Build a function task calling ``func(*args, **kwargs)``."""
-        return {
-            "uid": uid or self.uid("function"),
-            "name": getattr(func, "__name__", "function"),
-            "function": func,
-            "args": list(args),
-            "kwargs": dict(kwargs),
-            "executable": None,
-            "arguments": [],
-            "task_backend_specific_kwargs": {},
-        }
-
-    def executable_task(
-        self,
-        executable: str,
-        arguments: Iterable[str] = (),
-        *,
-        uid: str | None = None,
-        capture_stdio: bool = False,
-        **backend_kwargs: Any,
-    ) -> dict[str, Any]:
-        """Build an executable task.
-
-        ``backend_kwargs`` become its ``task_backend_specific_kwargs``.
-        """
-        return {
-            "uid": uid or self.uid("executable"),
-            "name": os.path.basename(executable),
-            "function": None,
-            "args": [],
-            "kwargs": {},
-            "executable": executable,
-            "arguments": list(arguments),
-            "capture_stdio": capture_stdio,
-            "task_backend_specific_kwargs": dict(backend_kwargs),
-        }
-
-    def prompt_task(
-        self, prompt: str = "say hello", uid: str | None = None
-    ) -> dict[str, Any]:
-        """Build a prompt task."""
-        return {
-            "uid": uid or self.uid("prompt"),
-            "name": "prompt",
-            "function": None,
-            "executable": None,
-            "prompt": prompt,
-            "task_backend_specific_kwargs": {},
-        }
-
-    def script(self, body: str, name: str = "script.sh") -> str:
-        """Write an executable ``/bin/sh`` script into the work dir; return its path."""
-        path = self.work_dir / name
-        path.write_text("#!/bin/sh\n" + body + "\n")
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-        return str(path)
-
-    def runnable_task(self, uid: str | None = None) -> dict[str, Any]:
-        """Build a quick task this backend can run to ``DONE``, whatever it offers."""
-        if self.has(spec.Capability.FUNCTIONS) or self.has(spec.Capability.DRY_RUN):
-            return self.function_task(_payloads.echo, "ok", uid=uid)
-        if self.has(spec.Capability.EXECUTABLES):
-            return self.executable_task("true", uid=uid)
-        if self.has(spec.Capability.PROMPTS):
-            return self.prompt_task(uid=uid)
-        self.not_applicable("the backend runs no kind of task")
-
-    def can_block(self) -> bool:
-        """Tell whether `blocker` can build a task that runs until released."""
-        if self.has(spec.Capability.DRY_RUN):
-            return False
-        return self.has(spec.Capability.FUNCTIONS) or self.has(
-            spec.Capability.EXECUTABLES
-        )
-
-    def blocker(self, uid: str | None = None) -> Blocker:
-        """Build a task that runs until released (at most `BLOCK_LIMIT` s).
-
-        A function task where the backend runs functions, else an executable.
-        Not applicable to a backend that runs neither (or runs nothing).
-        """
-        if not self.can_block():
-            self.not_applicable("the backend cannot run a task that blocks")
-        uid = uid or self.uid("blocker")
-        started = self.work_dir / f"{uid}.started"
-        release = self.work_dir / f"{uid}.release"
-        if self.has(spec.Capability.FUNCTIONS):
-            task = self.function_task(
-                _payloads.block, str(started), str(release), BLOCK_LIMIT, uid=uid
-            )
-        else:
-            loop = (
-                f'touch "{started}"; i=0; '
-                f'while [ ! -e "{release}" ] && [ -d "{self.work_dir}" ] '
-                f"&& [ $i -lt {int(BLOCK_LIMIT * 20)} ]; "
-                "do sleep 0.05; i=$((i+1)); done"
-            )
-            task = self.executable_task(self.script(loop, f"{uid}.sh"), uid=uid)
-        blocker = Blocker(task, started, release)
-        self.blockers.append(blocker)
-        return blocker
-
-    def process_tree(self, uid: str | None = None) -> tuple[Blocker, Path]:
-        """Build an executable task that starts a child and waits for it.
-
-        The script writes its own pid and its child's to a file, then marks
-        itself started; the child sleeps for a minute. Used to check that
-        cancel and shutdown kill the whole process group (CN-5, SD-5).
-
-        Returns:
-            The blocker (its release is ignored) and the path of the pid file.
-        """
-        uid = uid or self.uid("tree")
-        started = self.work_dir / f"{uid}.started"
-        pids = self.work_dir / f"{uid}.pids"
-        body = (
-            "sleep 60 &\n"
-            f'echo $! > "{pids}"\n'
-            f'echo $$ >> "{pids}"\n'
-            f'touch "{started}"\n'
-            "wait"
-        )
-        task = self.executable_task(self.script(body, f"{uid}.sh"), uid=uid)
-        blocker = Blocker(task, started, self.work_dir / f"{uid}.release")
-        return blocker, pids
-
-    @staticmethod
-    def read_pids(path: Path) -> dict[int, processes.ProcessInfo]:
-        """Read the pids a `process_tree` task wrote, with their identities."""
-        pids = [int(line) for line in path.read_text().split() if line.strip()]
-        return processes.snapshot(pids)
 
     async def wait_gone(
         self, procs: dict[int, processes.ProcessInfo], grace: float
@@ -330,20 +243,19 @@ class Harness:
         """Wait up to ``grace`` s for ``procs`` to exit; return the survivors."""
         return await processes.wait_gone(procs, grace)
 
-    def release_all(self) -> None:
-        """Let every blocker of this test finish."""
-        for blocker in self.blockers:
-            if blocker.release.parent.is_dir():
-                blocker.let_go()
-
     # -- driving the backend -------------------------------------------------
 
     async def submit(self, tasks: list[Any]) -> None:
-        """Submit through the monitor, failing SB-1 if it does not return in time."""
+        """Submit through the monitor, failing SB-1 if it does not return in time.
+
+        An exception the backend raises propagates (the monitor has judged it).
+        """
         try:
             await within(self.backend.submit_tasks(tasks), self.remaining())
         except asyncio.TimeoutError:
-            self.fail("SB-1", f"submit_tasks of {len(tasks)} task(s) did not return")
+            raise self._violation(
+                "SB-1", f"submit_tasks of {len(tasks)} task(s) did not return"
+            ) from None
 
     async def wait_for(
         self,
@@ -356,51 +268,97 @@ class Harness:
 
         Args:
             condition: Checked after every delivered state.
-            clause_id: Blamed if the condition never holds.
+            clause_id: Blamed if the condition never holds (a declared one).
             message: Says what never happened.
             timeout: Seconds; defaults to the time left before the deadline.
+
+        Raises:
+            ContractViolation: The condition did not hold in time.
         """
-        limit = self.remaining() if timeout is None else min(timeout, self.remaining())
-        end = time.monotonic() + limit
+        self._declared(clause_id, message)
+        limit = self._limit(timeout)
+        if not await self._until(condition, limit):
+            self.fail(clause_id, f"{message} within {limit:.1f} s")
+
+    def _limit(self, timeout: float | None) -> float:
+        return self.remaining() if timeout is None else min(timeout, self.remaining())
+
+    async def _until(
+        self, condition: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """Wait until ``condition()`` holds; False if the time ran out first.
+
+        A violation the monitor records does not end the wait: one broken
+        rule must not cut the test short (the states may still come).
+        """
+        end = time.monotonic() + self._limit(timeout)
         while not condition():
-            self._check_monitor()
             left = end - time.monotonic()
-            if left <= 0:
-                self.fail(clause_id, f"{message} within {limit:.1f} s")
+            if left <= 0 or self._monitor.shut_down:
+                # After shutdown() returned no state may come (SD-3).
+                return False
+            for violation in self._monitor.violations:
+                if violation.clause_id in _STATES_GO_ELSEWHERE:
+                    raise violation  # the cause; a timeout would be its echo
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), left)
+                # Woken by each delivered state; the slice bounds how late a
+                # finding that delivers nothing to us (LC-4) is noticed.
+                await asyncio.wait_for(self._changed.wait(), min(left, _RECHECK))
             except asyncio.TimeoutError:
                 continue
+        return True
 
     async def wait_terminal(
-        self, uids: Iterable[str], timeout: float | None = None, clause_id: str = "ST-2"
+        self,
+        uids: Iterable[str],
+        timeout: float | None = None,
+        clause_id: str | None = None,
     ) -> dict[str, spec.TaskState]:
         """Wait until every uid has a terminal state; return them.
 
-        Fails ``clause_id`` (ST-2 by default) naming the tasks that never got one.
+        Args:
+            uids: The tasks.
+            timeout: Seconds; defaults to the time left before the deadline.
+            clause_id: Blamed for a task that never gets one (a declared
+                clause); ST-2, the universal rule, by default.
+
+        Raises:
+            ContractViolation: A task got no terminal state in time.
         """
         wanted = list(uids)
-        pending = set(wanted)
+        if clause_id is not None:
+            self._declared(clause_id)
+        seen = len(self._ended)
+        pending = {
+            uid
+            for uid in wanted
+            if not any(_is_terminal(s) for s in self.states.get(uid, ()))
+        }
 
         def done() -> bool:
-            for uid in list(pending):
-                if any(spec.is_terminal(s) for s in self.states.get(uid, ())):
-                    pending.discard(uid)
+            nonlocal seen
+            ended = self._ended
+            pending.difference_update(ended[seen:])
+            seen = len(ended)
             return not pending
 
-        try:
-            await self.wait_for(
-                done, clause_id, "tasks never reached a terminal state", timeout
-            )
-        except ContractViolation as exc:
+        limit = self._limit(timeout)
+        if not await self._until(done, limit):
             shown = ", ".join(sorted(pending)[:5])
-            raise ContractViolation(
-                exc.clause_id,
-                f"{len(pending)} task(s) never reached a terminal state "
-                f"({shown}{', ...' if len(pending) > 5 else ''}); {exc.message}",
-                exc.trace,
-            ) from None
+            when = (
+                "before shutdown() returned"
+                if self._monitor.shut_down
+                else f"within {limit:.1f} s"
+            )
+            message = (
+                f"{len(pending)} task(s) never reached a terminal state {when} "
+                f"({shown}{', ...' if len(pending) > 5 else ''})"
+            )
+            first = sorted(pending)[0]
+            if clause_id is None:
+                raise self._violation("ST-2", message, first)
+            self.fail(clause_id, message, first)
         return {uid: self.final(uid) for uid in wanted}
 
     async def run(
@@ -411,10 +369,13 @@ class Harness:
         return await self.wait_terminal([t["uid"] for t in tasks], timeout)
 
     async def wait_started(self, blocker: Blocker, clause_id: str) -> None:
-        """Wait until a blocker's task is running (its started file exists)."""
+        """Wait until a blocker's task is running (its started file exists).
+
+        Fails ``clause_id`` (a declared clause) if it ends or never starts.
+        """
+        self._declared(clause_id)
         end = time.monotonic() + self.remaining()
         while not blocker.started.exists():
-            self._check_monitor()
             if any(spec.is_terminal(s) for s in self.states.get(blocker.uid, ())):
                 self.fail(
                     clause_id,
@@ -426,17 +387,33 @@ class Harness:
             # The task signals through a file (it may run in another process).
             await asyncio.sleep(0.01)
 
-    async def shutdown(self, clause_id: str = "SD-4", timeout: float = 10.0) -> None:
-        """Shut the backend down through the monitor, failing SD-4 if it hangs."""
+    async def shutdown(
+        self, clause_id: str | None = None, timeout: float = 10.0
+    ) -> None:
+        """Shut the backend down through the monitor, failing if it hangs.
+
+        Args:
+            clause_id: Blamed if it does not return in time (a declared
+                clause); SD-4, the universal rule, by default.
+            timeout: Seconds it may take.
+        """
+        if clause_id is not None:
+            self._declared(clause_id)
+        stalls = self.loop_stalls
+        began = time.monotonic()
         try:
             await within(self.backend.shutdown(), timeout)
         except asyncio.TimeoutError:
-            self.fail(clause_id, f"shutdown() did not return within {timeout:.1f} s")
-
-    def _check_monitor(self) -> None:
-        # Stop waiting as soon as the monitor has seen the contract broken:
-        # the violation is the cause, a timeout would only be its echo.
-        self.monitor.raise_first()
+            message = f"shutdown() did not return within {timeout:.1f} s"
+            raise self._violation(clause_id or "SD-4", message) from None
+        if self.loop_stalls > stalls:
+            # It returned only because the suite let its tasks go: recorded,
+            # and the test goes on (the backend is shut down now).
+            message = (
+                f"shutdown() blocked the event loop ({time.monotonic() - began:.1f} s) "
+                "until the suite released the tasks still running"
+            )
+            self.failures.append(self._violation(clause_id or "SD-4", message))
 
     # -- reading what was delivered -----------------------------------------
 
@@ -445,7 +422,7 @@ class Harness:
         for state in self.states.get(uid, ()):
             if spec.is_terminal(state):
                 return spec.TaskState(state)
-        self.fail("ST-2", f"task {uid!r} has no terminal state", uid)
+        raise self._violation("ST-2", f"task {uid!r} has no terminal state", uid)
 
     def delivered(self, uid: str) -> list[Any]:
         """Return every state delivered for ``uid``, in order."""
@@ -458,6 +435,13 @@ class Harness:
     def note(self, text: str) -> None:
         """Add a line the report shows with this test's result."""
         self.notes.append(text)
+
+
+def _is_terminal(state: Any) -> bool:
+    try:
+        return spec.is_terminal(state)
+    except TypeError:  # an unhashable "state": ST-1's failure, not ours
+        return False
 
 
 async def within(awaitable: Awaitable[_T], seconds: float) -> _T:

@@ -26,9 +26,11 @@ backend may swallow an exception raised inside its callback path. With
 `violations` (the conformance suite does this, so one broken rule does not
 cascade into unrelated failures).
 
-Use it in an engine::
+Use it in an engine (`watch` and ``ContractMonitor(...)`` are the same
+factory: they build the class that offers ``await`` / ``async with`` exactly
+when the backend does)::
 
-    backend = ContractMonitor(MyBackend())
+    backend = watch(MyBackend())
     backend.register_callback(engine_callback)  # the engine's, wrapped
     await backend.submit_tasks(tasks)
 """
@@ -36,6 +38,7 @@ Use it in an engine::
 from __future__ import annotations
 
 import inspect
+import reprlib
 import threading
 import time
 from collections import OrderedDict, deque
@@ -47,10 +50,35 @@ import spec
 from conformance._stepping import StepCounter, Stepped
 from conformance.errors import ContractViolation, Event, recent
 
-__all__ = ["ContractMonitor"]
+__all__ = [
+    "KEPT_PER_CLAUSE",
+    "AwaitableContextMonitor",
+    "AwaitableMonitor",
+    "ContextMonitor",
+    "ContractMonitor",
+    "monitor_class",
+    "watch",
+]
+
+KEPT_PER_CLAUSE = 20
+"""Violations of one clause a recording monitor keeps (it counts the rest)."""
 
 _FINISHED_MEMORY = 100_000
 """How many finished uids the monitor remembers (for ST-3 and CN-3)."""
+
+
+def _short(value: Any) -> str:
+    """Return ``repr(value)`` cut to a few items and characters.
+
+    A backend may return a list of 10,000 asyncio tasks; a trace line must
+    not hold them all.
+    """
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxtuple = 3
+_REPR.maxother = _REPR.maxstring = 120
 
 
 class _Record:
@@ -96,34 +124,15 @@ class ContractMonitor:
         max_events: How many recent events the trace keeps.
 
     Attributes:
-        violations: Every violation found, oldest first.
+        violations: The violations found, oldest first (see `violations`).
         events: The most recent events, oldest first.
     """
 
-    _cm_variants: dict[tuple[bool, bool], type[ContractMonitor]] = {}
-
     def __new__(cls, backend: Any, *args: Any, **kwargs: Any) -> ContractMonitor:
-        """Pick the variant that offers ``await``/``async with`` like ``backend``."""
-        kind = type(backend)
-        key = (
-            hasattr(kind, "__await__"),
-            hasattr(kind, "__aenter__") and hasattr(kind, "__aexit__"),
-        )
-        if cls is not ContractMonitor or key == (False, False):
-            return super().__new__(cls)
-        variant = cls._cm_variants.get(key)
-        if variant is None:
-            bases: list[type] = []
-            if key[0]:
-                bases.append(_AwaitableMonitor)
-            if key[1]:
-                bases.append(_ContextMonitor)
-            variant = cast(
-                "type[ContractMonitor]",
-                type("ContractMonitor", (*bases, ContractMonitor), {}),
-            )
-            cls._cm_variants[key] = variant
-        return super().__new__(variant)
+        """Build the class `watch` picks for ``backend`` (``ContractMonitor(b)``)."""
+        if cls is ContractMonitor:
+            cls = monitor_class(backend)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -140,6 +149,7 @@ class ContractMonitor:
         self._cm_raise = on_violation == "raise"
         self._cm_events: deque[Event] = deque(maxlen=max_events)
         self._cm_violations: list[ContractViolation] = []
+        self._cm_counts: dict[str, int] = {}
         self._cm_in_flight: dict[str, _Record] = {}
         self._cm_finished: OrderedDict[str, spec.TaskState] = OrderedDict()
         self._cm_rejected: dict[str, str] = {}
@@ -187,8 +197,17 @@ class ContractMonitor:
 
     @property
     def violations(self) -> list[ContractViolation]:
-        """Every violation found so far, oldest first."""
+        """The violations found so far, oldest first.
+
+        With ``on_violation="record"`` only the first `KEPT_PER_CLAUSE` of
+        each clause are kept; `violation_counts` has them all.
+        """
         return list(self._cm_violations)
+
+    @property
+    def violation_counts(self) -> dict[str, int]:
+        """How many violations of each clause were found (kept or not)."""
+        return dict(self._cm_counts)
 
     @property
     def events(self) -> list[Event]:
@@ -199,6 +218,11 @@ class ContractMonitor:
     def submit_overhead(self) -> float:
         """Seconds the monitor itself spent in the last ``submit_tasks`` call."""
         return self._cm_submit_overhead
+
+    @property
+    def shut_down(self) -> bool:
+        """Whether a ``shutdown()`` (or ``async with`` exit) has returned."""
+        return self._cm_shut_down
 
     def unfinished(self) -> list[str]:
         """Return the uids accepted and not yet reported in a terminal state."""
@@ -236,6 +260,10 @@ class ContractMonitor:
         )
 
     def _cm_violate(self, clause_id: str, message: str, uid: str | None = None) -> None:
+        count = self._cm_counts.get(clause_id, 0) + 1
+        self._cm_counts[clause_id] = count
+        if count > KEPT_PER_CLAUSE and not self._cm_raise:
+            return  # counted; a 10,000-task batch need not keep 10,000 traces
         violation = ContractViolation(clause_id, message, recent(self._cm_events, uid))
         self._cm_violations.append(violation)
         if self._cm_raise:
@@ -332,7 +360,7 @@ class ContractMonitor:
                     )
             self._cm_check_rejection(tasks, expected, exc)
             raise
-        self._cm_event("return", "submit_tasks", detail=repr(result))
+        self._cm_event("return", "submit_tasks", detail=_short(result))
         self._cm_accepted_any = True
         if expected is not None:
             clause_id, error, _ = expected
@@ -344,7 +372,9 @@ class ContractMonitor:
                 f"submit_tasks accepted a batch it must reject with {error.__name__}",
             )
         if result is not None:
-            self._cm_violate("SB-1", f"submit_tasks returned {result!r}, not None")
+            self._cm_violate(
+                "SB-1", f"submit_tasks returned {_short(result)}, not None"
+            )
 
     def _cm_check_rejection(
         self,
@@ -404,7 +434,7 @@ class ContractMonitor:
                     "CN-1", f"cancel_task({uid!r}) raised {exc!r}, not a bool", uid
                 )
             raise
-        self._cm_event("return", "cancel_task", uid=uid, detail=repr(result))
+        self._cm_event("return", "cancel_task", uid=uid, detail=_short(result))
         if type(result) is not bool:
             self._cm_violate(
                 "CN-1",
@@ -416,6 +446,18 @@ class ContractMonitor:
             record = self._cm_in_flight.get(key) if key is not None else None
             if record is not None:
                 record.cancel_promised = True
+            elif known is not None:
+                # In flight when the call began, it ended during the call (a
+                # delivery from inside cancel_task is ST-5's finding): the
+                # promise is kept only if it ended CANCELED.
+                ended = self._cm_finished.get(key)
+                if ended is not None and ended is not spec.TaskState.CANCELED:
+                    self._cm_violate(
+                        "CN-4",
+                        f"cancel_task({uid!r}) returned True, but the task was "
+                        f"reported {ended} during the call",
+                        uid,
+                    )
             elif key in self._cm_finished:
                 self._cm_violate(
                     "CN-3",
@@ -575,13 +617,13 @@ class ContractMonitor:
             )
 
 
-class _AwaitableMonitor(ContractMonitor):
+class AwaitableMonitor(ContractMonitor):
     """Adds ``await monitor`` when the wrapped backend offers ``await`` (LC-5)."""
 
     def __await__(self) -> Generator[Any, None, ContractMonitor]:
         """Await the wrapped backend; it must return itself."""
         result = yield from self._cm_backend.__await__()
-        self._cm_event("return", "__await__", detail=repr(result))
+        self._cm_event("return", "__await__", detail=_short(result))
         if result is not self._cm_backend:
             self._cm_violate(
                 "LC-5", f"await backend returned {result!r}, not the backend"
@@ -589,13 +631,13 @@ class _AwaitableMonitor(ContractMonitor):
         return self
 
 
-class _ContextMonitor(ContractMonitor):
+class ContextMonitor(ContractMonitor):
     """Adds ``async with monitor`` when the wrapped backend offers it (LC-6)."""
 
     async def __aenter__(self) -> ContractMonitor:
         """Enter the wrapped backend; it must bind the backend itself."""
         result = await self._cm_backend.__aenter__()
-        self._cm_event("return", "__aenter__", detail=repr(result))
+        self._cm_event("return", "__aenter__", detail=_short(result))
         if result is not self._cm_backend:
             self._cm_violate("LC-6", f"async with bound {result!r}, not the backend")
         return self
@@ -612,3 +654,48 @@ class _ContextMonitor(ContractMonitor):
         # Not being shut down after ``async with`` is LC-6's failure, not LC-3's.
         self._cm_after_shutdown(state_clause="LC-6")
         return cast("bool | None", result)
+
+
+class AwaitableContextMonitor(AwaitableMonitor, ContextMonitor):
+    """Offers both ``await monitor`` (LC-5) and ``async with monitor`` (LC-6)."""
+
+
+_CLASSES: dict[tuple[bool, bool], type[ContractMonitor]] = {
+    (False, False): ContractMonitor,
+    (True, False): AwaitableMonitor,
+    (False, True): ContextMonitor,
+    (True, True): AwaitableContextMonitor,
+}
+"""The monitor class for (offers ``await``, offers ``async with``)."""
+
+
+def monitor_class(backend: Any) -> type[ContractMonitor]:
+    """Return the monitor class offering ``await``/``async with`` like ``backend``."""
+    kind = type(backend)
+    return _CLASSES[
+        (
+            hasattr(kind, "__await__"),
+            hasattr(kind, "__aenter__") and hasattr(kind, "__aexit__"),
+        )
+    ]
+
+
+def watch(
+    backend: Any,
+    *,
+    on_violation: Literal["raise", "record"] = "raise",
+    max_events: int = 5_000,
+) -> ContractMonitor:
+    """Wrap ``backend`` in the right `ContractMonitor` class (`monitor_class`).
+
+    Args:
+        backend: The backend to watch.
+        on_violation: ``"raise"`` or ``"record"`` (see `ContractMonitor`).
+        max_events: How many recent events the trace keeps.
+
+    Returns:
+        The monitor; pass it wherever the backend would go.
+    """
+    return monitor_class(backend)(
+        backend, on_violation=on_violation, max_events=max_events
+    )

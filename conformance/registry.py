@@ -1,9 +1,9 @@
 """The suite's tests, each tagged with the clause IDs it checks.
 
 A test is an ``async def`` taking a `conformance.harness.Harness`; the
-`clause` decorator registers it under ``<area module>.<function name>``::
+`cites` decorator registers it under ``<area module>.<function name>``::
 
-    @clause("ST-2", "ST-3")
+    @cites("ST-2", "ST-3")
     async def one_terminal_state(h: Harness) -> None: ...
 
 `cases` imports every area module of `conformance.checks` and returns the
@@ -23,7 +23,15 @@ import spec
 if TYPE_CHECKING:
     from conformance.harness import Harness
 
-__all__ = ["AREA_MODULES", "DRY_RUN_EXEMPT", "Case", "case", "cases", "clause"]
+__all__ = [
+    "AREA_MODULES",
+    "DRY_RUN_EXEMPT",
+    "Case",
+    "case",
+    "cases",
+    "cites",
+    "clause",
+]
 
 AREA_MODULES = (
     "lifecycle",
@@ -58,11 +66,12 @@ class Case:
 
     Attributes:
         id: ``<area module>.<function name>``, e.g. ``"states.one_terminal_state"``.
-        clauses: The clause IDs it checks; the first is blamed for a failure
-            that names no clause (an unexpected exception, a hang).
+        clauses: The clause IDs it checks: the only ones its own checks may
+            fail (`conformance.errors.UndeclaredClauseError`); the first is
+            blamed for a hang.
         func: The test body.
         requires: Capabilities it needs: those of its clauses plus any extra
-            given to `clause`. Without them it is not applicable.
+            given to `cites`. Without them it is not applicable.
         deadline: Seconds its body may take.
         doc: First line of the test's docstring.
     """
@@ -92,7 +101,7 @@ class Case:
 _CASES: dict[str, Case] = {}
 
 
-def clause(
+def cites(
     *clause_ids: str,
     requires: Iterable[spec.Capability] = (),
     deadline: float = DEFAULT_DEADLINE,
@@ -158,3 +167,8 @@ def case(test_id: str) -> Case:
         if found.id == test_id:
             return found
     raise KeyError(f"no conformance test {test_id!r}")
+
+
+clause = cites
+"""Deprecated name of `cites` (it was easy to confuse with `spec.clause`, the
+clause lookup); kept so that checks written against it still register."""

@@ -66,6 +66,12 @@ class TestResult:
         notes: Extra lines it reported.
         completed: Whether its body ran to the end, so every clause it cites
             was checked (a failure on one clause did not cut the others short).
+        stopped_by: The clause of the failure that ended the body early (the
+            backend raised or hung, or the test could not go on); empty if
+            nothing did. Its other clauses are then ``blocked``.
+        error: A bug in the test itself (it failed a clause it does not
+            declare); reported as an error of the run, not of the backend.
+        run: Which run of the test this is (1 unless ``--repeat``).
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -79,6 +85,9 @@ class TestResult:
     measurements: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     completed: bool = False
+    stopped_by: str = ""
+    error: str = ""
+    run: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """Return the result as JSON-ready data."""
@@ -98,6 +107,10 @@ class TestResult:
             "reason": self.reason,
             "measurements": self.measurements,
             "notes": self.notes,
+            "completed": self.completed,
+            "stopped_by": self.stopped_by,
+            "error": self.error,
+            "run": self.run,
         }
 
 
@@ -109,8 +122,11 @@ class ClauseResult:
         clause: The clause.
         outcome: Its outcome.
         tests: IDs of the tests citing it.
-        evidence: For a failure, the first failing test's evidence.
+        evidence: For a failure, the first failing test's evidence: ``in
+            <test>:``, the message, then the monitor's trace up to the
+            violation.
         reason: Why it is not applicable, or the expected-failure reason.
+        seconds: Time taken by the tests citing it (all runs).
     """
 
     clause: spec.Clause
@@ -118,6 +134,7 @@ class ClauseResult:
     tests: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     reason: str = ""
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """Return the result as JSON-ready data."""
@@ -131,6 +148,7 @@ class ClauseResult:
             "tests": self.tests,
             "evidence": self.evidence,
             "reason": self.reason,
+            "duration_s": round(self.seconds, 4),
         }
 
 
@@ -152,7 +170,10 @@ class Report:
         clauses: One result per clause, in `spec.CLAUSES` order.
         tests: One result per test run.
         measurements: Figures measured by the tests, by name.
-        errors: Problems outside any clause (e.g. the backend cannot be built).
+        errors: Problems outside any clause (e.g. the backend cannot be
+            built, or a test of the suite is broken).
+        repeat: How many times the selected tests ran (``--repeat``).
+        seed: The seed that shuffled their order, if any (``--seed``).
     """
 
     backend: str
@@ -169,6 +190,8 @@ class Report:
     tests: list[TestResult] = field(default_factory=list)
     measurements: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    repeat: int = 1
+    seed: int | None = None
 
     # -- queries ---------------------------------------------------------------
 
@@ -233,8 +256,11 @@ class Report:
         """Render the report as a table for a terminal.
 
         Args:
-            verbose: Show every test's outcome and the full evidence.
-            evidence_lines: Evidence lines shown per failing clause otherwise.
+            verbose: Show every clause's full text, every test's outcome and
+                time, and the full evidence.
+            evidence_lines: Evidence lines shown per failing clause otherwise:
+                the message, then the last trace lines (the violating event
+                and those just before it).
         """
         caps = ", ".join(self.capabilities) or "none"
         lines = [
@@ -245,7 +271,12 @@ class Report:
             f"contract:     {self.contract_version}    suite: {self.suite_version}"
             f"    python: {self.python}    platform: {self.platform}",
             f"started:      {self.started}    duration: {self.duration:.2f} s"
-            f"    tests: {len(self.tests)}",
+            f"    tests: {len(self.tests)}"
+            + (
+                f"    runs: {self.repeat} (seed {self.seed})"
+                if self.repeat > 1 or self.seed is not None
+                else ""
+            ),
             "",
             f"{'clause':<7} {'level':<6} {'outcome':<8} text",
         ]
@@ -257,11 +288,11 @@ class Report:
                 f"{result.clause.id:<7} {result.clause.level.value:<6} "
                 f"{result.outcome.value:<8} {text}"
             )
-            shown = result.evidence if verbose else result.evidence[:evidence_lines]
             if result.outcome in (Outcome.FAIL, Outcome.XFAIL, Outcome.XPASS):
+                shown = _evidence_shown(
+                    result.evidence, None if verbose else evidence_lines
+                )
                 lines.extend(f"{'':>23}{line}" for line in shown)
-                if len(shown) < len(result.evidence):
-                    lines.append(f"{'':>23}... (-v or --json for the whole trace)")
             if result.reason and (
                 verbose or result.outcome is not Outcome.NOT_APPLICABLE
             ):
@@ -276,9 +307,10 @@ class Report:
             lines.append("")
             lines.append("tests:")
             for test in self.tests:
+                run = f" (run {test.run})" if self.repeat > 1 else ""
                 lines.append(
-                    f"  {test.outcome.value:<8} {test.id} [{', '.join(test.clauses)}] "
-                    f"{test.duration:.2f} s {test.reason}"
+                    f"  {test.outcome.value:<8} {test.id}{run} "
+                    f"[{', '.join(test.clauses)}] {test.duration:.2f} s {test.reason}"
                 )
                 lines.extend(f"           {note}" for note in test.notes)
         for error in self.errors:
@@ -303,6 +335,8 @@ class Report:
             "platform": self.platform,
             "started": self.started,
             "duration_s": round(self.duration, 3),
+            "repeat": self.repeat,
+            "seed": self.seed,
             "conforms": self.ok,
             "counts": self.counts(),
             "clauses": [result.to_json() for result in self.clauses.values()],
@@ -340,23 +374,58 @@ class Report:
         ElementTree.SubElement(
             props, "property", name="capabilities", value=",".join(self.capabilities)
         )
+        ElementTree.SubElement(props, "property", name="repeat", value=str(self.repeat))
         for result in self.clauses.values():
             case = ElementTree.SubElement(
                 suite,
                 "testcase",
                 classname=f"conformance.{result.clause.area.name}",
                 name=f"{result.clause.id} [{result.clause.level.value}]",
+                time=f"{result.seconds:.3f}",
             )
             _junit_outcome(case, result)
+            citing = [t for t in self.tests if result.clause.id in t.clauses]
+            if citing:
+                # Per-test times: a clause's time is the sum of its tests'.
+                out = ElementTree.SubElement(case, "system-out")
+                out.text = "\n".join(
+                    f"{t.id}{f' (run {t.run})' if self.repeat > 1 else ''}: "
+                    f"{t.outcome.value} in {t.duration:.3f} s"
+                    for t in citing
+                )
         return ElementTree.tostring(suite, encoding="unicode")
+
+
+def _evidence_shown(evidence: list[str], limit: int | None) -> list[str]:
+    """The evidence lines to print: all, or the head and the trace's end.
+
+    The head (which test, the message) comes first; the trace is cut from
+    its start, so the violating event and the events just before it stay.
+    """
+    if limit is None or len(evidence) <= limit:
+        return list(evidence)
+    head = evidence[:2]
+    tail = evidence[len(evidence) - max(1, limit - len(head)) :]
+    cut = len(evidence) - len(head) - len(tail)
+    return [
+        *head,
+        f"  ... {cut} earlier line(s): -v or --json for the whole trace",
+        *tail,
+    ]
+
+
+def _failure_message(result: ClauseResult) -> str:
+    """The JUnit failure message: the reason, and the test that saw it."""
+    if len(result.evidence) >= 2 and result.evidence[0].startswith("in "):
+        where = result.evidence[0][3:].rstrip(":")
+        return f"{result.evidence[1].splitlines()[0]} (in {where})"
+    return result.evidence[0] if result.evidence else "failed"
 
 
 def _junit_outcome(case: ElementTree.Element, result: ClauseResult) -> None:
     text = "\n".join(result.evidence)
     if result.outcome is Outcome.FAIL:
-        node = ElementTree.SubElement(
-            case, "failure", message=result.evidence[0] if result.evidence else "failed"
-        )
+        node = ElementTree.SubElement(case, "failure", message=_failure_message(result))
         node.text = text
     elif result.outcome is Outcome.XPASS:
         ElementTree.SubElement(

@@ -2,17 +2,10 @@
 
 Every test runs in its own thread with its own event loop, so a backend that
 blocks the loop (or hangs in any other way) costs one failed clause and the
-test's deadline, never the whole run. Around each test the runner:
-
-1. builds a backend from the factory (awaiting an async factory), points its
-   ``_work_dir`` (when it has one) at a fresh temporary directory;
-2. wraps it in a `ContractMonitor` inside a `Harness` and runs the body with
-   a deadline;
-3. shuts the backend down (even on failure, with a deadline: SD-4), lets
-   blocking tasks go, checks that no child process it started survives
-   (SD-5), and kills any that does;
-4. turns what the monitor recorded and what the body raised into failures,
-   each naming its clause.
+test's deadline, never the whole run. `conformance._execute` runs one test
+(set up, body, teardown); this module runs the selected tests (``repeat``
+times, in a shuffled order when a seed is given), and turns their results
+into one outcome per clause.
 """
 
 from __future__ import annotations
@@ -21,19 +14,16 @@ import asyncio
 import contextlib
 import datetime
 import platform
-import shutil
-import tempfile
+import random
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import spec
 from conformance import processes
-from conformance.errors import ContractViolation, recent
-from conformance.harness import Harness, NotApplicable
+from conformance._execute import BUILD_DEADLINE, EXIT_GRACE, SHUTDOWN_DEADLINE, execute
+from conformance.errors import ContractViolation
 from conformance.registry import DRY_RUN_EXEMPT, Case, cases
 from conformance.report import ClauseResult, Failure, Outcome, Report, TestResult
 from conformance.target import BackendFactory, build_backend, describe, load_target
@@ -48,197 +38,11 @@ __all__ = [
     "select",
 ]
 
-BUILD_DEADLINE = 10.0
-"""Seconds the factory may take to produce a backend."""
-
-SHUTDOWN_DEADLINE = 10.0
-"""Seconds the teardown's ``shutdown()`` may take (SD-4)."""
-
-_EXIT_GRACE = 5.0
-"""Seconds child processes get to exit after shutdown and release."""
-
 
 def _suite_version() -> str:
     from conformance import __version__
 
     return __version__
-
-
-async def _shutdown_raw(backend: Any) -> None:
-    # Teardown of a backend whose test already failed: nothing more to learn.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(backend.shutdown(), SHUTDOWN_DEADLINE)
-
-
-async def _execute(case: Case, factory: BackendFactory, deadline: float) -> TestResult:
-    """Run one test in the current event loop; see the module docstring."""
-    began = time.monotonic()
-    baseline = processes.descendants()
-    work_dir = Path(tempfile.mkdtemp(prefix="conformance-"))
-    primary: ContractViolation | None = None
-    teardown: list[ContractViolation] = []
-    reason = ""
-    completed = False
-    harness: Harness | None = None
-    backend: Any = None
-    try:
-        try:
-            backend = await asyncio.wait_for(build_backend(factory), BUILD_DEADLINE)
-        except asyncio.TimeoutError:
-            primary = ContractViolation(
-                "LC-1",
-                f"the factory did not return a backend within {BUILD_DEADLINE} s",
-            )
-        except Exception as exc:
-            primary = ContractViolation("LC-1", f"the factory raised {exc!r}")
-        if backend is not None:
-            try:
-                capabilities = spec.capabilities_of(backend)
-            except TypeError as exc:
-                primary = ContractViolation("LC-1", f"bad capabilities: {exc}")
-                backend_usable = False
-            else:
-                backend_usable = True
-        if backend is not None and backend_usable:
-            why_not = case.why_not(capabilities)
-            if why_not is not None:
-                raise NotApplicable(why_not)
-            if hasattr(backend, "_work_dir"):
-                backend._work_dir = str(work_dir)
-            try:
-                harness = Harness(
-                    backend, work_dir, time.monotonic() + deadline, factory=factory
-                )
-                harness.baseline = baseline
-            except Exception as exc:
-                # Wrapping the backend calls only register_callback.
-                primary = ContractViolation(
-                    "LC-4", f"register_callback(func) raised {exc!r}"
-                )
-        if harness is not None:
-            try:
-                # A grace second on top: the harness's own waits end first and
-                # name a precise clause; this only catches a body stuck elsewhere.
-                await asyncio.wait_for(case.func(harness), deadline + 1.0)
-                completed = True
-            except ContractViolation as exc:
-                primary = exc
-            except asyncio.TimeoutError:
-                primary = ContractViolation(
-                    case.clauses[0],
-                    f"test did not finish within its {deadline:.1f} s deadline "
-                    "(the backend hangs)",
-                    recent(harness.monitor.events),
-                )
-            except NotApplicable:
-                raise
-            except Exception as exc:
-                lines = traceback.format_exception(exc)[-6:]
-                primary = ContractViolation(
-                    case.clauses[0],
-                    f"unexpected {type(exc).__name__}: {exc}\n"
-                    + "".join(lines).rstrip(),
-                    recent(harness.monitor.events),
-                )
-    except NotApplicable as exc:
-        reason = str(exc)
-    finally:
-        spawned = {
-            pid: info
-            for pid, info in processes.descendants().items()
-            if pid not in baseline
-        }
-        if harness is not None:
-            if not harness.monitor._cm_shut_down:
-                try:
-                    await asyncio.wait_for(
-                        harness.backend.shutdown(), SHUTDOWN_DEADLINE
-                    )
-                except asyncio.TimeoutError:
-                    teardown.append(
-                        ContractViolation(
-                            "SD-4",
-                            f"shutdown() did not return within {SHUTDOWN_DEADLINE} s",
-                            recent(harness.monitor.events),
-                        )
-                    )
-                except Exception:  # recorded by the monitor as SD-1
-                    pass
-            harness.release_all()
-        elif backend is not None:
-            await _shutdown_raw(backend)
-        spawned.update(
-            (pid, info)
-            for pid, info in processes.descendants().items()
-            if pid not in baseline
-        )
-        survivors = await processes.wait_gone(spawned, _EXIT_GRACE)
-        if survivors:
-            shown = processes.describe(survivors)
-            teardown.append(
-                ContractViolation(
-                    "SD-5",
-                    f"{len(survivors)} child process(es) still alive "
-                    f"{_EXIT_GRACE:.0f} s after shutdown() returned: {shown}",
-                )
-            )
-            processes.kill(survivors)
-        shutil.rmtree(work_dir, ignore_errors=True)
-    result = _result(case, harness, primary, teardown, reason, time.monotonic() - began)
-    result.completed = completed
-    return result
-
-
-def _result(
-    case: Case,
-    harness: Harness | None,
-    primary: ContractViolation | None,
-    teardown: list[ContractViolation],
-    reason: str,
-    duration: float,
-) -> TestResult:
-    recorded = harness.monitor.violations if harness is not None else []
-    if harness is not None:
-        teardown = harness.soft_failures + teardown
-    # What the monitor recorded is the root cause; an assertion or timeout that
-    # followed is usually its echo, so it is kept as evidence, not as a failure.
-    if recorded:
-        causes = recorded + teardown
-        if primary is not None and primary.clause_id not in {
-            v.clause_id for v in causes
-        }:
-            causes[0] = ContractViolation(
-                causes[0].clause_id,
-                f"{causes[0].message} (then: {primary})",
-                causes[0].trace,
-            )
-    else:
-        causes = ([primary] if primary is not None else []) + teardown
-    failures: list[Failure] = []
-    seen: set[str] = set()
-    for violation in causes:
-        if violation.clause_id in seen:
-            continue
-        seen.add(violation.clause_id)
-        failures.append(
-            Failure(violation.clause_id, violation.message, tuple(violation.evidence()))
-        )
-    if failures:
-        outcome = Outcome.FAIL
-    elif reason:
-        outcome = Outcome.NOT_APPLICABLE
-    else:
-        outcome = Outcome.PASS
-    return TestResult(
-        case.id,
-        case.clauses,
-        outcome,
-        duration,
-        failures,
-        reason,
-        dict(harness.measurements) if harness is not None else {},
-        list(harness.notes) if harness is not None else [],
-    )
 
 
 def _in_thread(func: Callable[[], Any], name: str, limit: float) -> tuple[bool, Any]:
@@ -258,7 +62,11 @@ def _in_thread(func: Callable[[], Any], name: str, limit: float) -> tuple[bool, 
 
 
 def run_case(
-    case: Case, factory: BackendFactory, *, deadline_scale: float = 1.0
+    case: Case,
+    factory: BackendFactory,
+    *,
+    deadline_scale: float = 1.0,
+    seed: int | None = None,
 ) -> TestResult:
     """Run one test on a fresh backend, in its own thread and event loop.
 
@@ -267,6 +75,7 @@ def run_case(
         factory: Builds the backend.
         deadline_scale: Multiplies the test's deadline (e.g. 0.2 to fail a
             hanging backend faster, 3 for a slow machine).
+        seed: Given to the test (``h.seed``) for what it randomises.
 
     Returns:
         Its result; a test whose thread is still stuck after its deadline (a
@@ -274,10 +83,10 @@ def run_case(
     """
     baseline = processes.descendants()
     deadline = case.deadline * deadline_scale
-    limit = BUILD_DEADLINE + deadline + SHUTDOWN_DEADLINE + _EXIT_GRACE + 5.0
+    limit = BUILD_DEADLINE + deadline + SHUTDOWN_DEADLINE + EXIT_GRACE + 5.0
     began = time.monotonic()
     finished, value = _in_thread(
-        lambda: asyncio.run(_execute(case, factory, deadline)), "test-loop", limit
+        lambda: asyncio.run(execute(case, factory, deadline, seed)), "test-loop", limit
     )
     if finished and isinstance(value, TestResult):
         return value
@@ -298,6 +107,7 @@ def run_case(
         Outcome.FAIL,
         time.monotonic() - began,
         [Failure(violation.clause_id, message, tuple(violation.evidence()))],
+        stopped_by=violation.clause_id,
     )
 
 
@@ -321,7 +131,12 @@ def _clause_result(
     has_tests: bool,
 ) -> ClauseResult:
     citing = [r for r in results if found.id in r.clauses]
-    result = ClauseResult(found, Outcome.UNTESTED, [r.id for r in citing])
+    result = ClauseResult(
+        found,
+        Outcome.UNTESTED,
+        list(dict.fromkeys(r.id for r in citing)),
+        seconds=sum(r.duration for r in citing),
+    )
     if found.capability is not None and found.capability not in capabilities:
         result.outcome = Outcome.NOT_APPLICABLE
         result.reason = f"the backend does not declare {found.capability.value}"
@@ -337,28 +152,37 @@ def _clause_result(
         if f.clause_id == found.id and r.outcome in (Outcome.FAIL, Outcome.XFAIL)
     ]
     real = [(r, f) for r, f in broken if r.outcome is Outcome.FAIL]
-    # A test that failed before reaching its end never checked its other clauses.
-    blocker = next(
-        (r for r in citing if r.outcome is Outcome.FAIL and not r.completed), None
-    )
+    # A test stopped before its end never checked the rest of its clauses.
+    blocker = next((r for r in citing if r.stopped_by or r.error), None)
     if real or broken:
         test, failure = (real or broken)[0]
         result.outcome = Outcome.FAIL if real else Outcome.XFAIL
-        result.evidence = [f"in {test.id}:", *failure.evidence]
+        result.evidence = [f"in {_run_name(test)}:", *failure.evidence]
         result.reason = "" if real else test.reason
+        runs = {r.run for r in results}
+        if len(runs) > 1:
+            failed_in = {r.run for r, _ in broken}
+            result.reason = f"failed in {len(failed_in)} of {len(runs)} runs" + (
+                f"; {result.reason}" if result.reason else ""
+            )
     elif not has_tests:
         result.reason = "the suite has no test for this clause"
     elif not citing:
         result.outcome = Outcome.NOT_APPLICABLE
         result.reason = "no test selected"
     elif blocker is not None:
-        result.outcome = Outcome.BLOCKED
-        result.reason = f"{blocker.id} failed on {blocker.failures[0].clause_id} first"
-    elif any(
-        r.outcome in (Outcome.PASS, Outcome.XPASS)
-        or (r.outcome is Outcome.FAIL and r.completed)
-        for r in citing
-    ):
+        why = (
+            "is broken (a suite error)"
+            if blocker.error
+            else f"stopped on {blocker.stopped_by} first"
+        )
+        result.reason = f"{_run_name(blocker)} {why}"
+        # Another test checked it to its end: judged on that evidence.
+        complete = any(r.completed for r in citing)
+        result.outcome = Outcome.PASS if complete else Outcome.BLOCKED
+        if complete:
+            result.reason = f"not checked by {result.reason}"
+    elif any(r.completed for r in citing):
         result.outcome = Outcome.PASS
     else:
         result.outcome = Outcome.NOT_APPLICABLE
@@ -367,6 +191,10 @@ def _clause_result(
     if reason is not None and result.outcome in _EXPECTED:
         result.outcome, result.reason = _EXPECTED[result.outcome], reason
     return result
+
+
+def _run_name(result: TestResult) -> str:
+    return result.id if result.run == 1 else f"{result.id} (run {result.run})"
 
 
 def probe(factory: BackendFactory) -> tuple[Any, str | None]:
@@ -383,7 +211,9 @@ def probe(factory: BackendFactory) -> tuple[Any, str | None]:
             caps = sorted(c.value for c in spec.capabilities_of(backend))
             return f"{kind.__module__}.{kind.__qualname__}", str(backend.name), caps
         finally:
-            await _shutdown_raw(backend)
+            # Only the header is wanted here; the tests judge the shutdown.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(backend.shutdown(), SHUTDOWN_DEADLINE)
 
     finished, value = _in_thread(
         lambda: asyncio.run(build()),
@@ -419,6 +249,8 @@ def run(
     expected_failures: Mapping[str, str] | None = None,
     progress: Callable[[TestResult], None] | None = None,
     deadline_scale: float = 1.0,
+    repeat: int = 1,
+    seed: int | None = None,
 ) -> Report:
     """Run the conformance suite against a backend and return the report.
 
@@ -434,6 +266,11 @@ def run(
             `conformance.expectations`).
         progress: Called with each test's result as it finishes.
         deadline_scale: Multiplies every test's deadline (see `run_case`).
+        repeat: Run the selected tests this many times (to flush out races);
+            a clause fails if it failed in any run.
+        seed: Shuffle the order of the tests in every run with this seed
+            (and give it to the tests that randomise, such as the stateful
+            one); ``None`` keeps the registry's order.
 
     Returns:
         The report; ``report.ok`` / ``report.exit_code`` give the verdict and
@@ -441,7 +278,10 @@ def run(
 
     Raises:
         KeyError: A selected clause does not exist.
+        ValueError: ``repeat`` is not a positive int.
     """
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a positive int, not {repeat!r}")
     label = target if isinstance(target, str) else describe(target)
     factory = load_target(target) if isinstance(target, str) else target
     expected = dict(expected_failures or {})
@@ -462,24 +302,33 @@ def run(
         started=datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),
+        repeat=repeat,
+        seed=seed,
     )
     if error is not None:
         report.errors.append(error)
         chosen = []
-    for case in chosen:
-        why_not = case.why_not(capabilities)
-        if why_not is not None:
-            result = TestResult(
-                case.id, case.clauses, Outcome.NOT_APPLICABLE, reason=why_not
+    shuffler = random.Random(seed)
+    for run_number in range(1, repeat + 1):
+        order = list(chosen)
+        if seed is not None:
+            shuffler.shuffle(order)
+        for case in order:
+            result = _run_one(
+                case,
+                factory,
+                capabilities,
+                expected,
+                deadline_scale,
+                None if seed is None else seed + run_number - 1,
             )
-        else:
-            result = apply_expected(
-                run_case(case, factory, deadline_scale=deadline_scale), expected
-            )
-        report.tests.append(result)
-        report.measurements.update(result.measurements)
-        if progress is not None:
-            progress(result)
+            result.run = run_number
+            report.tests.append(result)
+            report.measurements.update(result.measurements)
+            if result.error:
+                report.errors.append(result.error)
+            if progress is not None:
+                progress(result)
     cited = {c for case in cases() for c in case.clauses}
     # A selected test may find an unselected clause broken (the monitor
     # watches everything): report that clause too, rather than hide it.
@@ -499,3 +348,19 @@ def run(
         )
     report.duration = time.monotonic() - began
     return report
+
+
+def _run_one(
+    case: Case,
+    factory: BackendFactory,
+    capabilities: frozenset[spec.Capability],
+    expected: Mapping[str, str],
+    deadline_scale: float,
+    seed: int | None,
+) -> TestResult:
+    why_not = case.why_not(capabilities)
+    if why_not is not None:
+        return TestResult(case.id, case.clauses, Outcome.NOT_APPLICABLE, reason=why_not)
+    return apply_expected(
+        run_case(case, factory, deadline_scale=deadline_scale, seed=seed), expected
+    )

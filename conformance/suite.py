@@ -92,6 +92,10 @@ class ConformanceSuite:
             for f in result.failures
             if f.clause_id in spec.CLAUSES
         )
+        if result.error:
+            pytest.fail(
+                f"the conformance test is broken: {result.error}", pytrace=False
+            )
         if result.outcome is Outcome.NOT_APPLICABLE:
             pytest.skip(f"not applicable: {result.reason}")
         if result.outcome is Outcome.XFAIL or (

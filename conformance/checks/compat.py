@@ -7,10 +7,10 @@ from typing import Any
 
 import spec
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 
-@clause("CP-1")
+@cites("CP-1")
 async def engine_attributes(h: Harness) -> None:
     """``_work_dir`` (str), ``is_attached`` (bool), ``attached_to`` (list), writable."""
     raw: Any = h.raw
@@ -20,7 +20,7 @@ async def engine_attributes(h: Harness) -> None:
         ("attached_to", list),
     ):
         value = getattr(raw, name, None)
-        h.check(
+        h.expect(
             isinstance(value, kind),
             "CP-1",
             f"{name} is {value!r}, not a {kind.__name__}",
@@ -30,24 +30,24 @@ async def engine_attributes(h: Harness) -> None:
     raw._work_dir = target
     raw.is_attached = True
     raw.attached_to.append("engine-0001")
-    h.check(
+    h.expect(
         raw._work_dir == target, "CP-1", "_work_dir did not keep the engine's value"
     )
-    h.check(raw.is_attached is True, "CP-1", "is_attached did not keep True")
-    h.check(
+    h.expect(raw.is_attached is True, "CP-1", "is_attached did not keep True")
+    h.expect(
         raw.attached_to[-1] == "engine-0001",
         "CP-1",
         f"attached_to is {raw.attached_to!r} after the engine appended to it",
     )
 
 
-@clause("CP-2")
+@cites("CP-2")
 async def data_linking_hooks(h: Harness) -> None:
     """The data-linking flags are bools and the hooks accept the engine's calls."""
     raw: Any = h.raw
     for flag in ("supports_implicit_data_linking", "supports_explicit_data_linking"):
         value = getattr(raw, flag, None)
-        h.check(isinstance(value, bool), "CP-2", f"{flag} is {value!r}, not a bool")
+        h.expect(isinstance(value, bool), "CP-2", f"{flag} is {value!r}, not a bool")
     src = dict(h.runnable_task(), metadata={"output_files": ["out.txt"]})
     dst = dict(h.runnable_task(), metadata={"input_files": ["out.txt"]})
     calls: tuple[tuple[str, tuple[Any, ...], dict[str, Any]], ...] = (
@@ -92,7 +92,7 @@ async def data_linking_hooks(h: Harness) -> None:
             h.fail("CP-2", f"{name}(*{args!r}, **{kwargs!r}) raised {exc!r}")
 
 
-@clause("CP-3")
+@cites("CP-3")
 async def build_task_hook(h: Harness) -> None:
     """``build_task(uid, task_desc, task_specific_kwargs)`` accepts the call."""
     task = h.runnable_task()
@@ -101,7 +101,7 @@ async def build_task_hook(h: Harness) -> None:
     except Exception as exc:
         h.fail("CP-3", f"build_task(uid, task_desc, {{}}) raised {exc!r}")
     states = await h.run([task])
-    h.check(
+    h.expect(
         states[task["uid"]] is spec.TaskState.DONE,
         "CP-3",
         f"a task passed through build_task ended {states[task['uid']]}",

@@ -21,7 +21,7 @@ from typing import Any
 import spec
 from conformance import _payloads
 from conformance.harness import Blocker, Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 
@@ -36,7 +36,7 @@ _HEALTHY = 8
 """Healthy tasks around the failing ones."""
 
 
-@clause("RS-12", requires=[_C.FUNCTIONS], deadline=30.0)
+@cites("RS-12", requires=[_C.FUNCTIONS], deadline=30.0)
 async def worker_death_fails_only_its_task(h: Harness) -> None:
     """A worker that dies, and a result that cannot be loaded, fail only their task."""
     healthy = [h.function_task(_payloads.nap, i, 0.02) for i in range(_HEALTHY)]
@@ -105,13 +105,13 @@ def _check_healthy(h: Harness, tasks: list[dict[str, Any]], when: str) -> None:
         )
 
 
-@clause("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
+@cites("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
 async def cancel_stops_a_running_sync_function(h: Harness) -> None:
     """Cancelling a running sync function stops it: its later write never happens."""
     await _cancel_and_watch(h, _payloads.write_later, "sync")
 
 
-@clause("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
+@cites("CN-8", requires=[_C.FUNCTIONS], deadline=30.0)
 async def cancel_stops_a_running_async_function(h: Harness) -> None:
     """Cancelling a running ``async def`` function stops it the same way."""
     await _cancel_and_watch(h, _payloads.async_write_later, "async")

@@ -14,7 +14,7 @@ from typing import Any
 import spec
 from conformance import _payloads
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 _HOLD = 0.2
@@ -109,7 +109,7 @@ async def _run_spans(h: Harness, tasks: list[dict[str, Any]], clause_id: str) ->
         )
 
 
-@clause("RQ-1")
+@cites("RQ-1")
 async def running_requests_fit_the_capacity(h: Harness) -> None:
     """Tasks asking for half the cores each never run more than two at once."""
     capacity = _capacity(h, "RQ-1")
@@ -129,7 +129,7 @@ async def running_requests_fit_the_capacity(h: Harness) -> None:
         )
 
 
-@clause("RQ-2")
+@cites("RQ-2")
 async def oversized_request_fails_at_once(h: Harness) -> None:
     """A request for more than the whole capacity is FAILED promptly."""
     capacity = _capacity(h, "RQ-2")
@@ -165,7 +165,7 @@ async def oversized_request_fails_at_once(h: Harness) -> None:
         )
 
 
-@clause("RQ-3")
+@cites("RQ-3")
 async def malformed_request_fails_naming_it(h: Harness) -> None:
     """Each malformed request is FAILED with an error naming key and value."""
     tasks = []
@@ -192,7 +192,7 @@ async def malformed_request_fails_naming_it(h: Harness) -> None:
         )
 
 
-@clause("RQ-4", requires=[_C.EXECUTABLES])
+@cites("RQ-4", requires=[_C.EXECUTABLES])
 async def gpus_are_exclusive(h: Harness) -> None:
     """Executables asking for one GPU each see one, never one in use by another."""
     capacity = _capacity(h, "RQ-4")
@@ -222,7 +222,7 @@ async def gpus_are_exclusive(h: Harness) -> None:
                 )
 
 
-@clause("RQ-5")
+@cites("RQ-5")
 async def large_request_is_not_starved(h: Harness) -> None:
     """A whole-capacity task runs although one-core tasks keep arriving."""
     capacity = _capacity(h, "RQ-5")

@@ -14,7 +14,7 @@ from typing import Any
 
 import spec
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 
@@ -74,7 +74,7 @@ def _quick_task(h: Harness, index: int) -> dict[str, Any]:
     return task
 
 
-@clause("SC-1")
+@cites("SC-1")
 async def finished_tasks_released(h: Harness) -> None:
     """Once reported terminal, a task dict is no longer referenced by the backend."""
     tasks = [_TrackedTask(h.runnable_task()) for _ in range(20)]
@@ -94,19 +94,39 @@ async def finished_tasks_released(h: Harness) -> None:
         if not alive:
             break
         await asyncio.sleep(0.05)
-    h.check(
+    h.expect(
         not alive,
         "SC-1",
         f"{alive} of {len(refs)} finished task dicts are still referenced",
     )
 
 
-@clause("SC-2", deadline=60.0)
+@cites("SC-2", "SC-3", deadline=60.0)
 async def ten_thousand_tasks(h: Harness) -> None:
-    """A batch of 10,000 tasks is accepted and every task reaches a terminal state."""
+    """A 10,000-task batch: a responsive loop, then every task terminal.
+
+    The submit may stall the loop at most 50 ms at a time (SC-3), and every
+    task reaches a terminal state, DONE for these quick tasks (SC-2). One
+    batch serves both clauses, so a slow backend runs 10,000 tasks once.
+    """
     tasks = [_quick_task(h, i) for i in range(BIG_BATCH)]
     started = time.perf_counter()
-    states = await h.run(tasks)
+    stall = await _submit_measuring_stall(h, tasks)
+    overhead = h.backend.submit_overhead
+    stall_ms = max(0.0, stall - overhead) * 1000
+    h.measure("SC-3 max loop stall during a 10,000-task submit (ms)", stall_ms)
+    h.measure("SC-3 monitor bookkeeping excluded (ms)", overhead * 1000)
+    h.note(
+        f"max loop stall {stall_ms:.1f} ms (bound {STALL_BOUND_MS:.0f} ms; "
+        f"{overhead * 1000:.1f} ms of monitor bookkeeping excluded)"
+    )
+    h.expect(
+        stall_ms <= STALL_BOUND_MS,
+        "SC-3",
+        f"the event loop stalled {stall_ms:.1f} ms during the submit "
+        f"(bound {STALL_BOUND_MS:.0f} ms)",
+    )
+    states = await h.wait_terminal([t["uid"] for t in tasks], clause_id="SC-2")
     h.measure(
         "SC-2 10,000-task batch, submit to last state (s)",
         time.perf_counter() - started,
@@ -114,7 +134,7 @@ async def ten_thousand_tasks(h: Harness) -> None:
     not_done = [
         uid for uid, state in states.items() if state is not spec.TaskState.DONE
     ]
-    h.check(
+    h.expect(
         not not_done,
         "SC-2",
         f"{len(not_done)} of {BIG_BATCH} quick tasks did not end DONE "
@@ -122,10 +142,8 @@ async def ten_thousand_tasks(h: Harness) -> None:
     )
 
 
-@clause("SC-3", deadline=60.0)
-async def submit_keeps_loop_responsive(h: Harness) -> None:
-    """Submitting 10,000 tasks stalls the event loop for at most 50 ms at a time."""
-    tasks = [_quick_task(h, i) for i in range(BIG_BATCH)]
+async def _submit_measuring_stall(h: Harness, tasks: list[dict[str, Any]]) -> float:
+    """Submit ``tasks``; return the longest the loop stood still meanwhile (s)."""
     worst = 0.0
     last = time.perf_counter()
     stop = asyncio.Event()
@@ -154,23 +172,9 @@ async def submit_keeps_loop_responsive(h: Harness) -> None:
         stall = max(worst, time.perf_counter() - last - beat)
     finally:
         gc.enable()
-    stop.set()
-    await ticker
-    overhead = h.monitor.submit_overhead
-    stall_ms = max(0.0, stall - overhead) * 1000
-    h.measure("SC-3 max loop stall during a 10,000-task submit (ms)", stall_ms)
-    h.measure("SC-3 monitor bookkeeping excluded (ms)", overhead * 1000)
-    h.note(
-        f"max loop stall {stall_ms:.1f} ms (bound {STALL_BOUND_MS:.0f} ms; "
-        f"{overhead * 1000:.1f} ms of monitor bookkeeping excluded)"
-    )
-    await h.wait_terminal([t["uid"] for t in tasks], clause_id="SC-2")
-    h.check(
-        stall_ms <= STALL_BOUND_MS,
-        "SC-3",
-        f"the event loop stalled {stall_ms:.1f} ms during the submit "
-        f"(bound {STALL_BOUND_MS:.0f} ms)",
-    )
+        stop.set()
+        await ticker
+    return stall
 
 
 async def _started_plateau(h: Harness, marks: Path, quiet: float = 0.3) -> int:
@@ -187,7 +191,7 @@ async def _started_plateau(h: Harness, marks: Path, quiet: float = 0.3) -> int:
     return count
 
 
-@clause("SC-4", deadline=60.0)
+@cites("SC-4", deadline=60.0)
 async def many_executables(h: Harness) -> None:
     """Hundreds of executables in one batch all finish; descriptors last."""
     if h.has(_C.DRY_RUN):
@@ -213,7 +217,7 @@ async def many_executables(h: Harness) -> None:
     h.note(f"{peak} of {MANY_EXECUTABLES} gated executables ran at once")
     failed = [t for t in tasks if states[t["uid"]] is not spec.TaskState.DONE]
     example = failed[0].get("exception") if failed else None
-    h.check(
+    h.expect(
         not failed,
         "SC-4",
         f"{len(failed)} of {MANY_EXECUTABLES} executables did not end DONE "

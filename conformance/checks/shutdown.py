@@ -7,12 +7,12 @@ import asyncio
 import spec
 from conformance import processes
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 
 
-@clause("SD-1")
+@cites("SD-1")
 async def shutdown_idempotent(h: Harness) -> None:
     """A second (and third) ``shutdown()`` returns without error."""
     task = h.runnable_task()
@@ -24,7 +24,7 @@ async def shutdown_idempotent(h: Harness) -> None:
             h.fail("SD-1", f"shutdown() call {attempt + 1} raised {exc!r}")
 
 
-@clause("SD-2")
+@cites("SD-2")
 async def shutdown_cancels_unfinished(h: Harness) -> None:
     """Every unfinished task is reported CANCELED before ``shutdown()`` returns."""
     if h.can_block():
@@ -39,14 +39,14 @@ async def shutdown_cancels_unfinished(h: Harness) -> None:
     for task in tasks:
         uid = task["uid"]
         states = [s for s in h.delivered(uid) if spec.is_terminal(s)]
-        h.check(
+        h.expect(
             len(states) == 1,
             "SD-2",
             f"after shutdown() returned, the task has terminal states {states}",
             uid,
         )
         if h.can_block():
-            h.check(
+            h.expect(
                 states == [spec.TaskState.CANCELED],
                 "SD-2",
                 f"an unfinished task was reported {states}, not CANCELED",
@@ -54,7 +54,7 @@ async def shutdown_cancels_unfinished(h: Harness) -> None:
             )
 
 
-@clause("SD-3")
+@cites("SD-3")
 async def silent_after_shutdown(h: Harness) -> None:
     """No callback comes after ``shutdown()`` returns, even as work winds down."""
     tasks = [h.runnable_task() for _ in range(3)]
@@ -69,14 +69,14 @@ async def silent_after_shutdown(h: Harness) -> None:
         await asyncio.sleep(0)
     await asyncio.sleep(0.3)
     later = sum(len(s) for s in h.states.values())
-    h.check(
+    h.expect(
         later == count,
         "SD-3",
         f"{later - count} state(s) delivered after shutdown() returned",
     )
 
 
-@clause("SD-4")
+@cites("SD-4")
 async def shutdown_bounded_with_stuck_task(h: Harness) -> None:
     """``shutdown()`` returns in bounded time while a task is stuck running."""
     if not h.can_block():
@@ -85,15 +85,19 @@ async def shutdown_bounded_with_stuck_task(h: Harness) -> None:
     await h.submit([blocker.task])
     await h.wait_started(blocker, "SD-4")
     await h.shutdown("SD-4", timeout=10.0)
-    h.check(
-        h.final(blocker.uid) is spec.TaskState.CANCELED,
+    # No terminal state at all is SD-2's failure (the monitor records it);
+    # DONE or FAILED means shutdown() waited for the stuck task to end.
+    ended = [s for s in h.delivered(blocker.uid) if spec.is_terminal(s)]
+    h.expect(
+        ended in ([], [spec.TaskState.CANCELED]),
         "SD-4",
-        f"the stuck task was reported {h.final(blocker.uid)}",
+        f"the stuck task was reported {[str(s) for s in ended]}: shutdown() "
+        "waited for it instead of canceling it",
         blocker.uid,
     )
 
 
-@clause("SD-5")
+@cites("SD-5")
 async def no_child_outlives_shutdown(h: Harness) -> None:
     """Child processes (and their children) are gone when ``shutdown()`` returns.
 
@@ -124,7 +128,7 @@ async def no_child_outlives_shutdown(h: Harness) -> None:
         await h.shutdown()
         # Killed processes may need a moment to be reaped; a short grace only.
         survivors = await h.wait_gone(procs, grace=2.0)
-        h.check(
+        h.expect(
             not survivors,
             "SD-5",
             f"{len(survivors)} process(es) survived shutdown(): "

@@ -13,7 +13,7 @@ from typing import Any
 import spec
 from conformance import _payloads
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 _RESULT_KEYS = ("return_value", "stdout", "stderr", "exception", "exit_code")
@@ -34,14 +34,14 @@ def _mixed_batch(h: Harness) -> list[dict[str, Any]]:
     return batch
 
 
-@clause("ST-1")
+@cites("ST-1")
 async def states_are_members(h: Harness) -> None:
     """Every delivered state is a ``spec.TaskState`` member."""
     batch = _mixed_batch(h)
     await h.run(batch)
     for uid, states in h.states.items():
         for state in states:
-            h.check(
+            h.expect(
                 isinstance(state, spec.TaskState),
                 "ST-1",
                 f"delivered {state!r} ({type(state).__name__}), not a TaskState",
@@ -49,7 +49,7 @@ async def states_are_members(h: Harness) -> None:
             )
 
 
-@clause("ST-2", "ST-3")
+@cites("ST-2", "ST-3")
 async def one_terminal_state(h: Harness) -> None:
     """Each task gets one terminal state; RUNNING at most once, before it."""
     batch = _mixed_batch(h)
@@ -62,19 +62,19 @@ async def one_terminal_state(h: Harness) -> None:
         uid = task["uid"]
         states = [spec.TaskState(s) for s in h.delivered(uid)]
         terminal = [s for s in states if s in spec.TERMINAL_STATES]
-        h.check(
+        h.expect(
             len(terminal) == 1,
             "ST-2",
             f"task reported {len(terminal)} terminal states: {states}",
             uid,
         )
-        h.check(
+        h.expect(
             states.count(spec.TaskState.RUNNING) <= 1,
             "ST-3",
             f"RUNNING reported more than once: {states}",
             uid,
         )
-        h.check(
+        h.expect(
             states[-1] in spec.TERMINAL_STATES,
             "ST-3",
             f"something was reported after the terminal state: {states}",
@@ -82,7 +82,7 @@ async def one_terminal_state(h: Harness) -> None:
         )
 
 
-@clause("ST-4")
+@cites("ST-4")
 async def callback_on_loop_thread(h: Harness) -> None:
     """Every state is delivered on the thread of the submitting event loop."""
     batch = _mixed_batch(h)
@@ -90,7 +90,7 @@ async def callback_on_loop_thread(h: Harness) -> None:
     loop_thread = threading.get_ident()
     for task in batch:
         uid = task["uid"]
-        h.check(
+        h.expect(
             h.threads.get(uid) == loop_thread,
             "ST-4",
             "a state was delivered off the event-loop thread",
@@ -98,7 +98,7 @@ async def callback_on_loop_thread(h: Harness) -> None:
         )
 
 
-@clause("ST-5")
+@cites("ST-5")
 async def no_delivery_inside_calls(h: Harness) -> None:
     """No state is delivered from inside ``submit_tasks`` or ``cancel_task``."""
     # The monitor times every synchronous step of submit_tasks and
@@ -119,7 +119,7 @@ async def no_delivery_inside_calls(h: Harness) -> None:
     await h.wait_terminal(t["uid"] for t in batch)
 
 
-@clause("ST-6")
+@cites("ST-6")
 async def same_dict_with_results(h: Harness) -> None:
     """The callback gets the submitted dict object, with the results in it."""
     batch = _mixed_batch(h)
@@ -134,13 +134,13 @@ async def same_dict_with_results(h: Harness) -> None:
     h.also_call(None)
     for task in batch:
         uid = task["uid"]
-        h.check(
+        h.expect(
             delivered.get(uid) is task,
             "ST-6",
             "the callback received a different object than the submitted dict",
             uid,
         )
-        h.check(
+        h.expect(
             any(key in task for key in _RESULT_KEYS),
             "ST-6",
             f"no result key ({', '.join(_RESULT_KEYS)}) was written into the task",
@@ -148,7 +148,7 @@ async def same_dict_with_results(h: Harness) -> None:
         )
 
 
-@clause("ST-7")
+@cites("ST-7")
 async def raising_callback_tolerated(h: Harness) -> None:
     """A callback that raises does not stop the backend or lose other tasks."""
     raised: list[str] = []
@@ -165,12 +165,12 @@ async def raising_callback_tolerated(h: Harness) -> None:
     finally:
         # Else the teardown's shutdown() would hit it too, and blame SD-1.
         h.also_call(None)
-    h.check(raised, "ST-7", "the raising callback was never called")
+    h.expect(raised, "ST-7", "the raising callback was never called")
     more = [h.runnable_task() for _ in range(3)]
     await h.submit(more)
     states.update(await h.wait_terminal([t["uid"] for t in more], clause_id="ST-7"))
     for uid, state in states.items():
-        h.check(
+        h.expect(
             state is spec.TaskState.DONE,
             "ST-7",
             f"after callbacks raised, a task ended {state}",
@@ -178,7 +178,7 @@ async def raising_callback_tolerated(h: Harness) -> None:
         )
 
 
-@clause("ST-8")
+@cites("ST-8")
 async def callback_raising_cancelled_error_tolerated(h: Harness) -> None:
     """A callback raising ``asyncio.CancelledError`` loses no other task's report.
 

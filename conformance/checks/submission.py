@@ -9,7 +9,7 @@ import spec
 from conformance import _payloads
 from conformance.checks._scenarios import NO_STRING_UID, NOT_A_DICT
 from conformance.harness import Harness
-from conformance.registry import clause
+from conformance.registry import cites
 
 _C = spec.Capability
 
@@ -48,7 +48,7 @@ async def _nothing_accepted(
     """The valid tasks of a rejected batch were not accepted: resubmitting works."""
     await _quiet(h)
     for task in tasks:
-        h.check(
+        h.expect(
             not h.delivered(task["uid"]),
             clause_id,
             f"task {task['uid']!r} of a rejected batch was reported "
@@ -58,7 +58,7 @@ async def _nothing_accepted(
     # If any had been accepted, its uid would now be a duplicate in flight.
     states = await h.run(tasks)
     for uid, state in states.items():
-        h.check(
+        h.expect(
             state is spec.TaskState.DONE,
             clause_id,
             f"task {uid!r}, resubmitted after its batch was rejected, ended {state}",
@@ -66,7 +66,7 @@ async def _nothing_accepted(
         )
 
 
-@clause("SB-1")
+@cites("SB-1")
 async def returns_before_tasks_finish(h: Harness) -> None:
     """``submit_tasks`` returns None while a submitted task is still running."""
     if not h.can_block():
@@ -75,7 +75,7 @@ async def returns_before_tasks_finish(h: Harness) -> None:
         return
     blocker = h.blocker()
     await h.submit([blocker.task])
-    h.check(
+    h.expect(
         not h.delivered(blocker.uid)
         or not spec.is_terminal(h.delivered(blocker.uid)[-1]),
         "SB-1",
@@ -86,7 +86,7 @@ async def returns_before_tasks_finish(h: Harness) -> None:
     await h.wait_terminal([blocker.uid])
 
 
-@clause("SB-2")
+@cites("SB-2")
 async def rejects_entry_not_a_dict(h: Harness) -> None:
     """A batch with a non-dict entry raises InvalidTaskError naming its index."""
     for row, entry in enumerate(NOT_A_DICT):
@@ -95,7 +95,7 @@ async def rejects_entry_not_a_dict(h: Harness) -> None:
         exc = await _rejected(
             h, batch, spec.InvalidTaskError, "SB-2", f"scenario {row} ({entry!r})"
         )
-        h.check(
+        h.expect(
             getattr(exc, "index", None) == 1,
             "SB-2",
             f"scenario {row}: InvalidTaskError names index "
@@ -104,7 +104,7 @@ async def rejects_entry_not_a_dict(h: Harness) -> None:
         await _nothing_accepted(h, good, "SB-2")
 
 
-@clause("SB-3")
+@cites("SB-3")
 async def rejects_task_without_string_uid(h: Harness) -> None:
     """A batch with a task lacking a string uid raises InvalidTaskError."""
     for row, entry in enumerate(NO_STRING_UID):
@@ -119,7 +119,7 @@ async def rejects_task_without_string_uid(h: Harness) -> None:
         await _nothing_accepted(h, good, "SB-3")
 
 
-@clause("SB-4")
+@cites("SB-4")
 async def rejects_duplicate_in_batch(h: Harness) -> None:
     """A uid twice in one batch raises DuplicateTaskError; nothing is accepted."""
     first = h.runnable_task()
@@ -135,7 +135,7 @@ async def rejects_duplicate_in_batch(h: Harness) -> None:
     await _nothing_accepted(h, [first, other], "SB-4")
 
 
-@clause("SB-4")
+@cites("SB-4")
 async def rejects_uid_in_flight(h: Harness) -> None:
     """A uid still in flight raises DuplicateTaskError; a finished one may return."""
     if h.can_block():
@@ -160,7 +160,7 @@ async def rejects_uid_in_flight(h: Harness) -> None:
     await h.wait_terminal([uid])
     again = h.runnable_task(uid=uid)
     states = await h.run([again])
-    h.check(
+    h.expect(
         states[uid] is spec.TaskState.DONE,
         "SB-4",
         f"a finished uid, submitted again, ended {states[uid]}",
@@ -168,7 +168,7 @@ async def rejects_uid_in_flight(h: Harness) -> None:
     )
 
 
-@clause("SB-5")
+@cites("SB-5")
 async def nothing_to_run_fails(h: Harness) -> None:
     """A task with no function, executable or prompt is accepted and FAILED."""
     empty: dict[str, Any] = {
@@ -180,13 +180,13 @@ async def nothing_to_run_fails(h: Harness) -> None:
     states = await h.run([empty, bare])
     for task in (empty, bare):
         uid = task["uid"]
-        h.check(
+        h.expect(
             states[uid] is spec.TaskState.FAILED,
             "SB-5",
             f"a task with nothing to run ended {states[uid]}, not FAILED",
             uid,
         )
-        h.check(
+        h.expect(
             isinstance(task.get("exception"), BaseException),
             "SB-5",
             f"FAILED task has exception={task.get('exception')!r}, not an exception",
@@ -201,7 +201,7 @@ _KINDS = (
 )
 
 
-@clause("SB-6")
+@cites("SB-6")
 async def undeclared_capability_fails(h: Harness) -> None:
     """A task of a kind the backend does not declare ends FAILED, never hangs."""
     if h.has(_C.DRY_RUN):
@@ -221,14 +221,14 @@ async def undeclared_capability_fails(h: Harness) -> None:
     states = await h.run(tasks)
     for task in tasks:
         uid = task["uid"]
-        h.check(
+        h.expect(
             states[uid] is spec.TaskState.FAILED,
             "SB-6",
             f"a task needing an undeclared capability ended {states[uid]}",
             uid,
         )
         error = task.get("exception")
-        h.check(
+        h.expect(
             isinstance(error, spec.CapabilityNotSupportedError),
             "SB-6",
             f"its exception is {error!r}, not a CapabilityNotSupportedError",
@@ -236,7 +236,7 @@ async def undeclared_capability_fails(h: Harness) -> None:
         )
 
 
-@clause("SB-7")
+@cites("SB-7")
 async def submit_after_shutdown_raises(h: Harness) -> None:
     """After shutdown, submit_tasks raises BackendShutdownError; nothing is reported."""
     await h.shutdown()
@@ -245,7 +245,7 @@ async def submit_after_shutdown_raises(h: Harness) -> None:
         h, [task], spec.BackendShutdownError, "SB-7", "submit after shutdown()"
     )
     await _quiet(h)
-    h.check(
+    h.expect(
         not h.delivered(task["uid"]),
         "SB-7",
         f"a task refused after shutdown was reported {h.delivered(task['uid'])}",
@@ -253,22 +253,22 @@ async def submit_after_shutdown_raises(h: Harness) -> None:
     )
 
 
-@clause("SB-8")
+@cites("SB-8")
 async def empty_batch(h: Harness) -> None:
     """An empty batch is accepted and reports nothing; the backend stays usable."""
     await h.submit([])
     await _quiet(h)
-    h.check(not h.states, "SB-8", f"an empty batch reported {h.states}")
+    h.expect(not h.states, "SB-8", f"an empty batch reported {h.states}")
     task = h.runnable_task()
     states = await h.run([task])
-    h.check(
+    h.expect(
         states[task["uid"]] is spec.TaskState.DONE,
         "SB-8",
         f"a task submitted after an empty batch ended {states[task['uid']]}",
     )
 
 
-@clause("SB-9")
+@cites("SB-9")
 async def failure_isolated(h: Harness) -> None:
     """Failing tasks in a batch do not affect the other tasks of that batch."""
     good = [h.runnable_task() for _ in range(3)]
@@ -280,14 +280,14 @@ async def failure_isolated(h: Harness) -> None:
     batch = [good[0], bad[0], good[1], *bad[1:], good[2]]
     states = await h.run(batch)
     for task in good:
-        h.check(
+        h.expect(
             states[task["uid"]] is spec.TaskState.DONE,
             "SB-9",
             f"a good task next to failing ones ended {states[task['uid']]}",
             task["uid"],
         )
     for task in bad:
-        h.check(
+        h.expect(
             states[task["uid"]] is spec.TaskState.FAILED,
             "SB-9",
             f"a failing task ended {states[task['uid']]}",
@@ -295,7 +295,7 @@ async def failure_isolated(h: Harness) -> None:
         )
 
 
-@clause("SB-10")
+@cites("SB-10")
 async def caller_may_reuse_the_batch_list(h: Harness) -> None:
     """The caller clears, then refills, its list right after ``submit_tasks``.
 

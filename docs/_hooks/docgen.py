@@ -148,7 +148,7 @@ def find_conformance_tests(package_dir: Path | None = None) -> list[ConformanceT
 
     A function counts as a test of a clause when the clause ID is a string
     constant in one of its decorators (or its class's), which is how the
-    suite registers them: ``@clause("ST-2", "ST-3")``. Nothing is imported.
+    suite registers them: ``@cites("ST-2", "ST-3")``. Nothing is imported.
 
     Args:
         package_dir: The package to scan; defaults to the installed

@@ -9,7 +9,7 @@ from mutants import noop_mutants as noop
 
 import spec
 from conformance import ContractViolation
-from conformance.stateful import kinds_for, machine_for, run_stateful
+from conformance.state_machine import kinds_for, machine_for, run_stateful
 from reference import LocalExecutionBackend, NoopExecutionBackend
 
 _C = spec.Capability
@@ -74,7 +74,7 @@ def test_machine_for_gives_a_pytest_collectable_class() -> None:
 
 
 def test_an_unbound_machine_refuses_to_run() -> None:
-    from conformance.stateful import BackendMachine
+    from conformance.state_machine import BackendMachine
 
     with pytest.raises(TypeError, match="machine_for"):
         BackendMachine()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import shutil
 import tempfile
 import threading
@@ -61,7 +62,7 @@ from hypothesis.stateful import (
 import spec
 from conformance import _payloads
 from conformance.errors import ContractViolation, recent
-from conformance.monitor import ContractMonitor
+from conformance.monitor import watch
 from conformance.target import BackendFactory, build_backend
 
 __all__ = [
@@ -185,6 +186,10 @@ class BackendMachine(RuleBasedStateMachine):
     step_timeout: ClassVar[float] = STEP_TIMEOUT
     base_dir: ClassVar[str | None] = None
     tally: ClassVar[StatefulRun | None] = None
+    judged: ClassVar[frozenset[str] | None] = None
+    """The clauses whose violations end a run; ``None``: every clause. Other
+    violations are left to the tests of their own clauses, so one broken
+    rule (states as plain strings, say) does not hide the interleavings."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -213,7 +218,7 @@ class BackendMachine(RuleBasedStateMachine):
         if hasattr(raw, "_work_dir"):
             raw._work_dir = str(self._work_dir)
         self.kinds = [_KINDS[k] for k in kinds_for(spec.capabilities_of(raw))]
-        self.monitor = ContractMonitor(raw, on_violation="record")
+        self.monitor = watch(raw, on_violation="record")
         self.monitor.register_callback(self._on_state)
         script = self._work_dir / "slow.sh"
         script.write_text(_SLOW_SCRIPT)
@@ -275,7 +280,12 @@ class BackendMachine(RuleBasedStateMachine):
         return "steps of this random run: " + more + "; ".join(shown)
 
     def _check_monitor(self) -> None:
-        found = self.monitor.violations
+        judged = self.judged
+        found = [
+            v
+            for v in self.monitor.violations
+            if judged is None or v.clause_id in judged
+        ]
         if found:
             first = found[0]
             self._failed = True
@@ -538,6 +548,8 @@ class BackendMachine(RuleBasedStateMachine):
             return
         if tracked.caught_by_shutdown:
             return  # it finished while shutdown() ran: any single outcome
+        if self.judged is not None and tracked.kind.clause not in self.judged:
+            return  # e.g. SB-5 or RS-3: the business of their own tests
         if state is not tracked.kind.expected:
             error = tracked.task.get("exception")
             self._fail(
@@ -622,6 +634,7 @@ def machine_for(
     *,
     step_timeout: float = STEP_TIMEOUT,
     base_dir: str | Path | None = None,
+    judged: Iterable[str] | None = None,
 ) -> type[BackendMachine]:
     """Return a `BackendMachine` subclass bound to ``factory``.
 
@@ -630,6 +643,7 @@ def machine_for(
             async factory); called once per example.
         step_timeout: Seconds each step may take.
         base_dir: Where each example's scratch directory goes.
+        judged: Only violations of these clauses end a run (``None``: all).
 
     Returns:
         The machine class; its ``TestCase`` attribute is a unittest case
@@ -640,6 +654,7 @@ def machine_for(
         "step_timeout": step_timeout,
         "base_dir": None if base_dir is None else str(base_dir),
         "tally": StatefulRun(),
+        "judged": None if judged is None else frozenset(judged),
     }
     name = f"{getattr(factory, '__name__', 'Backend')}Machine"
     machine = type(name, (BackendMachine,), attrs)
@@ -657,6 +672,30 @@ def _violation_in(exc: BaseException) -> ContractViolation | None:
     return None
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Seed hypothesis's draws in this thread.
+
+    Hypothesis has no public knob for that in a state machine run outside a
+    test function.
+    """
+    if seed is None:
+        yield
+        return
+    from hypothesis import core
+
+    local = getattr(core, "threadlocal", None)
+    if local is None or not hasattr(local, "_hypothesis_global_random"):
+        yield  # an unknown hypothesis: its own random draws, unseeded
+        return
+    saved = local._hypothesis_global_random
+    local._hypothesis_global_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        local._hypothesis_global_random = saved
+
+
 def run_stateful(
     factory: BackendFactory,
     *,
@@ -665,10 +704,13 @@ def run_stateful(
     step_timeout: float = STEP_TIMEOUT,
     base_dir: str | Path | None = None,
     shrink: bool = False,
+    seed: int | None = None,
+    judged: Iterable[str] | None = None,
 ) -> StatefulRun:
     """Run the state machine against fresh backends from ``factory``.
 
-    Derandomised, without an example database, so a run is repeatable.
+    Without an example database; derandomised (so a run is repeatable)
+    unless a ``seed`` picks other random runs, the same for the same seed.
 
     Args:
         factory: Builds a fresh backend; called once per example.
@@ -677,6 +719,9 @@ def run_stateful(
         step_timeout: Seconds each step may take.
         base_dir: Where each example's scratch directory goes.
         shrink: Let hypothesis shrink a failing run to a minimal one (slower).
+        seed: Draw the random runs from this seed (``--seed``); ``None``
+            for the fixed, derandomised ones.
+        judged: Only violations of these clauses end a run (``None``: all).
 
     Returns:
         What was run.
@@ -685,13 +730,15 @@ def run_stateful(
         ContractViolation: A run broke a clause; the message lists the steps
             of the failing run (and hypothesis's own replay of it).
     """
-    machine = machine_for(factory, step_timeout=step_timeout, base_dir=base_dir)
+    machine = machine_for(
+        factory, step_timeout=step_timeout, base_dir=base_dir, judged=judged
+    )
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
     config = settings(
         max_examples=max_examples,
         stateful_step_count=steps,
         deadline=None,
-        derandomize=True,
+        derandomize=seed is None,
         database=None,
         phases=phases,
         suppress_health_check=list(HealthCheck),
@@ -701,7 +748,7 @@ def run_stateful(
     lines: list[str] = []
     began = time.monotonic()
     try:
-        with with_reporter(lambda value: lines.append(str(value))):
+        with with_reporter(lambda value: lines.append(str(value))), _seeded(seed):
             run_state_machine_as_test(machine, settings=config)
     except (ContractViolation, Flaky) as exc:
         found = _violation_in(exc)
