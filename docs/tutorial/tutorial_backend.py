@@ -71,6 +71,9 @@ class TutorialBackend:
         self._in_flight: dict[str, tuple[dict[str, Any], asyncio.Task[None] | None]]
         self._in_flight = {}
         self._starters: set[asyncio.Task[None]] = set()
+        # uids of plain functions running in a pool thread: they cannot be
+        # stopped, so they cannot be cancelled either.
+        self._in_threads: set[str] = set()
 
     def state(self) -> BackendState:
         return self._state
@@ -85,10 +88,12 @@ class TutorialBackend:
 
     # --8<-- [start:report]
     def _report(self, task: dict[str, Any], state: TaskState) -> None:
-        """Deliver one state; a callback that raises is logged (ST-7)."""
+        """Deliver one state; a callback that raises is logged (ST-7, ST-8)."""
         try:
             self._callback(task, state)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the program is asked to stop: not ours to swallow
+        except BaseException:  # asyncio.CancelledError included (ST-8)
             logger.exception("callback raised for task %r", task["uid"])
 
     def _pending(self, task: dict[str, Any]) -> bool:
@@ -116,7 +121,8 @@ class TutorialBackend:
             self._in_flight[task["uid"]] = (task, None)
         # Start the tasks from a task of our own: no callback can run inside
         # submit_tasks (ST-5), and it returns at once (SB-1).
-        starter = asyncio.create_task(self._start(tasks))
+        # A copy: the caller may clear or reuse its list at once (SB-10).
+        starter = asyncio.create_task(self._start(list(tasks)))
         self._starters.add(starter)
         starter.add_done_callback(self._starters.discard)
 
@@ -154,9 +160,13 @@ class TutorialBackend:
                 result = await func(*args, **kwargs)
             else:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self._pool, lambda: func(*args, **kwargs)
-                )
+                self._in_threads.add(task["uid"])
+                try:
+                    result = await loop.run_in_executor(
+                        self._pool, lambda: func(*args, **kwargs)
+                    )
+                finally:
+                    self._in_threads.discard(task["uid"])
         except asyncio.CancelledError:
             raise  # cancel_task or shutdown already reported CANCELED
         except Exception as exc:
@@ -171,13 +181,17 @@ class TutorialBackend:
 
     # --8<-- [start:cancel]
     async def cancel_task(self, uid: str) -> bool:
-        entry = self._in_flight.get(uid)
+        # Not even a str (a list is unhashable: .get would raise): CN-2.
+        entry = self._in_flight.get(uid) if isinstance(uid, str) else None
         if entry is None:
             return False  # unknown or already finished (CN-2, CN-3)
         task, runner = entry
-        # A task not started yet never starts. A coroutine is interrupted at
-        # its next await. A plain function already running in a thread cannot
-        # be: it runs on, and the CancelledError in _run discards its result.
+        if uid in self._in_threads:
+            # A plain function in a thread cannot be stopped: CANCELED would
+            # not be true, so the cancel is refused and its outcome stands.
+            return False
+        # A task not started yet never starts; a coroutine is interrupted at
+        # its next await.
         if runner is not None:
             runner.cancel()
         # Report on a later turn of the loop, never inside cancel_task (ST-5);
