@@ -423,7 +423,9 @@ def test_sync_runner_bad_env_or_nul_fails_plainly(case: str, tmp_path: Path) -> 
 
 # -- tests that would not notice -----------------------------------------------
 
-TRAP = "trap 'echo term > {marker}; exit 0' TERM; echo $$. > {pid}; sleep 60 & wait"
+# The pid is written once the background sleep runs: a TERM sent earlier could
+# miss it, and it would then hold the pipes until the grace ends.
+TRAP = "trap 'echo term > {marker}; exit 0' TERM; sleep 60 & echo $$. > {pid}; wait"
 
 
 @pytest.mark.asyncio
