@@ -65,6 +65,7 @@ __all__ = [
     "kill_group",
     "marked_env",
     "new_mark",
+    "open_capture",
     "open_capture_files",
     "parse_options",
     "run_executable",
@@ -295,8 +296,23 @@ def open_capture_files(work_dir: str, uid: str) -> tuple[IO[bytes], IO[bytes]]:
     Returns:
         The open ``(stdout, stderr)`` binary files.
     """
-    os.makedirs(work_dir, exist_ok=True)
-    out_path, err_path = capture_paths(work_dir, uid)
+    return open_capture(capture_paths(work_dir, uid))
+
+
+def open_capture(paths: tuple[str, str]) -> tuple[IO[bytes], IO[bytes]]:
+    """Create (truncate) the ``(stdout, stderr)`` files at ``paths``; open them.
+
+    Their directory is created if missing. Truncated, never appended to: a
+    resubmitted uid starts with empty files.
+
+    Args:
+        paths: From `capture_paths`.
+
+    Returns:
+        The open ``(stdout, stderr)`` binary files.
+    """
+    out_path, err_path = paths
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     out = open(out_path, "wb")  # noqa: SIM115 - handed to the child, closed by caller
     try:
         err = open(err_path, "wb")  # noqa: SIM115

@@ -726,12 +726,12 @@ class LocalExecutionBackend(BackendBase[_Job]):
             options, command = self._placed(job, job.grant, options, command)
         # Fixed now: a _work_dir changed while the task runs must not change
         # where its output is, nor the paths it reports.
-        work_dir = self._work_dir
+        paths = self._capture_paths(self._work_dir, job.uid)
         out: int | IO[bytes] = PIPE
         err: int | IO[bytes] = PIPE
         if options.capture_stdio:
             try:
-                out, err = ex.open_capture_files(work_dir, job.uid)
+                out, err = ex.open_capture(paths)
             except OSError as exc:
                 self._fail(job, exc)
                 return
@@ -780,7 +780,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         code = child.returncode
         exit_code = code if code is not None else -1
         if options.capture_stdio:
-            stdout, stderr = ex.capture_paths(work_dir, job.uid)
+            stdout, stderr = paths
         else:
             stdout = ex.decode(b"".join(child.stdout))
             stderr = ex.decode(b"".join(child.stderr))
@@ -814,6 +814,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
             inner = ["/bin/sh", "-c", command] if isinstance(command, str) else command
             command = launcher + inner
         return options, command
+
+    @staticmethod
+    def _capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
+        """Where a task's capture files go: inside ``work_dir`` whatever the uid."""
+        return ex.capture_paths(work_dir, uid)
 
     def _time_out(self, job: _Job) -> None:
         if not job.canceled:

@@ -423,9 +423,13 @@ def test_sync_runner_bad_env_or_nul_fails_plainly(case: str, tmp_path: Path) -> 
 
 # -- tests that would not notice -----------------------------------------------
 
-# The pid is written once the background sleep runs: a TERM sent earlier could
-# miss it, and it would then hold the pipes until the grace ends.
-TRAP = "trap 'echo term > {marker}; exit 0' TERM; sleep 60 & echo $$. > {pid}; wait"
+# Short foreground sleeps only: a child forked at the instant TERM arrives
+# may lose it (the shell's trap is still installed in it), and a long one
+# would then hold the pipes until the KILL.
+TRAP = (
+    "trap 'echo term > {marker}; exit 0' TERM; echo $$. > {pid}; "
+    "while :; do sleep 0.1; done"
+)
 
 
 @pytest.mark.asyncio
@@ -503,8 +507,11 @@ async def test_max_processes_is_the_bound_exactly(tmp_path: Path) -> None:
     ]
     await run(tasks, timeout=60, max_processes=bound)
     spans = [
-        (float((log / f"p{i}.start").read_text()), float((log / f"p{i}.end").read_text()))
-        for i in range(2 * bound)
+        (
+            float((log / f"{t['uid']}.start").read_text()),
+            float((log / f"{t['uid']}.end").read_text()),
+        )
+        for t in tasks
     ]
     peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert peak == bound
