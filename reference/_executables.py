@@ -6,11 +6,14 @@ rules, so the rules live here, free of any event loop:
 
 - `parse_options(task)` reads ``task_backend_specific_kwargs`` into an
   `ExecOptions` (``shell`` defaults to ``True``, as in radical.asyncflow 0.6),
-  raising `ValueError` for an option of the wrong type.
+  raising `ValueError` for an option of the wrong type or value (``timeout``
+  through `reference._base.duration`; ``env`` names and values, ``cwd``).
 - `build_command(task, options)` gives the shell string (executable and
-  arguments joined by spaces) or the argv list.
-- `capture_paths(work_dir, uid)` gives ``<work_dir>/<uid>.stdout|.stderr``;
-  `open_capture_files` creates them for a child to write into.
+  arguments joined by spaces) or the argv list; NUL bytes are refused.
+- `capture_paths(work_dir, uid)` gives ``<work_dir>/<name>.stdout|.stderr``,
+  ``name`` being the uid, encoded by `capture_name` when it could name a
+  file outside ``work_dir`` (RS-11); `open_capture` creates them (empty)
+  for a child to write into.
 - `spawn_error(exc, task, options)` turns the `OSError` of a failed spawn into
   an exception that names the missing executable or directory.
 - `exit_exception(task, options, exit_code, stderr)` is the exception stored
@@ -21,9 +24,15 @@ rules, so the rules live here, free of any event loop:
   whole process group (children are started with ``start_new_session=True``,
   so the group id is the child's pid); `kill_group` is the blocking TERM,
   grace, KILL sequence.
+- `new_mark`, `marked_env` and `signal_marked` reach descendants that left
+  the group: each task's child gets a mark in its environment
+  (`MARK_VARIABLE`), which its descendants inherit, and `signal_marked`
+  finds the processes carrying it in ``/proc`` (best effort: Linux only,
+  and a process that replaced its environment is not found).
 - `run_executable(task, work_dir, kill_grace, spawn=, preexec_fn=)` runs one
   executable task to completion synchronously with `subprocess` and writes
-  its results into the task dict, returning whether it is DONE. The Dask
+  its results into the task dict, returning whether it is DONE; a timeout
+  is reported within the grace plus `DRAIN` whatever holds the pipes. The Dask
   worker runs executables with it: ``spawn`` wraps the start of the child so
   a caller can make it atomic with its own bookkeeping (refuse a cancelled
   task, register the child so it can be killed), ``preexec_fn`` runs in the

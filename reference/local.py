@@ -177,7 +177,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
     ``/bin/sh``), ``cwd``, ``env`` and ``timeout`` come from
     ``task_backend_specific_kwargs``; with
     ``capture_stdio`` the output goes to ``<_work_dir>/<uid>.stdout`` and
-    ``.stderr`` and those paths are returned.
+    ``.stderr`` (the uid encoded if it could name a file elsewhere, see
+    `reference._executables.capture_name`) and those paths are returned.
 
     With ``resources`` (or ``cores``, ``gpus``, ``memory``,
     ``mpi_launcher``) the backend honours resource requests: tasks wait in
@@ -204,8 +205,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
     Cancellation and its limits:
 
     - a task that has not started never starts, and is reported CANCELED;
-    - a running executable's process group gets SIGTERM, then SIGKILL after
-      ``kill_grace`` seconds; CANCELED is reported once the child has exited;
+    - a running executable's process group, and its descendants that left
+      the group (found by a mark in their environment), get SIGTERM, then
+      SIGKILL after ``kill_grace`` seconds; CANCELED is reported once the
+      child has exited, and at most a short drain after the SIGKILL even if
+      something still holds its output open;
     - a running function in a process pool is stopped (capability
       ``preemptive_cancel``): its worker's process group gets SIGTERM, then
       SIGKILL after ``kill_grace``; CANCELED is reported once the worker is

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from _ref_helpers import Recorder, process_gone, read_pid
 
-from reference import LocalExecutionBackend
+from reference import LocalExecutionBackend, _children
 from reference import _executables as ex
 from spec import TaskState, TaskTimeoutError
 
@@ -189,10 +189,13 @@ BOUND = 15.0
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "fallback"])
 @pytest.mark.parametrize("clear_env", [False, True], ids=["marked", "env-cleared"])
 async def test_local_timeout_is_bounded_when_a_descendant_holds_stdout(
-    tmp_path: Path, clear_env: bool
+    tmp_path: Path, clear_env: bool, pidfds: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not pidfds:  # the loop.subprocess_exec path: stop_reading closes transports
+        monkeypatch.setattr(_children, "_pidfd_works", False)
     pid_file = tmp_path / "escaped.pid"
     task = {
         "uid": "t",
@@ -315,7 +318,10 @@ def test_sync_runner_leader_killed_from_outside_is_bounded(tmp_path: Path) -> No
     try:
         runner.start()
         deadline = time.monotonic() + BOUND
-        while not pid_file.exists() and time.monotonic() < deadline:
+        # The descendant may write its pid before start() has returned here.
+        while time.monotonic() < deadline and not (
+            procs and pid_file.exists() and pid_file.read_text().endswith(".\n")
+        ):
             time.sleep(0.01)
         ex.signal_group(procs[0].pid, signal.SIGKILL)
         runner.join(BOUND)
