@@ -1002,10 +1002,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
         # Every job whose runner still waits, even if its leader has exited:
         # a descendant may hold the pipes.
         running = [j for j in jobs if j.child is not None]
+        # One scan for every mark of this backend: the escaped descendants of
+        # running tasks, and leftovers of finished ones (a daemon that left
+        # its group) too.
         scope = () if self._mark_scope is None else (self._mark_scope + ".",)
         for job in running:
-            self._terminate(job)
-        # Leftovers of finished tasks (a daemon that left its group) too.
+            if job.child is not None and job.kill_timer is None:
+                ex.signal_group(job.child.pid, signal.SIGTERM)
         ex.signal_marked(signal.SIGTERM, prefixes=scope)
         if self._runners:
             grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
