@@ -470,7 +470,9 @@ def new_mark(scope: str | None = None) -> str:
     return f"{_MARK_SALT}{os.getpid():x}-{next(_mark_counter)}"
 
 
-def marked_env(env: Mapping[str, str] | None, mark: str) -> dict[str, str]:
+def marked_env(
+    env: Mapping[str, str] | None, mark: str
+) -> dict[str, str] | dict[bytes, bytes]:
     """Return a child's environment: ``env`` (or ours) plus the task's mark.
 
     Args:
@@ -479,11 +481,23 @@ def marked_env(env: Mapping[str, str] | None, mark: str) -> dict[str, str]:
         mark: From `new_mark`.
 
     Returns:
-        A new dict; ``env`` is not changed.
+        A new dict (of bytes, when it copies this process's environment);
+        ``env`` is not changed.
     """
-    child = dict(os.environ if env is None else env)
     outer = os.environ.get(MARK_VARIABLE)
-    child[MARK_VARIABLE] = f"{outer},{mark}" if outer else mark
+    chain = f"{outer},{mark}" if outer else mark
+    if env is None:
+        raw = getattr(os.environ, "_data", None) if os.name == "posix" else None
+        if isinstance(raw, dict):
+            # The encoded environment itself: copying it costs about 1 us,
+            # against about 40 us for a dict(os.environ) that decodes every
+            # entry, on each spawn.
+            inherited: dict[bytes, bytes] = dict(raw)
+            inherited[_MARK_BYTES[:-1]] = os.fsencode(chain)
+            return inherited
+        env = os.environ
+    child = dict(env)
+    child[MARK_VARIABLE] = chain
     return child
 
 
