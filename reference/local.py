@@ -728,12 +728,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
             return
         if job.grant is not None:
             options, command = self._placed(job, job.grant, options, command)
-        # Fixed now: a _work_dir changed while the task runs must not change
-        # where its output is, nor the paths it reports.
-        paths = self._capture_paths(self._work_dir, job.uid)
         out: int | IO[bytes] = PIPE
         err: int | IO[bytes] = PIPE
+        paths = ("", "")
         if options.capture_stdio:
+            # Fixed now: a _work_dir changed while the task runs must not
+            # change where its output goes, nor the paths it reports.
+            paths = self._capture_paths(self._work_dir, job.uid)
             try:
                 out, err = ex.open_capture(paths)
             except OSError as exc:
