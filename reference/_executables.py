@@ -53,7 +53,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
@@ -518,7 +518,11 @@ def _has_mark(pid: int, marks: frozenset[bytes], prefixes: tuple[bytes, ...]) ->
 
 
 def signal_marked(
-    sig: int, marks: Iterable[str] = (), prefixes: Iterable[str] = ()
+    sig: int,
+    marks: Iterable[str] = (),
+    prefixes: Iterable[str] = (),
+    *,
+    skip_groups: Collection[int] = (),
 ) -> int:
     """Send ``sig`` to every process carrying one of ``marks`` (or prefixes).
 
@@ -534,6 +538,9 @@ def signal_marked(
         sig: The signal.
         marks: Marks from `new_mark`; a process matches one exactly.
         prefixes: A process matches a mark starting with one of these.
+        skip_groups: Process groups already signalled: their members are
+            left alone, so none gets the signal twice (a second SIGTERM
+            means "force" to some programs).
 
     Returns:
         How many processes were signalled.
@@ -553,7 +560,7 @@ def signal_marked(
         if not name.isdigit() or int(name) == me:
             continue
         pid = int(name)
-        if not _has_mark(pid, wanted, starts):
+        if not _has_mark(pid, wanted, starts) or _in_groups(pid, skip_groups):
             continue
         if not pidfds:
             with contextlib.suppress(OSError):
@@ -573,6 +580,15 @@ def signal_marked(
         finally:
             os.close(pidfd)
     return sent
+
+
+def _in_groups(pid: int, groups: Collection[int]) -> bool:
+    if not groups:
+        return False
+    try:
+        return os.getpgid(pid) in groups
+    except OSError:
+        return False
 
 
 _pidfd_state: list[bool] = []
@@ -644,7 +660,7 @@ def kill_group(
     """
     marks = (mark,) if mark is not None else ()
     in_group = signal_group(pgid, signal.SIGTERM)
-    escaped = signal_marked(signal.SIGTERM, marks)
+    escaped = signal_marked(signal.SIGTERM, marks, skip_groups=(pgid,))
     if not in_group and not escaped:
         return
     deadline = time.monotonic() + grace
@@ -655,7 +671,7 @@ def kill_group(
             return
         time.sleep(poll)
     signal_group(pgid, signal.SIGKILL)
-    signal_marked(signal.SIGKILL, marks)
+    signal_marked(signal.SIGKILL, marks, skip_groups=(pgid,))
 
 
 Spawner: TypeAlias = Callable[

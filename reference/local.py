@@ -861,7 +861,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if child is None or job.kill_timer is not None:
             return
         in_group = ex.signal_group(child.pid, signal.SIGTERM)
-        escaped = ex.signal_marked(signal.SIGTERM, self._marks(job))
+        escaped = ex.signal_marked(
+            signal.SIGTERM, self._marks(job), skip_groups=(child.pid,)
+        )
         grace = self._kill_grace if in_group or escaped else 0.0
         job.kill_timer = self._bound_loop().call_later(grace, self._kill, job)
 
@@ -875,7 +877,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
     def _kill_now(self, job: _Job, child: Child) -> None:
         """SIGKILL the child's group and its marked descendants."""
         ex.signal_group(child.pid, signal.SIGKILL)
-        ex.signal_marked(signal.SIGKILL, self._marks(job))
+        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
 
     @staticmethod
     def _marks(job: _Job) -> tuple[str, ...]:
@@ -1007,10 +1009,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
         # running tasks, and leftovers of finished ones (a daemon that left
         # its group) too.
         scope = () if self._mark_scope is None else (self._mark_scope + ".",)
+        groups = {j.child.pid for j in running if j.child is not None}
         for job in running:
             if job.child is not None and job.kill_timer is None:
                 ex.signal_group(job.child.pid, signal.SIGTERM)
-        ex.signal_marked(signal.SIGTERM, prefixes=scope)
+        ex.signal_marked(signal.SIGTERM, prefixes=scope, skip_groups=groups)
         if self._runners:
             grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
             await asyncio.wait(set(self._runners), timeout=grace)

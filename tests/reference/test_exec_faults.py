@@ -336,11 +336,15 @@ def test_sync_runner_leader_killed_from_outside_is_bounded(tmp_path: Path) -> No
 def test_signal_marked_reaches_only_the_marked_processes() -> None:
     mark, other = ex.new_mark(), ex.new_mark()
     procs = [
-        subprocess.Popen(["sleep", "60"], env=ex.marked_env(None, m))
+        subprocess.Popen(
+            ["sleep", "60"], env=ex.marked_env(None, m), start_new_session=True
+        )
         for m in (mark, other)
     ]
     try:
         assert ex.signal_marked(0, [mark]) == 1
+        # A group already signalled is skipped: nobody gets a signal twice.
+        assert ex.signal_marked(0, [mark], skip_groups={procs[0].pid}) == 0
         assert ex.signal_marked(signal.SIGKILL, [mark]) == 1
         assert procs[0].wait(timeout=10) == -signal.SIGKILL
         assert procs[1].poll() is None
