@@ -844,6 +844,9 @@ def _wait(
                     signal_marked(signal.SIGKILL, (mark,))
                     drain_end = now + DRAIN
                 if drain_end is not None and now >= drain_end:
+                    # Something still holds the pipes: look once more (a
+                    # process caught mid-exec shows no environment), then go.
+                    signal_marked(signal.SIGKILL, (mark,))
                     break
                 wait = _MAX_WAIT
                 for end in (deadline if not timed_out else None, drain_end):

@@ -872,7 +872,16 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if child is None:
             return
         self._kill_now(job, child)
-        job.kill_timer = self._bound_loop().call_later(ex.DRAIN, child.stop_reading)
+        job.kill_timer = self._bound_loop().call_later(
+            ex.DRAIN, self._end_drain, job, child
+        )
+
+    def _end_drain(self, job: _Job, child: Child) -> None:
+        # Something still holds the pipes. Look once more (a descendant caught
+        # in the middle of an exec shows no environment to the first scan),
+        # then stop waiting for it.
+        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
+        child.stop_reading()
 
     def _kill_now(self, job: _Job, child: Child) -> None:
         """SIGKILL the child's group and its marked descendants."""

@@ -342,6 +342,11 @@ def test_signal_marked_reaches_only_the_marked_processes() -> None:
         for m in (mark, other)
     ]
     try:
+        # Popen returns once exec has begun; the kernel publishes the new
+        # environment an instant later.
+        deadline = time.monotonic() + BOUND
+        while ex.signal_marked(0, [mark]) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert ex.signal_marked(0, [mark]) == 1
         # A group already signalled is skipped: nobody gets a signal twice.
         assert ex.signal_marked(0, [mark], skip_groups={procs[0].pid}) == 0
