@@ -343,7 +343,7 @@ def _inside(path: str, work_dir: str) -> bool:
     return os.path.commonpath([real, root]) == root and real != root
 
 
-@clause("RS-11")
+@cites("RS-11")
 async def capture_files_stay_in_work_dir(h: Harness) -> None:
     """Capture files stay inside the work dir for uids like ``../x``, ``/abs/x``."""
     work_dir = str(getattr(h.raw, "_work_dir", h.work_dir))
