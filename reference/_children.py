@@ -21,7 +21,7 @@ import sys
 from subprocess import DEVNULL, PIPE
 from typing import IO, Any, cast
 
-from reference._executables import ExecOptions
+from reference._executables import ExecOptions, marked_env
 
 __all__ = ["Child", "spawn"]
 
@@ -66,6 +66,16 @@ class Child:
 
     def close(self) -> None:
         """Release the child's pipes and handles; reap it if it has exited."""
+        raise NotImplementedError
+
+    def stop_reading(self) -> None:
+        """Stop waiting for the pipes' end: close them, keep what was read.
+
+        For a child whose process group was killed while something that
+        could not be reached (a descendant that left the group) still holds
+        its output open: ``finished`` then resolves as soon as the child
+        itself has exited.
+        """
         raise NotImplementedError
 
 
@@ -121,6 +131,11 @@ class _PidfdChild(Child):
         if not self._open and not self.finished.done():
             self.finished.set_result(None)
 
+    def stop_reading(self) -> None:
+        for fd, owner in list(self._open.items()):
+            if owner is not None:
+                self._release(fd)
+
     def close(self) -> None:
         for fd in list(self._open):
             self._release(fd)
@@ -157,6 +172,13 @@ class _ProtocolChild(Child, asyncio.SubprocessProtocol):
     def returncode(self) -> int | None:
         return self.transport.get_returncode() if self.transport is not None else None
 
+    def stop_reading(self) -> None:
+        if self.transport is not None:
+            for fd in (1, 2):
+                pipe = self.transport.get_pipe_transport(fd)
+                if pipe is not None:
+                    pipe.close()
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -167,6 +189,8 @@ async def spawn(
     options: ExecOptions,
     stdout: int | IO[bytes] = PIPE,
     stderr: int | IO[bytes] = PIPE,
+    *,
+    mark: str | None = None,
 ) -> Child:
     """Start a child in a new session on the running loop.
 
@@ -175,6 +199,9 @@ async def spawn(
         options: ``cwd`` and ``env`` are used.
         stdout: ``PIPE`` to collect the output, or an open file.
         stderr: ``PIPE`` to collect the output, or an open file.
+        mark: The task's mark (`reference._executables.new_mark`), put in
+            the child's environment so that its descendants can be found
+            even after they leave its process group.
 
     Returns:
         The started child.
@@ -188,7 +215,7 @@ async def spawn(
         "stdout": stdout,
         "stderr": stderr,
         "cwd": options.cwd,
-        "env": options.env,
+        "env": options.env if mark is None else marked_env(options.env, mark),
         "start_new_session": True,
     }
     if isinstance(loop, asyncio.SelectorEventLoop) and _pidfd_supported():

@@ -6,11 +6,14 @@ rules, so the rules live here, free of any event loop:
 
 - `parse_options(task)` reads ``task_backend_specific_kwargs`` into an
   `ExecOptions` (``shell`` defaults to ``True``, as in radical.asyncflow 0.6),
-  raising `ValueError` for an option of the wrong type.
+  raising `ValueError` for an option of the wrong type or value (``timeout``
+  through `reference._base.duration`; ``env`` names and values, ``cwd``).
 - `build_command(task, options)` gives the shell string (executable and
-  arguments joined by spaces) or the argv list.
-- `capture_paths(work_dir, uid)` gives ``<work_dir>/<uid>.stdout|.stderr``;
-  `open_capture_files` creates them for a child to write into.
+  arguments joined by spaces) or the argv list; NUL bytes are refused.
+- `capture_paths(work_dir, uid)` gives ``<work_dir>/<name>.stdout|.stderr``,
+  ``name`` being the uid, encoded by `capture_name` when it could name a
+  file outside ``work_dir`` (RS-11); `open_capture` creates them (empty)
+  for a child to write into.
 - `spawn_error(exc, task, options)` turns the `OSError` of a failed spawn into
   an exception that names the missing executable or directory.
 - `exit_exception(task, options, exit_code, stderr)` is the exception stored
@@ -21,9 +24,15 @@ rules, so the rules live here, free of any event loop:
   whole process group (children are started with ``start_new_session=True``,
   so the group id is the child's pid); `kill_group` is the blocking TERM,
   grace, KILL sequence.
+- `new_mark`, `marked_env` and `signal_marked` reach descendants that left
+  the group: each task's child gets a mark in its environment
+  (`MARK_VARIABLE`), which its descendants inherit, and `signal_marked`
+  finds the processes carrying it in ``/proc`` (best effort: Linux only,
+  and a process that replaced its environment is not found).
 - `run_executable(task, work_dir, kill_grace, spawn=, preexec_fn=)` runs one
   executable task to completion synchronously with `subprocess` and writes
-  its results into the task dict, returning whether it is DONE. The Dask
+  its results into the task dict, returning whether it is DONE; a timeout
+  is reported within the grace plus `DRAIN` whatever holds the pipes. The Dask
   worker runs executables with it: ``spawn`` wraps the start of the child so
   a caller can make it atomic with its own bookkeeping (refuse a cancelled
   task, register the child so it can be killed), ``preexec_fn`` runs in the
@@ -33,30 +42,44 @@ rules, so the rules live here, free of any event loop:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
+import itertools
 import os
+import secrets
+import selectors
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
+from reference._base import duration
 from spec import TaskTimeoutError
 
 __all__ = [
+    "DRAIN",
+    "MARK_VARIABLE",
     "ExecOptions",
     "Spawner",
     "build_command",
+    "capture_name",
     "capture_paths",
     "decode",
     "exit_exception",
     "group_alive",
     "kill_group",
+    "marked_env",
+    "new_mark",
+    "open_capture",
     "open_capture_files",
     "parse_options",
     "run_executable",
     "signal_group",
+    "signal_marked",
     "spawn_error",
     "timeout_error",
 ]
@@ -83,6 +106,37 @@ class ExecOptions:
     capture_stdio: bool = False
 
 
+def _child_env(env: object) -> dict[str, str]:
+    """Check the ``env`` option and return it as the child's environment.
+
+    Names and values are converted with ``str`` (so ``{"N": 1}`` works), but
+    a ``None`` value is refused rather than passed on as the text "None":
+    it is almost always a variable the caller meant to unset or forgot to
+    fill in. Names may not be empty or hold ``=`` or NUL, values may not
+    hold NUL: the operating system cannot pass them on.
+    """
+    if not isinstance(env, Mapping):
+        raise ValueError(f"'env' must be a dict, got {type(env).__name__}")
+    child: dict[str, str] = {}
+    for key, value in env.items():
+        if key is None or value is None:
+            raise ValueError(
+                f"'env' entry {key!r}: {value!r} has a None "
+                f"{'name' if key is None else 'value'}; leave the variable out "
+                "instead (env replaces the whole environment)"
+            )
+        name, text = str(key), str(value)
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(
+                f"'env' has an invalid variable name {name!r}: it must be "
+                "non-empty and hold neither '=' nor a NUL byte"
+            )
+        if "\0" in text:
+            raise ValueError(f"'env' value of {name!r} contains a NUL byte")
+        child[name] = text
+    return child
+
+
 def parse_options(task: Mapping[str, Any]) -> ExecOptions:
     """Read an executable task's options.
 
@@ -106,21 +160,22 @@ def parse_options(task: Mapping[str, Any]) -> ExecOptions:
     cwd = raw.get("cwd")
     env = raw.get("env")
     timeout = raw.get("timeout")
-    if cwd is not None and not isinstance(cwd, (str, os.PathLike)):
-        raise ValueError(f"'cwd' must be a path, got {type(cwd).__name__}")
+    if cwd is not None:
+        if not isinstance(cwd, (str, os.PathLike)):
+            raise ValueError(f"'cwd' must be a path, got {type(cwd).__name__}")
+        cwd = os.fspath(cwd)
+        if "\0" in (cwd if isinstance(cwd, str) else os.fsdecode(cwd)):
+            raise ValueError(f"'cwd' contains a NUL byte: {cwd!r}")
     if env is not None:
-        if not isinstance(env, Mapping):
-            raise ValueError(f"'env' must be a dict, got {type(env).__name__}")
-        env = {str(k): str(v) for k, v in env.items()}
+        env = _child_env(env)
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise ValueError(f"'timeout' must be seconds, got {timeout!r}")
-        if timeout <= 0:
-            raise ValueError(f"'timeout' must be positive, got {timeout!r}")
-        timeout = float(timeout)
+        try:
+            timeout = duration("timeout", timeout)
+        except TypeError as exc:  # one error type for every bad option
+            raise ValueError(str(exc)) from exc
     return ExecOptions(
         shell=bool(shell),
-        cwd=os.fspath(cwd) if cwd is not None else None,
+        cwd=os.fsdecode(cwd) if cwd is not None else None,
         env=env,
         timeout=timeout,
         capture_stdio=bool(task.get("capture_stdio", False)),
@@ -151,7 +206,74 @@ def build_command(task: Mapping[str, Any], options: ExecOptions) -> str | list[s
             f"'arguments' must be a list of str, got {type(arguments).__name__}"
         )
     argv = [executable, *(str(a) for a in arguments)]
+    for position, arg in enumerate(argv):
+        if "\0" in arg:
+            what = "'executable'" if position == 0 else f"argument {position - 1}"
+            raise ValueError(f"{what} contains a NUL byte: {arg!r}")
     return " ".join(argv) if options.shell else argv
+
+
+# Longest file name most file systems take (NAME_MAX), in bytes.
+_NAME_MAX = 255
+_SUFFIX_LEN = len(".stdout")
+# Characters a uid may hold and still name its capture files as it is: "/"
+# and NUL cannot be in a file name, and "%" is what the encoding uses.
+_ENCODED = {"/": "%2F", "\0": "%00", "%": "%25"}
+_KEPT_PREFIX = 64  # characters of an over-long name kept before its hash
+
+
+def capture_name(uid: str) -> str:
+    """Return the file name (without suffix) under which a uid's output is kept.
+
+    An ordinary uid is its own name: ``task.1`` gives ``task.1.stdout``. A
+    uid that cannot be one file name inside the work dir is encoded, so
+    that no uid can name a file outside it (RS-11) and two uids never share
+    a name:
+
+    - ``/`` becomes ``%2F``, NUL ``%00`` and ``%`` itself ``%25`` (so
+      ``../x`` is ``..%2Fx`` and ``/abs/x`` is ``%2Fabs%2Fx``); characters
+      the file system encoding cannot hold become ``%uXXXX``. Only a uid
+      needing one of these is touched, and every encoded name holds a ``%``
+      that no name left as is has, so the mapping stays one-to-one and can
+      be undone.
+    - a name whose ``.stdout`` file would exceed 255 bytes is cut to its
+      first 64 characters followed by ``%%`` and the SHA-256 of the uid.
+
+    ``.`` and ``..`` need nothing: the suffix makes them plain names
+    (``...stdout``) inside the work dir.
+
+    Args:
+        uid: The task's uid.
+
+    Returns:
+        A single path component.
+    """
+    if len(uid) <= 60 and uid.isascii() and not any(c in uid for c in _ENCODED):
+        return uid  # the common case: nothing to encode, surely short enough
+    name = "".join(_ENCODED.get(c, c) for c in uid)
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError:
+        name = "".join(_encodable(c) for c in name)
+        size = len(os.fsencode(name))
+    if size + _SUFFIX_LEN > _NAME_MAX:
+        digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()
+        head = name[:_KEPT_PREFIX]
+        while len(os.fsencode(head)) > _KEPT_PREFIX:  # multi-byte characters
+            head = head[:-1]
+        cut = head.rfind("%", len(head) - 5)  # never end inside a %XX / %uXXXX
+        if cut != -1:
+            head = head[:cut]
+        name = f"{head}%%{digest}"
+    return name
+
+
+def _encodable(char: str) -> str:
+    try:
+        os.fsencode(char)
+    except UnicodeEncodeError:
+        return f"%u{ord(char):04X}"
+    return char
 
 
 def capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
@@ -162,9 +284,11 @@ def capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
         uid: The task's uid.
 
     Returns:
-        ``<work_dir>/<uid>.stdout`` and ``<work_dir>/<uid>.stderr``.
+        ``<work_dir>/<name>.stdout`` and ``<work_dir>/<name>.stderr``, with
+        ``name`` from `capture_name`: the uid itself unless it has to be
+        encoded to stay one file name inside ``work_dir``.
     """
-    base = os.path.join(work_dir, uid)
+    base = os.path.join(work_dir, capture_name(uid))
     return base + ".stdout", base + ".stderr"
 
 
@@ -181,8 +305,23 @@ def open_capture_files(work_dir: str, uid: str) -> tuple[IO[bytes], IO[bytes]]:
     Returns:
         The open ``(stdout, stderr)`` binary files.
     """
-    os.makedirs(work_dir, exist_ok=True)
-    out_path, err_path = capture_paths(work_dir, uid)
+    return open_capture(capture_paths(work_dir, uid))
+
+
+def open_capture(paths: tuple[str, str]) -> tuple[IO[bytes], IO[bytes]]:
+    """Create (truncate) the ``(stdout, stderr)`` files at ``paths``; open them.
+
+    Their directory is created if missing. Truncated, never appended to: a
+    resubmitted uid starts with empty files.
+
+    Args:
+        paths: From `capture_paths`.
+
+    Returns:
+        The open ``(stdout, stderr)`` binary files.
+    """
+    out_path, err_path = paths
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     out = open(out_path, "wb")  # noqa: SIM115 - handed to the child, closed by caller
     try:
         err = open(err_path, "wb")  # noqa: SIM115
@@ -300,14 +439,214 @@ def group_alive(pgid: int) -> bool:
     return signal_group(pgid, 0)
 
 
+MARK_VARIABLE = "ASYNCFLOW_TASK_MARK"
+"""Environment variable that tags every process a task starts (escaped or not).
+
+Its value is a comma-separated chain of marks: a task's child gets the
+chain of the process that started it (if that process is itself a task
+of some backend) with the task's own mark appended, so an outer backend
+still finds the processes of an inner one.
+"""
+
+_MARK_BYTES = MARK_VARIABLE.encode() + b"="
+_MARK_SALT = secrets.token_hex(4)
+_mark_counter = itertools.count()
+
+
+def new_mark(scope: str | None = None) -> str:
+    """Return a mark no other task (of any process) has.
+
+    Args:
+        scope: A mark of the caller's own (e.g. one per backend); the new
+            mark is then ``<scope>.<n>``, so ``signal_marked(prefixes=[scope
+            + "."])`` reaches every task of that scope.
+
+    Returns:
+        The mark: letters, digits, ``-`` and ``.`` only.
+    """
+    if scope is not None:
+        return f"{scope}.{next(_mark_counter)}"
+    # The pid keeps marks apart in forked processes, which share the salt.
+    return f"{_MARK_SALT}{os.getpid():x}-{next(_mark_counter)}"
+
+
+def marked_env(
+    env: Mapping[str, str] | None, mark: str
+) -> dict[str, str] | dict[bytes, bytes]:
+    """Return a child's environment: ``env`` (or ours) plus the task's mark.
+
+    Args:
+        env: The task's ``env`` option (the whole environment), or ``None``
+            to inherit this process's environment.
+        mark: From `new_mark`.
+
+    Returns:
+        A new dict (of bytes, when it copies this process's environment);
+        ``env`` is not changed.
+    """
+    outer = os.environ.get(MARK_VARIABLE)
+    chain = f"{outer},{mark}" if outer else mark
+    if env is None:
+        raw = getattr(os.environ, "_data", None) if os.name == "posix" else None
+        if isinstance(raw, dict):
+            # The encoded environment itself: copying it costs about 1 us,
+            # against about 40 us for a dict(os.environ) that decodes every
+            # entry, on each spawn.
+            inherited: dict[bytes, bytes] = dict(raw)
+            inherited[_MARK_BYTES[:-1]] = os.fsencode(chain)
+            return inherited
+        env = os.environ
+    child = dict(env)
+    child[MARK_VARIABLE] = chain
+    return child
+
+
+def _has_mark(pid: int, marks: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            data = file.read()
+    except OSError:  # gone, not ours to read, or no /proc
+        return False
+    if _MARK_BYTES not in data:
+        return False
+    for entry in data.split(b"\0"):
+        if entry.startswith(_MARK_BYTES):
+            for mark in entry[len(_MARK_BYTES) :].split(b","):
+                if mark in marks or mark.startswith(prefixes):
+                    return True
+    return False
+
+
+def signal_marked(
+    sig: int,
+    marks: Iterable[str] = (),
+    prefixes: Iterable[str] = (),
+    *,
+    skip_groups: Collection[int] = (),
+) -> int:
+    """Send ``sig`` to every process carrying one of ``marks`` (or prefixes).
+
+    Finds them by their environment in ``/proc`` (Linux), so it reaches a
+    task's descendants that left its process group (``setsid``) and were
+    re-parented away from it. It cannot find a process that replaced its
+    environment when it executed (``env -i``), and finds nothing where
+    there is no ``/proc``: tracking escaped descendants is best effort.
+    Where pidfds work, each process is signalled through one opened before
+    its mark is checked, so a pid reused in between is never hit.
+
+    Args:
+        sig: The signal.
+        marks: Marks from `new_mark`; a process matches one exactly.
+        prefixes: A process matches a mark starting with one of these.
+        skip_groups: Process groups already signalled: their members are
+            left alone, so none gets the signal twice (a second SIGTERM
+            means "force" to some programs).
+
+    Returns:
+        How many processes were signalled.
+    """
+    wanted = frozenset(m.encode() for m in marks)
+    starts = tuple(p.encode() for p in prefixes)
+    if not wanted and not starts:
+        return 0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0
+    me = os.getpid()
+    pidfds = _pidfds_work()
+    sent = 0
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        if not _has_mark(pid, wanted, starts) or _in_groups(pid, skip_groups):
+            continue
+        if not pidfds:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+                sent += 1
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone already
+        try:
+            if _has_mark(pid, wanted, starts):  # still the same process
+                signal.pidfd_send_signal(pidfd, sig)
+                sent += 1
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+    return sent
+
+
+def _in_groups(pid: int, groups: Collection[int]) -> bool:
+    if not groups:
+        return False
+    try:
+        return os.getpgid(pid) in groups
+    except OSError:
+        return False
+
+
+_pidfd_state: list[bool] = []
+
+
+def _pidfds_work() -> bool:
+    """Probe once whether pidfds work here (Linux >= 5.3, not filtered out)."""
+    if not _pidfd_state:
+        works = False
+        if sys.platform == "linux" and hasattr(os, "pidfd_open"):
+            try:
+                os.close(os.pidfd_open(os.getpid()))
+                works = hasattr(signal, "pidfd_send_signal")
+            except OSError:
+                pass
+        _pidfd_state.append(works)
+    return _pidfd_state[0]
+
+
+def _running(pgid: int, marks: Iterable[str]) -> bool:
+    """Tell whether a process of the group, or one carrying a mark, still runs.
+
+    Unlike `group_alive`, zombies do not count: a killed grandchild is
+    re-parented to PID 1, which may take its time to reap it, and waiting
+    for that would cost the whole grace period.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no /proc: zombies count after all
+        return group_alive(pgid) or signal_marked(0, marks) > 0
+    wanted = frozenset(m.encode() for m in marks)
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                fields = file.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if fields[0] in (b"Z", b"X"):
+            continue
+        if int(fields[2]) == pgid or (wanted and _has_mark(int(name), wanted, ())):
+            return True
+    return False
+
+
 def kill_group(
     pgid: int,
     grace: float,
     *,
     reap: Callable[[], object] | None = None,
     poll: float = 0.02,
+    mark: str | None = None,
 ) -> None:
     """Terminate a process group: TERM, then KILL after ``grace`` seconds. Blocks.
+
+    Returns as soon as the group (and every process carrying ``mark``) is
+    gone, so a child that exits on TERM costs no grace period.
 
     Args:
         pgid: The group id.
@@ -316,17 +655,23 @@ def kill_group(
             it has exited (e.g. ``popen.poll``): an unreaped leader is a
             zombie that keeps the group "alive" for the whole grace period.
         poll: Seconds between checks.
+        mark: The task's mark (`new_mark`): its processes that left the
+            group get the same signals (`signal_marked`).
     """
-    if not signal_group(pgid, signal.SIGTERM):
+    marks = (mark,) if mark is not None else ()
+    in_group = signal_group(pgid, signal.SIGTERM)
+    escaped = signal_marked(signal.SIGTERM, marks, skip_groups=(pgid,))
+    if not in_group and not escaped:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if reap is not None:
             reap()
-        if not group_alive(pgid):
+        if not _running(pgid, marks):
             return
         time.sleep(poll)
     signal_group(pgid, signal.SIGKILL)
+    signal_marked(signal.SIGKILL, marks, skip_groups=(pgid,))
 
 
 Spawner: TypeAlias = Callable[
@@ -344,6 +689,16 @@ def _start(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[byt
     return start()
 
 
+DRAIN = 0.5
+"""Seconds output is still read once a task's leader is dead and its processes
+killed: whatever holds the pipes after that (a descendant that could not be
+tracked) no longer delays the task's report."""
+
+# Longest single wait: selectors take milliseconds as a C int, so a timeout of
+# 1e9 s in one wait would overflow.
+_MAX_WAIT = 3600.0
+
+
 def run_executable(
     task: dict[str, Any],
     work_dir: str,
@@ -358,9 +713,13 @@ def run_executable(
     ``task`` following the contract (RS-4..RS-8); ``exit_code`` stays
     ``None`` when the child never started (bad options, capture files that
     cannot be created, a failed spawn). At its timeout the child's whole
-    process group gets SIGTERM, then SIGKILL after ``kill_grace`` seconds.
-    Meant for worker threads and remote workers; never call it on an event
-    loop.
+    process group, and its descendants that left the group (found by their
+    mark, `signal_marked`), get SIGTERM, then SIGKILL after ``kill_grace``
+    seconds; output is then read for at most `DRAIN` seconds more, so a
+    process that still holds the pipes cannot delay the result (CN-7). The
+    same happens when the leader is killed by a signal from elsewhere (a
+    canceller killing the group): the task is over. Meant for worker
+    threads and remote workers; never call it on an event loop.
 
     Args:
         task: The task dict (``executable``, ``arguments``, ``capture_stdio``,
@@ -389,6 +748,7 @@ def run_executable(
     except ValueError as exc:
         task.update(exception=exc, stderr=str(exc), stdout=None, exit_code=None)
         return False
+    mark = new_mark()
     out: Any = subprocess.PIPE
     err: Any = subprocess.PIPE
     if options.capture_stdio:
@@ -403,7 +763,7 @@ def run_executable(
             command,
             shell=options.shell,
             cwd=options.cwd,
-            env=options.env,
+            env=marked_env(options.env, mark),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -422,17 +782,16 @@ def run_executable(
         if options.capture_stdio:
             out.close()
             err.close()
-    timed_out = False
     try:
-        raw_out, raw_err = proc.communicate(timeout=options.timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc.pid, kill_grace, reap=proc.poll)
-        raw_out, raw_err = proc.communicate()
+        raw_out, raw_err, timed_out = _wait(proc, options.timeout, kill_grace, mark)
     finally:
         if proc.poll() is None:  # interrupted: leave nothing behind
-            kill_group(proc.pid, 0.0)
+            signal_group(proc.pid, signal.SIGKILL)
+            signal_marked(signal.SIGKILL, (mark,))
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     exit_code = proc.returncode
     if options.capture_stdio:
         stdout, stderr = capture_paths(work_dir, task["uid"])
@@ -444,3 +803,76 @@ def run_executable(
         return False
     task["exception"] = exit_exception(task, options, exit_code, stderr)
     return exit_code == 0
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout: float | None, grace: float, mark: str
+) -> tuple[bytes, bytes, bool]:
+    """Read a child's pipes until it exited and they closed, or its time is up.
+
+    Returns:
+        ``(stdout, stderr, timed_out)``.
+    """
+    chunks: dict[int, list[bytes]] = {}
+    now = time.monotonic()
+    deadline = None if timeout is None else now + timeout
+    drain_end: float | None = None
+    timed_out = False
+    pidfd = os.pidfd_open(proc.pid) if _pidfds_work() else None
+    with selectors.DefaultSelector() as selector:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                chunks[pipe.fileno()] = []
+                selector.register(pipe.fileno(), selectors.EVENT_READ)
+        if pidfd is not None:
+            selector.register(pidfd, selectors.EVENT_READ)
+        try:
+            while True:
+                exited = proc.poll() is not None
+                if exited and len(selector.get_map()) == 0:
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline and not timed_out:
+                    timed_out = True
+                    kill_group(proc.pid, grace, reap=proc.poll, mark=mark)
+                    drain_end = time.monotonic() + DRAIN
+                    continue
+                if exited and drain_end is None and (proc.returncode or 0) < 0:
+                    # Killed from outside (a cancel): whatever still holds the
+                    # pipes is not waited for beyond the drain.
+                    signal_group(proc.pid, signal.SIGKILL)
+                    signal_marked(signal.SIGKILL, (mark,))
+                    drain_end = now + DRAIN
+                if drain_end is not None and now >= drain_end:
+                    # Something still holds the pipes: look once more (a
+                    # process caught mid-exec shows no environment), then go.
+                    signal_marked(signal.SIGKILL, (mark,))
+                    break
+                wait = _MAX_WAIT
+                for end in (deadline if not timed_out else None, drain_end):
+                    if end is not None:
+                        wait = min(wait, end - now)
+                if pidfd is None and not exited:
+                    wait = min(wait, 0.05)  # no pidfd: poll for the exit
+                for key, _ in selector.select(max(wait, 0.0)):
+                    fd = key.fd
+                    if fd == pidfd:
+                        selector.unregister(fd)
+                        proc.wait()  # readable pidfd: it has exited
+                        continue
+                    try:
+                        data = os.read(fd, 1 << 16)
+                    except OSError:
+                        data = b""
+                    if data:
+                        chunks[fd].append(data)
+                    else:
+                        selector.unregister(fd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    if proc.poll() is None:  # only after a drain: the leader got SIGKILL
+        proc.wait()
+    out = b"".join(chunks[proc.stdout.fileno()]) if proc.stdout else b""
+    err = b"".join(chunks[proc.stderr.fileno()]) if proc.stderr else b""
+    return out, err, timed_out

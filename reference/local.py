@@ -67,6 +67,7 @@ class _Job(Job):
         "coro",
         "grant",
         "kill_timer",
+        "mark",
         "pulled",
         "ranks",
         "timed_out",
@@ -86,8 +87,13 @@ class _Job(Job):
         self.pulled = False
         self.coro: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
         self.child: Child | None = None
+        # The next step of stopping a child: KILL after the grace, then the
+        # end of the drain (see _terminate).
         self.kill_timer: asyncio.TimerHandle | None = None
         self.timed_out = False
+        # Set in the environment of the child and all its descendants, so the
+        # ones that leave its process group can still be found and killed.
+        self.mark: str | None = None
 
 
 def _canceled(job: _Job) -> bool:
@@ -171,7 +177,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
     ``/bin/sh``), ``cwd``, ``env`` and ``timeout`` come from
     ``task_backend_specific_kwargs``; with
     ``capture_stdio`` the output goes to ``<_work_dir>/<uid>.stdout`` and
-    ``.stderr`` and those paths are returned.
+    ``.stderr`` (the uid encoded if it could name a file elsewhere, see
+    `reference._executables.capture_name`) and those paths are returned.
 
     With ``resources`` (or ``cores``, ``gpus``, ``memory``,
     ``mpi_launcher``) the backend honours resource requests: tasks wait in
@@ -198,8 +205,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
     Cancellation and its limits:
 
     - a task that has not started never starts, and is reported CANCELED;
-    - a running executable's process group gets SIGTERM, then SIGKILL after
-      ``kill_grace`` seconds; CANCELED is reported once the child has exited;
+    - a running executable's process group, and its descendants that left
+      the group (found by a mark in their environment), get SIGTERM, then
+      SIGKILL after ``kill_grace`` seconds; CANCELED is reported once the
+      child has exited, and at most a short drain after the SIGKILL even if
+      something still holds its output open;
     - a running function in a process pool is stopped (capability
       ``preemptive_cancel``): its worker's process group gets SIGTERM, then
       SIGKILL after ``kill_grace``; CANCELED is reported once the worker is
@@ -352,6 +362,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._wake_pending = False
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
+        # Prefix of every task mark of this backend; set by the first spawn,
+        # so that shutdown scans for leftovers only if a child ever ran.
+        self._mark_scope: str | None = None
 
     @classmethod
     async def create(
@@ -717,14 +730,21 @@ class LocalExecutionBackend(BackendBase[_Job]):
             options, command = self._placed(job, job.grant, options, command)
         out: int | IO[bytes] = PIPE
         err: int | IO[bytes] = PIPE
+        paths = ("", "")
         if options.capture_stdio:
+            # Fixed now: a _work_dir changed while the task runs must not
+            # change where its output goes, nor the paths it reports.
+            paths = self._capture_paths(self._work_dir, job.uid)
             try:
-                out, err = ex.open_capture_files(self._work_dir, job.uid)
+                out, err = ex.open_capture(paths)
             except OSError as exc:
                 self._fail(job, exc)
                 return
+        if self._mark_scope is None:
+            self._mark_scope = ex.new_mark()
+        job.mark = ex.new_mark(self._mark_scope)
         try:
-            child = await spawn(command, options, out, err)
+            child = await spawn(command, options, out, err, mark=job.mark)
         except OSError as exc:
             self._fail(job, ex.spawn_error(exc, task, options))
             return
@@ -735,7 +755,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 err.close()
         if job.canceled or self._closed:
             # Cancelled while starting; its CANCELED is already on its way.
-            ex.signal_group(child.pid, signal.SIGKILL)
+            self._kill_now(job, child)
             await child.finished
             child.close()
             return
@@ -748,7 +768,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             await child.finished
         except BaseException:
             # Abandoned (the runner was cancelled): leave no process behind.
-            ex.signal_group(child.pid, signal.SIGKILL)
+            self._kill_now(job, child)
             raise
         finally:
             if timer is not None:
@@ -756,7 +776,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             if job.kill_timer is not None:
                 job.kill_timer.cancel()
                 # The leader is gone; make sure nothing of its group lingers.
-                ex.signal_group(child.pid, signal.SIGKILL)
+                self._kill_now(job, child)
             child.close()
         if _canceled(job):  # a helper: mypy would keep the narrowing across awaits
             # cancel_task promised CANCELED once the child was gone (CN-5).
@@ -765,7 +785,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         code = child.returncode
         exit_code = code if code is not None else -1
         if options.capture_stdio:
-            stdout, stderr = ex.capture_paths(self._work_dir, job.uid)
+            stdout, stderr = paths
         else:
             stdout = ex.decode(b"".join(child.stdout))
             stderr = ex.decode(b"".join(child.stderr))
@@ -800,6 +820,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
             command = launcher + inner
         return options, command
 
+    @staticmethod
+    def _capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
+        """Where a task's capture files go: inside ``work_dir`` whatever the uid."""
+        return ex.capture_paths(work_dir, uid)
+
     def _time_out(self, job: _Job) -> None:
         if not job.canceled:
             job.timed_out = True
@@ -822,14 +847,50 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._spawn_budget = _SPAWNS_PER_TURN
 
     def _terminate(self, job: _Job) -> None:
-        """TERM a running child's group now, KILL it after the grace period."""
+        """Stop a running child: TERM now, KILL after the grace, then drain.
+
+        The signals go to the child's process group and to its descendants
+        that left the group (found by the task's mark). Once they are
+        killed, output is read for `ex.DRAIN` seconds more; then the pipes
+        are closed whatever still holds them (a descendant that could not be
+        found), so the task is reported within the grace plus the drain
+        (CN-7). With nothing left to signal (the leader is gone and nothing
+        carries the mark), the drain starts at once.
+        """
         child = job.child
         if child is None or job.kill_timer is not None:
             return
-        ex.signal_group(child.pid, signal.SIGTERM)
-        job.kill_timer = self._bound_loop().call_later(
-            self._kill_grace, ex.signal_group, child.pid, signal.SIGKILL
+        in_group = ex.signal_group(child.pid, signal.SIGTERM)
+        escaped = ex.signal_marked(
+            signal.SIGTERM, self._marks(job), skip_groups=(child.pid,)
         )
+        grace = self._kill_grace if in_group or escaped else 0.0
+        job.kill_timer = self._bound_loop().call_later(grace, self._kill, job)
+
+    def _kill(self, job: _Job) -> None:
+        child = job.child
+        if child is None:
+            return
+        self._kill_now(job, child)
+        job.kill_timer = self._bound_loop().call_later(
+            ex.DRAIN, self._end_drain, job, child
+        )
+
+    def _end_drain(self, job: _Job, child: Child) -> None:
+        # Something still holds the pipes. Look once more (a descendant caught
+        # in the middle of an exec shows no environment to the first scan),
+        # then stop waiting for it.
+        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
+        child.stop_reading()
+
+    def _kill_now(self, job: _Job, child: Child) -> None:
+        """SIGKILL the child's group and its marked descendants."""
+        ex.signal_group(child.pid, signal.SIGKILL)
+        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
+
+    @staticmethod
+    def _marks(job: _Job) -> tuple[str, ...]:
+        return (job.mark,) if job.mark is not None else ()
 
     # -- cancellation ------------------------------------------------------------
 
@@ -950,19 +1011,29 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     async def _stop_children(self, jobs: list[_Job], deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        running = [
-            j for j in jobs if j.child is not None and j.child.returncode is None
-        ]
+        # Every job whose runner still waits, even if its leader has exited:
+        # a descendant may hold the pipes.
+        running = [j for j in jobs if j.child is not None]
+        # One scan for every mark of this backend: the escaped descendants of
+        # running tasks, and leftovers of finished ones (a daemon that left
+        # its group) too.
+        scope = () if self._mark_scope is None else (self._mark_scope + ".",)
+        groups = {j.child.pid for j in running if j.child is not None}
         for job in running:
-            self._terminate(job)
+            if job.child is not None and job.kill_timer is None:
+                ex.signal_group(job.child.pid, signal.SIGTERM)
+        ex.signal_marked(signal.SIGTERM, prefixes=scope, skip_groups=groups)
         if self._runners:
             grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
             await asyncio.wait(set(self._runners), timeout=grace)
         for job in running:
-            if job.child is not None:
-                ex.signal_group(job.child.pid, signal.SIGKILL)
             if job.kill_timer is not None:
                 job.kill_timer.cancel()
+            if job.child is not None:
+                ex.signal_group(job.child.pid, signal.SIGKILL)
+                # Tasks end CANCELED: no output is owed, so no drain either.
+                job.child.stop_reading()
+        ex.signal_marked(signal.SIGKILL, prefixes=scope)
         if self._runners:
             await asyncio.wait(
                 set(self._runners), timeout=max(0.01, deadline - loop.time())

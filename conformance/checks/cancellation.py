@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import spec
@@ -239,3 +242,111 @@ async def cancel_during_spawn(h: Harness) -> None:
             uid,
         )
     h.note(f"{sum(promised.values())} of {len(promised)} cancels during spawn promised")
+
+
+_ESCAPE_BOUND = 8.0
+"""Seconds the suite allows past a timeout or a cancel for the kill grace and
+the drain (CN-7); the escaped descendant holds the pipes far longer."""
+
+_ESCAPE_HOLD = 60
+"""Seconds the escaped descendant would keep the output pipes open."""
+
+
+def _escaping_task(h: Harness, **options: Any) -> tuple[dict[str, Any], Path]:
+    """An executable whose child leaves its session and keeps stdout open.
+
+    The child (a Python process, so no ``setsid`` program is needed) starts
+    a new session, writes its pid, and sleeps with the task's output pipes
+    inherited; the task's own process writes its pid too, then sleeps.
+    """
+    uid = h.uid("escape")
+    pids = h.work_dir / f"{uid}.pids"
+    code = (
+        "import os, sys, time; os.setsid(); "
+        "f = open(sys.argv[1], 'a'); f.write(str(os.getpid()) + '\\n'); f.close(); "
+        f"time.sleep({_ESCAPE_HOLD})"
+    )
+    body = (
+        f'echo $$ >> "{pids}"\n'
+        f'"{sys.executable}" -c "{code}" "{pids}" &\n'
+        "echo started\n"
+        f"sleep {_ESCAPE_HOLD}\n"
+    )
+    task = h.executable_task(h.script(body, f"{uid}.sh"), uid=uid, **options)
+    return task, pids
+
+
+async def _escaped_pids(h: Harness, uid: str, path: Path) -> list[int]:
+    """Wait until both pids are written (the descendant has left its group)."""
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= 2 and path.read_text().endswith("\n"):
+            return [int(line) for line in lines[:2]]
+        if any(spec.is_terminal(s) for s in h.delivered(uid)):
+            h.fail("CN-7", f"the task ended {h.final(uid)} before it started", uid)
+        if h.remaining() <= 0:
+            h.fail("CN-7", "the escaping task never started", uid)
+        await asyncio.sleep(0.01)
+
+
+async def _bounded_despite_escape(h: Harness, cancel: bool) -> None:
+    if h.has(_C.DRY_RUN):
+        h.not_applicable("a dry-run backend starts no process")
+    if not cancel and not h.has(_C.TIMEOUT):
+        h.not_applicable("the backend does not offer the timeout option")
+    timeout = 1.0
+    options = {} if cancel else {"timeout": timeout}
+    task, pid_file = _escaping_task(h, **options)
+    uid = task["uid"]
+    procs: dict[int, processes.ProcessInfo] = {}
+    try:
+        submitted = time.monotonic()
+        await h.submit([task])
+        procs = processes.snapshot(await _escaped_pids(h, uid, pid_file))
+        what = "a timed-out"
+        bound = _ESCAPE_BOUND
+        if cancel:
+            what = "a cancelled"
+            promised = await h.backend.cancel_task(uid)
+            h.check(promised, "CN-7", "cancel_task of a running task returned False")
+        else:
+            bound += timeout
+        # From the cancel, or from the earliest the timeout can expire.
+        started = time.monotonic() if cancel else submitted + timeout
+        await h.wait_terminal([uid], timeout=bound, clause_id="CN-7")
+        h.measure(
+            f"CN-7 {'cancel' if cancel else 'timeout'} to its report, "
+            "an escaped descendant holding stdout (s)",
+            time.monotonic() - started,
+        )
+        expected = spec.TaskState.CANCELED if cancel else spec.TaskState.FAILED
+        h.check(
+            h.final(uid) is expected,
+            "CN-7",
+            f"{what} task held open by an escaped descendant ended "
+            f"{h.final(uid)}, not {expected}",
+            uid,
+        )
+        survivors = processes.alive(procs)
+        if survivors:  # killing escaped descendants is best effort, not a MUST
+            h.note(
+                f"{len(survivors)} process(es) outlived the task: "
+                + processes.describe(survivors)
+            )
+    finally:
+        if not procs and pid_file.exists():  # failed before the snapshot
+            pids = [int(p) for p in pid_file.read_text().split() if p.isdigit()]
+            procs = processes.snapshot(pids)
+        processes.kill(procs)
+
+
+@cites("CN-7", deadline=30.0)
+async def timeout_despite_escaped_descendant(h: Harness) -> None:
+    """A timeout is reported in bounded time while an escaped child holds stdout."""
+    await _bounded_despite_escape(h, cancel=False)
+
+
+@cites("CN-7", deadline=30.0)
+async def cancel_despite_escaped_descendant(h: Harness) -> None:
+    """A cancel is reported in bounded time while an escaped child holds stdout."""
+    await _bounded_despite_escape(h, cancel=True)

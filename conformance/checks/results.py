@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -335,3 +336,61 @@ async def prompt_results_have_the_contract_shape(h: Harness) -> None:
     )
     if not failed:
         h.note("RS-14: no prompt task failed, so no failure was judged")
+
+
+def _inside(path: str, work_dir: str) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(work_dir)
+    return os.path.commonpath([real, root]) == root and real != root
+
+
+@cites("RS-11")
+async def capture_files_stay_in_work_dir(h: Harness) -> None:
+    """Capture files stay inside the work dir for uids like ``../x``, ``/abs/x``."""
+    work_dir = str(getattr(h.raw, "_work_dir", h.work_dir))
+    # Unique names outside the work dir, where a naive join would write.
+    token = h.uid("outside").replace("/", "-")
+    parent = os.path.dirname(os.path.realpath(work_dir))
+    absolute_dir = os.path.join(parent, f"{token}-abs")
+    os.makedirs(absolute_dir, exist_ok=True)
+    uids = [f"../{token}", os.path.join(absolute_dir, "x"), f"{token}-dir/y"]
+    outside = [
+        os.path.join(parent, f"{token}.stdout"),
+        os.path.join(absolute_dir, "x.stdout"),
+    ]
+    tasks = [
+        h.executable_task("echo", [f"out{i}"], uid=uid, capture_stdio=True)
+        for i, uid in enumerate(uids)
+    ]
+    try:
+        states = await h.run(tasks)
+        written = [path for path in outside if os.path.lexists(path)]
+        h.check(
+            not written,
+            "RS-11",
+            f"capture files were written outside {work_dir!r}: {written}",
+        )
+        for task in tasks:
+            uid = task["uid"]
+            if states[uid] is spec.TaskState.FAILED and task.get("stdout") is None:
+                # Refusing such a uid is allowed, with an exception saying why.
+                h.check(
+                    isinstance(task.get("exception"), BaseException),
+                    "RS-11",
+                    f"task {uid!r} FAILED without an exception saying why",
+                    uid,
+                )
+                continue
+            for key in ("stdout", "stderr"):
+                path = task.get(key)
+                h.check(
+                    isinstance(path, str) and _inside(path, work_dir),
+                    "RS-11",
+                    f"{key} of uid {uid!r} is {path!r}, outside {work_dir!r}",
+                    uid,
+                )
+    finally:
+        for path in outside:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(absolute_dir)

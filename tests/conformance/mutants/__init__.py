@@ -101,6 +101,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RS-8", local.PlainTimeoutError),
     _row("RS-9", local.DropsUnpicklableException),
     _row("RS-10", noop.RunsWhatItShouldNot),
+    _row("RS-11", local.CaptureOutsideWorkDir),
     _row("RS-12", local.CrashFailsEveryTask),
     # Cancellation
     _row("CN-1", noop.CancelReturnsNone),
@@ -109,6 +110,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CN-4", noop.CancelPromisesButCompletes),
     _row("CN-5", local.KillsOnlyTheLeader),
     _row("CN-6", local.QueuedTasksNotCancellable),
+    _row("CN-7", local.WaitsForHeldPipes),
     _row("CN-8", local.CancelLeavesFunctionRunning),
     # Shutdown
     _row("SD-1", noop.SecondShutdownRaises),

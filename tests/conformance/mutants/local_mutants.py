@@ -9,6 +9,7 @@ mutants (CN-5, SD-5) have to reach into how children are stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import pickle
@@ -152,6 +153,34 @@ class KillsOnlyTheLeader(_Local):
         child = job.child
         if child is not None:
             os.kill(child.pid, signal.SIGKILL)
+
+
+class CaptureOutsideWorkDir(_Local):
+    """RS-11: capture files are named by joining the uid to the work dir as is."""
+
+    @staticmethod
+    def _capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
+        base = os.path.join(work_dir, uid)  # "../x" and "/abs/x" leave work_dir
+        return base + ".stdout", base + ".stderr"
+
+
+class WaitsForHeldPipes(_Local):
+    """CN-7: a stopped child's group is killed, then its pipes are waited for."""
+
+    def _terminate(self, job: Any) -> None:
+        child = job.child
+        if child is None or job.kill_timer is not None:
+            return
+        # No escaped descendants, no drain: whatever holds the pipes decides.
+        os.killpg(child.pid, signal.SIGTERM)
+        job.kill_timer = self._bound_loop().call_later(
+            self._kill_grace, _killpg_quietly, child.pid
+        )
+
+
+def _killpg_quietly(pgid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class QueuedTasksNotCancellable(_Local):
