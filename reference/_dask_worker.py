@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
+import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -39,6 +41,7 @@ import cloudpickle
 from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
 from reference._workers import thread_loop
+from spec import WorkerLostError
 
 __all__ = [
     "CANCELLED",
@@ -50,6 +53,7 @@ __all__ = [
     "Outcome",
     "cancel_keys",
     "dumps_function_item",
+    "isolated_main",
     "run_executable",
     "run_functions",
 ]
@@ -78,10 +82,18 @@ class FunctionBatch:
 
     A plain object rather than a list, because Dask walks lists, tuples and
     dicts in task arguments looking for keys, which is wasted work here.
+
+    Attributes:
+        items: The tasks.
+        isolated: Run each task in a child process of the worker, so that a
+            task killing its process (``os._exit``, a segfault, the OOM
+            killer) costs only that task; the client asks for it when a
+            worker died with the chunk on it.
     """
 
-    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+    def __init__(self, items: list[tuple[str, bytes]], isolated: bool = False) -> None:
         self.items = items
+        self.isolated = isolated
 
 
 class ExecutableJob:
@@ -90,12 +102,14 @@ class ExecutableJob:
     Attributes:
         key: Unique per submission; what `cancel_keys` names.
         task: The executable's part of the task dict (``uid``, ``executable``,
-            ``arguments``, ``capture_stdio``, ``task_backend_specific_kwargs``).
+            ``arguments``, ``capture_stdio``, ``task_backend_specific_kwargs``),
+            pickled by the client: a value that cannot be pickled fails its
+            own task there, never the ``client.map`` carrying others.
         work_dir: Directory for ``capture_stdio`` files.
         grace: Seconds between SIGTERM and SIGKILL at a timeout.
     """
 
-    def __init__(self, key: str, task: dict[str, Any], work_dir: str, grace: float):
+    def __init__(self, key: str, task: bytes, work_dir: str, grace: float):
         self.key = key
         self.task = task
         self.work_dir = work_dir
@@ -221,12 +235,33 @@ async def _gather(awaitables: list[Any]) -> list[Outcome]:
     return list(await asyncio.gather(*(_await_outcome(a) for a in awaitables)))
 
 
+def _start_item(blob: bytes) -> Outcome | Any:
+    """Call one task's function: its `Outcome`, or the awaitable it returned."""
+    try:
+        function, args, kwargs = cloudpickle.loads(blob)
+    except Exception as exc:
+        return _failure(
+            RuntimeError(
+                f"the Dask worker cannot unpickle the task's function: {exc!r} "
+                "(is its module installed on the workers?)"
+            )
+        )
+    try:
+        result = function(*args, **kwargs)
+    except BaseException as exc:  # even SystemExit fails only its own task
+        return _failure(exc)
+    if inspect.isawaitable(result):
+        return result
+    return _success(result)
+
+
 def run_functions(batch: FunctionBatch) -> list[Outcome]:
     """Run a chunk of function tasks; the Dask task the client submits.
 
     Sync functions run one after the other in this worker thread; the
     coroutines of ``async def`` functions then run concurrently on the
-    thread's persistent event loop.
+    thread's persistent event loop. An isolated batch runs each task in a
+    child process instead (`_run_isolated`).
 
     Args:
         batch: The tasks.
@@ -235,36 +270,94 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         One `Outcome` per item, in order.
     """
     items = batch.items
+    if batch.isolated:
+        return [_run_isolated(key, blob) for key, blob in items]
     outcomes: list[Outcome | None] = [None] * len(items)
     pending: list[tuple[int, Any]] = []
     for index, (key, blob) in enumerate(items):
         if _take_cancelled(key):
             outcomes[index] = (CANCELLED, None, "", "", "")
             continue
-        try:
-            function, args, kwargs = cloudpickle.loads(blob)
-        except Exception as exc:
-            outcomes[index] = _failure(
-                RuntimeError(
-                    f"the Dask worker cannot unpickle the task's function: {exc!r} "
-                    "(is its module installed on the workers?)"
-                )
-            )
-            continue
-        try:
-            result = function(*args, **kwargs)
-        except BaseException as exc:  # even SystemExit fails only its own task
-            outcomes[index] = _failure(exc)
-            continue
-        if inspect.isawaitable(result):
-            pending.append((index, result))
+        started = _start_item(blob)
+        if isinstance(started, tuple):
+            outcomes[index] = started
         else:
-            outcomes[index] = _success(result)
+            pending.append((index, started))
     if pending:
         done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
         for (index, _), outcome in zip(pending, done, strict=True):
             outcomes[index] = outcome
     return [o if o is not None else (CANCELLED, None, "", "", "") for o in outcomes]
+
+
+# -- function tasks in a child process ------------------------------------------
+
+_ISOLATED_MAIN = "from reference._dask_worker import isolated_main; isolated_main()"
+
+
+def _run_isolated(key: str, blob: bytes) -> Outcome:
+    """Run one function task in a child process of this worker.
+
+    The child is registered under ``key`` like an executable's, so a cancel
+    kills it (and a key canceled first never starts it); it dies with the
+    worker (Linux). If it dies before sending its outcome, the task fails
+    with `WorkerLostError`, and only this task.
+    """
+    env = dict(os.environ)
+    # The worker's import path, so the child finds what the task's pickle names.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+    with _lock:  # atomic with cancel_keys, as for executables
+        if _cancelled.pop(key, None) is not None:
+            return (CANCELLED, None, "", "", "")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _ISOLATED_MAIN],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # cancel_keys kills its process group
+            preexec_fn=_preexec,  # only a prctl call: safe after fork
+        )
+        _children[key] = child
+    try:
+        out, _ = child.communicate(blob)
+    finally:
+        with _lock:
+            _children.pop(key, None)
+            _cancelled.pop(key, None)
+        signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
+    if child.returncode == 0:
+        try:
+            outcome: Outcome = pickle.loads(out)
+        except Exception:
+            pass
+        else:
+            return outcome
+    code = child.returncode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    error = WorkerLostError(
+        f"the process running the task died ({how}) before returning a result; "
+        "the task ran alone in it because a Dask worker had died with its chunk"
+    )
+    return _failure(error, stderr=str(error))
+
+
+def isolated_main() -> None:
+    """The child of `_run_isolated`: run the task read from stdin, write the outcome.
+
+    Not for direct use. The function's own prints go to stderr, so that
+    stdout carries only the pickled `Outcome`.
+    """
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    started = _start_item(sys.stdin.buffer.read())
+    if not isinstance(started, tuple):
+        loop = asyncio.new_event_loop()
+        try:
+            started = loop.run_until_complete(_await_outcome(started))
+        finally:
+            loop.close()
+    result.write(pickle.dumps(started))
+    result.close()
 
 
 # -- executable tasks -----------------------------------------------------------
@@ -304,7 +397,14 @@ def run_executable(job: ExecutableJob) -> Outcome:
         start, `CANCELLED` when cancelled before it started.
     """
     key = job.key
-    task = dict(job.task)  # results go into a copy; the job stays as sent
+    try:
+        task = cloudpickle.loads(job.task)
+    except Exception as exc:
+        return _failure(
+            RuntimeError(
+                f"the Dask worker cannot unpickle the executable task: {exc!r}"
+            )
+        )
 
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
         with _lock:  # atomic with cancel_keys: cancelled before start, never starts

@@ -30,13 +30,20 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from typing_extensions import Self
 
 from reference import _dask_worker as _worker
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, Job
+from reference._base import (
+    _RUNS_FUNCTIONS_AND_EXECUTABLES,
+    BackendBase,
+    Job,
+    duration,
+    function_call,
+)
 from reference._executables import build_command, parse_options
 from spec import (
     BackendError,
@@ -76,12 +83,13 @@ _EXIT_GRACE = 5.0  # seconds an owned cluster's workers get to exit after close
 _REMOTE_SLACK = 5.0  # seconds a cancel round trip may take on top of kill_grace
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
+_MAX_LOSSES = 3  # worker deaths a task survives (re-run isolated) before it fails
 
 
 class _Entry(Job):
     """One accepted task and where it is on the cluster."""
 
-    __slots__ = ("chunk", "key", "kind")
+    __slots__ = ("chunk", "key", "kind", "losses")
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
@@ -89,6 +97,7 @@ class _Entry(Job):
         self.kind: TaskKind | None = task_kind(task)
         self.key = ""  # unique per submission: names the task to the workers
         self.chunk: _Chunk | None = None  # set once dispatched
+        self.losses = 0  # how many workers died while its chunk was on them
 
 
 @dataclass(eq=False)
@@ -98,7 +107,8 @@ class _Chunk:
     key: str
     entries: list[_Entry]
     future: Any = None
-    live: int = 0  # members not cancelled; at 0 the Dask future is cancelled
+    live: int = 0  # members not canceled; at 0 the Dask future is canceled
+    isolated: bool = False  # each member runs in a child process of the worker
 
 
 class DaskExecutionBackend(BackendBase[_Entry]):
@@ -281,11 +291,9 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._starter), _CONNECT_TIMEOUT)
         if self._client is not None and self._ac is not None:
-            keys = [
-                e.key
-                for e in self._jobs.values()
-                if e.chunk is not None and e.kind is TaskKind.EXECUTABLE
-            ]
+            # Every task sent to Dask: running executables are killed, and
+            # functions not started yet are marked so they never start.
+            keys = [e.key for e in self._jobs.values() if e.chunk is not None]
             keys.extend(self._kill_keys)
             futures = [c.future for c in self._chunks.values() if c.future is not None]
             try:
@@ -413,79 +421,118 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                         self._chunks.pop(chunk.key, None)
                     self._fail(entry, BackendError(f"dispatch failed: {exc!r}"))
 
-    def _submit_functions(self, entries: list[_Entry], size: int) -> None:
+    def _submit_functions(
+        self, entries: list[_Entry], size: int, *, isolated: bool = False
+    ) -> None:
+        """Pickle function tasks one by one and send them in chunks of ``size``.
+
+        A task that cannot be pickled fails alone, naming what could not be
+        (RS-3); it never reaches a chunk, so it cannot spoil one. ``isolated``
+        sends one task per Dask task, run in a child process of the worker
+        (see `_settle_lost`).
+        """
         chunks: list[_Chunk] = []
         batches: list[_worker.FunctionBatch] = []
         items: list[tuple[str, bytes]] = []
         members: list[_Entry] = []
+        if isolated:
+            size = 1
         for entry in entries:
-            task = entry.task
             try:
-                blob = _worker.dumps_function_item(
-                    task["function"], task.get("args") or (), task.get("kwargs") or {}
-                )
+                function, args, kwargs = function_call(entry.task)
+            except ValueError as exc:
+                self._fail(entry, exc)
+                continue
+            try:
+                blob = _worker.dumps_function_item(function, args, kwargs)
             except Exception as exc:
-                error = TypeError(
-                    f"task {task['uid']!r}: its function or arguments cannot be "
-                    f"pickled to send them to the Dask workers: {exc}"
-                )
-                error.__cause__ = exc
-                self._fail(entry, error)
+                parts = (("function", function), ("args", args), ("kwargs", kwargs))
+                self._fail(entry, _unsendable_error(entry.uid, parts, exc))
                 continue
             items.append((entry.key, blob))
             members.append(entry)
             if len(items) >= size:
-                chunks.append(self._new_chunk(members))
-                batches.append(_worker.FunctionBatch(items))
+                chunks.append(self._new_chunk(members, isolated=isolated))
+                batches.append(_worker.FunctionBatch(items, isolated=isolated))
                 items, members = [], []
         if items:
-            chunks.append(self._new_chunk(members))
-            batches.append(_worker.FunctionBatch(items))
+            chunks.append(self._new_chunk(members, isolated=isolated))
+            batches.append(_worker.FunctionBatch(items, isolated=isolated))
         if chunks:
             self._submit(_worker.run_functions, chunks, batches)
 
     def _submit_executables(self, entries: list[_Entry]) -> None:
+        """Check and pickle executable tasks one by one; one Dask task each.
+
+        Each job travels as bytes pickled here, so an argument that cannot be
+        pickled fails only its task, naming it, instead of the ``client.map``
+        carrying the slice.
+        """
         chunks: list[_Chunk] = []
         jobs: list[_worker.ExecutableJob] = []
         for entry in entries:
             task = entry.task
+            options = task.get("task_backend_specific_kwargs") or {}
             try:
+                # The one duration validator, before any worker sees the value:
+                # inf or 1e20 would overflow the worker's timer, NaN kill at once.
+                if isinstance(options, dict) and options.get("timeout") is not None:
+                    duration("timeout", options["timeout"])
                 build_command(task, parse_options(task))
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 self._fail(entry, exc)
                 continue
-            options = task.get("task_backend_specific_kwargs") or {}
             part = {k: task[k] for k in _EXEC_FIELDS if k in task}
             part["task_backend_specific_kwargs"] = {
                 k: options[k] for k in _EXEC_OPTIONS if k in options
             }
+            try:
+                blob = cloudpickle.dumps(part)
+            except Exception as exc:
+                self._fail(entry, _unsendable_error(entry.uid, part.items(), exc))
+                continue
             chunk = self._new_chunk([entry], key=entry.key)
             chunks.append(chunk)
             jobs.append(
-                _worker.ExecutableJob(entry.key, part, self._work_dir, self._kill_grace)
+                _worker.ExecutableJob(entry.key, blob, self._work_dir, self._kill_grace)
             )
         if chunks:
             self._submit(_worker.run_executable, chunks, jobs)
 
-    def _new_chunk(self, members: list[_Entry], key: str | None = None) -> _Chunk:
+    def _new_chunk(
+        self, members: list[_Entry], key: str | None = None, *, isolated: bool = False
+    ) -> _Chunk:
         if key is None:
             key = f"asyncflow-{self._token}-c{next(self._counter)}"
-        chunk = _Chunk(key, members, live=len(members))
+        chunk = _Chunk(key, members, live=len(members), isolated=isolated)
         for entry in members:
             entry.chunk = chunk
         self._chunks[key] = chunk
         return chunk
 
     def _submit(self, function: Any, chunks: list[_Chunk], payloads: list[Any]) -> None:
+        """Hand chunks to Dask in one ``client.map``; one by one if it refuses.
+
+        Payloads are bytes pickled per task, so a refusal is rare (a key Dask
+        rejects, a lost connection); retrying each chunk alone keeps it to
+        the chunk at fault.
+        """
         try:
             futures = self._client.map(
                 function, payloads, key=[c.key for c in chunks], pure=False
             )
         except Exception as exc:
+            if len(chunks) > 1:
+                for chunk, payload in zip(chunks, payloads, strict=True):
+                    self._submit(function, [chunk], [payload])
+                return
             for chunk in chunks:
                 self._chunks.pop(chunk.key, None)
                 for entry in chunk.entries:
-                    self._fail(entry, BackendError(f"Dask refused the task: {exc!r}"))
+                    if entry.chunk is chunk:
+                        self._fail(
+                            entry, BackendError(f"Dask refused the task: {exc!r}")
+                        )
             return
         for chunk, future in zip(chunks, futures, strict=True):
             chunk.future = future
@@ -510,11 +557,19 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             try:
                 await self._settle(batch)
             except asyncio.CancelledError:
-                raise
+                if self._state is BackendState.SHUTDOWN:
+                    raise  # shutdown stops the consumer
+                # A stray CancelledError (raised by a task's code, a callback
+                # or a library, not by shutdown) must not end the consumer:
+                # every later task would go unreported (ST-8).
+                self._settle_failed(batch)
             except Exception:  # never lose the consumer; the tasks fail instead
-                logger.exception("backend %r: settling Dask results failed", self.name)
-                for future in batch:
-                    self._settle_error(future, BackendError("internal error"))
+                self._settle_failed(batch)
+
+    def _settle_failed(self, batch: list[Any]) -> None:
+        logger.exception("backend %r: settling Dask results failed", self.name)
+        for future in batch:
+            self._settle_error(future, BackendError("internal error"))
 
     async def _settle(self, batch: list[Any]) -> None:
         finished = [f for f in batch if f.status == "finished"]
@@ -578,6 +633,12 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             outcomes = [outcomes]
         for entry, outcome in zip(chunk.entries, outcomes, strict=True):
             if not self._owes_result(entry):
+                if entry.canceled and entry.kind is TaskKind.FUNCTION:
+                    # Canceled, and it either ran already or the worker's
+                    # guard skipped it: it will not run (again) now, so its
+                    # CANCELED is true. (An executable waits for its group
+                    # to be killed: `_flush_cancels` reports it.)
+                    self._finish(entry, TaskState.CANCELED)
                 continue
             if entry.kind is TaskKind.EXECUTABLE:
                 self._settle_executable(entry, outcome)
@@ -618,23 +679,56 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         chunk = self._chunks.pop(future.key, None)
         if chunk is None:
             return
-        error = exc
         if isinstance(exc, KilledWorker):
-            error = WorkerLostError(
-                f"the Dask worker running this task died ({exc}); "
-                "the task's result is lost"
-            )
-            error.__cause__ = exc
+            self._settle_lost(chunk, exc)
+            return
+        # Canceled members are skipped by _fail: `_flush_cancels` reports
+        # them once the workers know, as a failed Dask task proves nothing
+        # about whether one of them could still start.
         for entry in chunk.entries:
-            self._fail(entry, error)
+            self._fail(entry, exc)
+
+    def _settle_lost(self, chunk: _Chunk, exc: KilledWorker) -> None:
+        """A worker died with ``chunk`` on it: fail only the task at fault (RS-12).
+
+        Dask fails every task the dead worker held, running or queued, and
+        cannot say which function of a chunk was running, so the death
+        convicts no one. Each function task still owed a result runs again,
+        alone, in a child process of a worker (`_worker.run_functions`,
+        isolated), where a crash costs only that process: the task at fault
+        fails there with `WorkerLostError`, the others complete. A function
+        whose chunk ran before the crash may so run twice. An executable's
+        child dies with its worker (on Linux), so it fails here; so does a
+        task whose worker died `_MAX_LOSSES` times.
+        """
+        lost = WorkerLostError(
+            f"the Dask worker running this task died ({exc}); the task's result is lost"
+        )
+        lost.__cause__ = exc
+        again: list[_Entry] = []
+        for entry in chunk.entries:
+            if not self._owes_result(entry):
+                continue
+            entry.losses += 1
+            if entry.kind is TaskKind.FUNCTION and entry.losses < _MAX_LOSSES:
+                again.append(entry)
+            else:
+                self._fail(entry, lost)
+        if again:
+            self._submit_functions(again, 1, isolated=True)
 
     # -- cancellation ------------------------------------------------------------
 
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a task; ``True`` iff it will be reported CANCELED.
 
-        Returns at once: the CANCELED state comes on a later loop turn. For a
-        running executable it comes once its process group has been killed.
+        Returns at once: the CANCELED state comes on a later loop turn, and
+        only once it is true. A task not yet sent to Dask is reported at
+        once. For one already sent, the cancel goes to every worker first
+        (`_flush_cancels`): a task that has not started is then marked there
+        and never starts (CN-6); a function that had started runs on and its
+        result is discarded; a running executable's process group is killed
+        before CANCELED is reported (CN-5).
 
         Args:
             uid: The task's uid.
@@ -647,15 +741,16 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             return False
         if entry.canceled:
             return True
-        entry.canceled = True
-        chunk = entry.chunk
         loop = asyncio.get_running_loop()
-        if chunk is None or entry.kind is TaskKind.FUNCTION:
-            loop.call_soon(self._finish, entry, TaskState.CANCELED)
-        if chunk is not None:
+        chunk = entry.chunk
+        if chunk is None:  # still queued here: it never reaches Dask
+            self._cancel_soon(entry, loop)
+        else:
+            entry.canceled = True
+            # Reported by _flush_cancels once the workers have the cancel, or
+            # by _settle_outcomes if the chunk's outcome comes first.
             self._kill_keys.append(entry.key)
-            if entry.kind is TaskKind.EXECUTABLE:
-                self._kill_waiters.append(entry)
+            self._kill_waiters.append(entry)
             chunk.live -= 1
             if chunk.live == 0 and chunk.future is not None:
                 self._futures_to_cancel.append(chunk.future)
@@ -687,6 +782,40 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             await self._client.run(
                 _worker.cancel_keys, keys, self._kill_grace, on_error="return"
             )
+
+
+def _unsendable_error(
+    uid: str, parts: Iterable[tuple[str, Any]], exc: Exception
+) -> TypeError:
+    """The error failing a task that cannot be pickled, naming the part at fault."""
+    what = _unsendable(parts) or "its function or arguments"
+    error = TypeError(
+        f"task {uid!r}: {what} cannot be pickled to send it to the Dask workers: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _unsendable(parts: Iterable[tuple[str, Any]], depth: int = 0) -> str:
+    """Name the first part that does not pickle: ``"arguments[1] (Lock)"``.
+
+    Lists, tuples and dicts are searched one level further down (twice at
+    most: ``task_backend_specific_kwargs['env']['X']``), so the name points
+    at the value itself rather than at the container holding it.
+    """
+    for name, value in parts:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            inner: list[tuple[str, Any]] = []
+            if depth < 2 and isinstance(value, (list, tuple)):
+                inner = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            elif depth < 2 and isinstance(value, dict):
+                inner = [(f"{name}[{k!r}]", v) for k, v in value.items()]
+            return _unsendable(inner, depth + 1) or (
+                f"{name} ({type(value).__qualname__})"
+            )
+    return ""
 
 
 def _load_exception(

@@ -134,3 +134,26 @@ async def run_batch(
     finally:
         await backend.shutdown()
     return recorder
+
+
+def exit_worker(code: int = 7) -> None:
+    """Kill the process running this task at once (no cleanup, no exception)."""
+    os._exit(code)
+
+
+def note_start(directory: str, uid: str, seconds: float = 0.0) -> str:
+    """Record when this task started (``<directory>/<uid>``), sleep, return uid."""
+    with open(os.path.join(directory, uid), "w") as f:
+        f.write(repr(time.time()))
+    time.sleep(seconds)
+    return uid
+
+
+class Unsendable:
+    """An argument whose ``str()`` works but which cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return "unsendable"
