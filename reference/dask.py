@@ -13,8 +13,11 @@ executables go one per Dask task. A consumer task takes finished Dask
 futures from ``distributed.as_completed`` in batches, gathers their results
 in one round trip, reports every task on the loop thread and drops the
 futures, so Dask releases them. Cancels are collected and sent to every
-worker in one ``client.run`` call, which kills the process groups of
-cancelled executables (see `reference._dask_worker`).
+worker in one ``client.run`` call, which marks the tasks there so they never
+start and kills the process groups of canceled executables (see
+`reference._dask_worker`); CANCELED is reported after it. When a worker dies,
+the function tasks it held run again, one by one, each in a child process of
+a worker, so that the one that killed it fails alone.
 """
 
 from __future__ import annotations
@@ -131,14 +134,17 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     the backend's ``_work_dir``, so a remote cluster needs a shared file
     system for them).
 
-    Cancelling reports the task CANCELED. A running executable's process
-    group is killed first (TERM, then KILL after ``kill_grace``); a running
-    function cannot be interrupted: its Dask task is cancelled when it has
-    not started, otherwise it runs on and its result is discarded. A task
-    whose worker dies is FAILED with `spec.WorkerLostError`; an owned cluster
-    runs with ``allowed_failures=0`` so the first worker death fails it rather
-    than re-running it elsewhere. RUNNING is not reported: Dask does not tell
-    a client when a task starts without a round trip per task.
+    A canceled task is reported CANCELED once every worker has the cancel:
+    a task that has not started then never starts; a running executable's
+    process group is killed first (TERM, then KILL after ``kill_grace``); a
+    running function cannot be interrupted, so it runs on and its result is
+    discarded. A worker that dies costs only the task that killed it: the
+    function tasks it held run again, each alone in a child process of a
+    worker, where the one at fault fails with `spec.WorkerLostError`; an
+    executable on a dead worker fails with it. An owned cluster runs with
+    ``allowed_failures=0``, so Dask reports a death at once instead of
+    re-running the whole chunk elsewhere. RUNNING is not reported: Dask does
+    not tell a client when a task starts without a round trip per task.
 
     Args:
         client: An asynchronous ``distributed.Client`` (``asynchronous=True``)
