@@ -16,7 +16,7 @@ Executable tasks run one per Dask task, as a child in its own session
 `reference._executables.run_executable`. Its ``spawn`` hook lets this module
 keep a per-process registry mapping each task's key to its child, so
 `cancel_keys` (sent to every worker with ``client.run``) can kill the whole
-group; a key cancelled before its child starts is remembered so the child
+group; a key canceled before its child starts is remembered so the child
 never starts.
 """
 
@@ -44,7 +44,7 @@ from reference._workers import thread_loop
 from spec import WorkerLostError
 
 __all__ = [
-    "CANCELLED",
+    "CANCELED",
     "EXITED",
     "FAILED",
     "OK",
@@ -62,8 +62,8 @@ OK = "ok"
 """Outcome status: the task succeeded; ``payload`` pickles its result."""
 FAILED = "failed"
 """Outcome status: the task failed; ``payload`` pickles the exception."""
-CANCELLED = "cancelled"
-"""Outcome status: the task was cancelled before it started."""
+CANCELED = "canceled"
+"""Outcome status: the task was canceled before it started."""
 EXITED = "exited"
 """Outcome status: an executable ran; ``payload`` pickles its results."""
 
@@ -116,38 +116,38 @@ class ExecutableJob:
         self.grace = grace
 
 
-_FORGET_CANCELLED_AFTER = 600.0  # seconds a cancelled-but-unseen key is remembered
+_FORGET_CANCELED_AFTER = 600.0  # seconds a canceled-but-unseen key is remembered
 _lock = threading.Lock()
 _children: dict[str, subprocess.Popen[bytes]] = {}
-_cancelled: dict[str, float] = {}
+_canceled: dict[str, float] = {}
 
 
 # -- cancellation registry ------------------------------------------------------
 
 
-def _mark_cancelled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
-    """Remember ``keys`` as cancelled; return the children running for them."""
+def _mark_canceled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
+    """Remember ``keys`` as canceled; return the children running for them."""
     now = time.monotonic()
     with _lock:
-        if _cancelled:
+        if _canceled:
             stale = [
-                k for k, t in _cancelled.items() if now - t > _FORGET_CANCELLED_AFTER
+                k for k, t in _canceled.items() if now - t > _FORGET_CANCELED_AFTER
             ]
             for key in stale:
-                del _cancelled[key]
+                del _canceled[key]
         found = []
         for key in keys:
-            _cancelled[key] = now
+            _canceled[key] = now
             child = _children.get(key)
             if child is not None:
                 found.append(child)
         return found
 
 
-def _take_cancelled(key: str) -> bool:
-    """Tell whether ``key`` was cancelled, and forget it (it is being seen)."""
+def _take_canceled(key: str) -> bool:
+    """Tell whether ``key`` was canceled, and forget it (it is being seen)."""
     with _lock:
-        return _cancelled.pop(key, None) is not None
+        return _canceled.pop(key, None) is not None
 
 
 async def cancel_keys(keys: list[str], grace: float) -> int:
@@ -165,7 +165,7 @@ async def cancel_keys(keys: list[str], grace: float) -> int:
     Returns:
         How many running children were signalled.
     """
-    children = _mark_cancelled(keys)
+    children = _mark_canceled(keys)
     groups = [c.pid for c in children if signal_group(c.pid, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
@@ -275,8 +275,8 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(items)
     pending: list[tuple[int, Any]] = []
     for index, (key, blob) in enumerate(items):
-        if _take_cancelled(key):
-            outcomes[index] = (CANCELLED, None, "", "", "")
+        if _take_canceled(key):
+            outcomes[index] = (CANCELED, None, "", "", "")
             continue
         started = _start_item(blob)
         if isinstance(started, tuple):
@@ -287,7 +287,7 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
         for (index, _), outcome in zip(pending, done, strict=True):
             outcomes[index] = outcome
-    return [o if o is not None else (CANCELLED, None, "", "", "") for o in outcomes]
+    return [o if o is not None else (CANCELED, None, "", "", "") for o in outcomes]
 
 
 # -- function tasks in a child process ------------------------------------------
@@ -307,8 +307,8 @@ def _run_isolated(key: str, blob: bytes) -> Outcome:
     # The worker's import path, so the child finds what the task's pickle names.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
     with _lock:  # atomic with cancel_keys, as for executables
-        if _cancelled.pop(key, None) is not None:
-            return (CANCELLED, None, "", "", "")
+        if _canceled.pop(key, None) is not None:
+            return (CANCELED, None, "", "", "")
         child = subprocess.Popen(
             [sys.executable, "-c", _ISOLATED_MAIN],
             stdin=subprocess.PIPE,
@@ -323,7 +323,7 @@ def _run_isolated(key: str, blob: bytes) -> Outcome:
     finally:
         with _lock:
             _children.pop(key, None)
-            _cancelled.pop(key, None)
+            _canceled.pop(key, None)
         signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
     if child.returncode == 0:
         try:
@@ -376,8 +376,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 _preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None else None
 
 
-class _CancelledBeforeStart(Exception):
-    """Raised by the spawn hook: the key was cancelled, its child never starts."""
+class _CanceledBeforeStart(Exception):
+    """Raised by the spawn hook: the key was canceled, its child never starts."""
 
 
 def run_executable(job: ExecutableJob) -> Outcome:
@@ -385,7 +385,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
 
     The shared `reference._executables.run_executable` does the work; this
     adds the worker's part: the child starts under the registry lock unless
-    its key was cancelled first, is registered there for `cancel_keys`, and
+    its key was canceled first, is registered there for `cancel_keys`, and
     dies with the worker (Linux).
 
     Args:
@@ -394,7 +394,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
     Returns:
         The `Outcome`: `EXITED` with ``(stdout, stderr, exit_code,
         exception)`` pickled once the child ran, `FAILED` when it could not
-        start, `CANCELLED` when cancelled before it started.
+        start, `CANCELED` when canceled before it started.
     """
     key = job.key
     try:
@@ -407,9 +407,9 @@ def run_executable(job: ExecutableJob) -> Outcome:
         )
 
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-        with _lock:  # atomic with cancel_keys: cancelled before start, never starts
-            if _cancelled.pop(key, None) is not None:
-                raise _CancelledBeforeStart
+        with _lock:  # atomic with cancel_keys: canceled before start, never starts
+            if _canceled.pop(key, None) is not None:
+                raise _CanceledBeforeStart
             child = start()
             _children[key] = child
             return child
@@ -422,12 +422,12 @@ def run_executable(job: ExecutableJob) -> Outcome:
             spawn=spawn,
             preexec_fn=_preexec,  # only a prctl call: safe after fork
         )
-    except _CancelledBeforeStart:
-        return (CANCELLED, None, "", "", "")
+    except _CanceledBeforeStart:
+        return (CANCELED, None, "", "", "")
     finally:
         with _lock:
             _children.pop(key, None)
-            _cancelled.pop(key, None)
+            _canceled.pop(key, None)
     if task["exit_code"] is None:  # bad options, capture files or spawn
         return _failure(task["exception"], stderr=task["stderr"])
     results = (task["stdout"], task["stderr"], task["exit_code"], task["exception"])

@@ -155,7 +155,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             the backlog and the cluster's thread count; ``1`` disables
             chunking.
         kill_grace: Seconds between SIGTERM and SIGKILL when an executable
-            is cancelled or times out.
+            is canceled or times out.
         **cluster_kwargs: Passed to `distributed.LocalCluster` when the
             backend owns its cluster (e.g. ``n_workers=2,
             threads_per_worker=1``).
@@ -281,7 +281,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         """Stop: every unfinished task is reported CANCELED before this returns.
 
         Running executables are killed on the workers; the Dask futures are
-        cancelled; an owned cluster is closed, a connected one left running.
+        canceled; an owned cluster is closed, a connected one left running.
         Idempotent; concurrent calls wait for the same shutdown.
         """
         self._state = BackendState.SHUTDOWN
@@ -307,7 +307,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
                 )
             except Exception:
-                logger.exception("backend %r: cancelling on Dask failed", self.name)
+                logger.exception("backend %r: canceling on Dask failed", self.name)
         self._pending.clear()
         self._cancel_all()
         self._kill_waiters.clear()
@@ -604,7 +604,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             error: BaseException
             if future.status == "cancelled":
                 error = WorkerLostError(
-                    "Dask cancelled the task without being asked to "
+                    "Dask canceled the task without being asked to "
                     "(lost connection to the scheduler?)"
                 )
             else:
@@ -664,7 +664,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         elif status == _worker.FAILED:
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+            self._fail(entry, BackendError("the worker canceled the task unasked"))
 
     def _settle_executable(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome
@@ -679,7 +679,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             task.update(stdout=None, exit_code=None)
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+            self._fail(entry, BackendError("the worker canceled the task unasked"))
 
     def _settle_error(self, future: Any, exc: BaseException) -> None:
         chunk = self._chunks.pop(future.key, None)
@@ -777,7 +777,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("backend %r: cancelling on Dask failed", self.name)
+                logger.exception("backend %r: canceling on Dask failed", self.name)
             for entry in waiters:
                 self._finish(entry, TaskState.CANCELED)
 

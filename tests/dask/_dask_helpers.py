@@ -157,3 +157,12 @@ class Unsendable:
 
     def __str__(self) -> str:
         return "unsendable"
+
+
+def pid_then_sleep(path: str, seconds: float) -> str:
+    """Write this process's pid to ``path``, then sleep."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)  # the reader never sees a partial pid
+    time.sleep(seconds)
+    return "woke"

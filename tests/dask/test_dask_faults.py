@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dask_helpers import Recorder, Unsendable, add, exit_worker, run_batch
+from _dask_helpers import (
+    Recorder,
+    Unsendable,
+    add,
+    exit_worker,
+    pid_then_sleep,
+    run_batch,
+)
 
 from spec import TaskState, WorkerLostError
 
@@ -71,6 +78,43 @@ async def test_a_dying_worker_fails_only_the_task_it_ran(
         if i != 5:
             assert recorder.states[task["uid"]] == [TaskState.DONE], task["uid"]
             assert task["return_value"] == i + 100
+
+
+async def test_an_innocent_task_rerun_in_isolation_can_be_canceled(
+    address: str, tmp_path: Path
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    pid_file = tmp_path / "pid"
+    tasks: list[dict[str, Any]] = [
+        {"uid": "culprit", "function": exit_worker},
+        {"uid": "sleeper", "function": pid_then_sleep, "args": (str(pid_file), 60)},
+    ]
+    backend = DaskExecutionBackend(address=address, chunk_size=2)  # one chunk
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait("culprit", timeout=90)
+
+        async def pid_written() -> None:
+            while not pid_file.exists():
+                await asyncio.sleep(0.02)
+
+        # The sleeper runs again, alone, in a child process of a worker.
+        await asyncio.wait_for(pid_written(), 60)
+        pid = int(pid_file.read_text())
+        assert await backend.cancel_task("sleeper") is True
+        await recorder.wait("sleeper")
+        assert recorder.states["sleeper"] == [TaskState.CANCELED]
+        # CANCELED came after the child was killed, not after its 60 s.
+        assert not psutil.pid_exists(pid) or (
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        )
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["culprit"] == [TaskState.FAILED]
+    assert isinstance(tasks[0]["exception"], WorkerLostError)
+    assert "exit code 7" in str(tasks[0]["exception"])
 
 
 async def test_a_callback_raising_cancelled_error_loses_nothing(address: str) -> None:

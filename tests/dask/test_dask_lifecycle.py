@@ -137,7 +137,7 @@ async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> N
         while not all((tmp_path / f"b{i}").exists() for i in range(2)):
             await asyncio.sleep(0.02)  # both worker threads are now busy
         await backend.submit_tasks([queued, never_sent])
-        # Cancelled before the dispatcher's turn: never sent to Dask.
+        # Canceled before the dispatcher's turn: never sent to Dask.
         assert await backend.cancel_task("never-sent") is True
         while backend._jobs["queued"].chunk is None:
             await asyncio.sleep(0)  # sent to Dask, queued behind the busy ones
@@ -173,7 +173,7 @@ async def test_shutdown_cancels_everything_and_then_stays_silent(
     with pytest.raises(BackendShutdownError):
         await backend.submit_tasks([{"uid": "after", "function": add, "args": (1,)}])
     assert await backend.cancel_task("s0") is False
-    await asyncio.sleep(2.5)  # the cancelled functions finish on the workers now
+    await asyncio.sleep(2.5)  # the canceled functions finish on the workers now
     assert recorder.after_close == []
 
 
