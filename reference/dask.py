@@ -646,10 +646,18 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     # to be killed: `_flush_cancels` reports it.)
                     self._finish(entry, TaskState.CANCELED)
                 continue
-            if entry.kind is TaskKind.EXECUTABLE:
-                self._settle_executable(entry, outcome)
-            else:
-                self._settle_function(entry, outcome)
+            try:
+                if entry.kind is TaskKind.EXECUTABLE:
+                    self._settle_executable(entry, outcome)
+                else:
+                    self._settle_function(entry, outcome)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                # Loading what the worker sent ran the task's own code (a
+                # __reduce__ raising, even CancelledError or SystemExit): that
+                # fails this task only; the chunk's others are still reported.
+                self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
 
     def _settle_function(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome

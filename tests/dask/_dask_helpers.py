@@ -166,3 +166,18 @@ def pid_then_sleep(path: str, seconds: float) -> str:
     os.replace(path + ".tmp", path)  # the reader never sees a partial pid
     time.sleep(seconds)
     return "woke"
+
+
+def _raise_cancelled_error() -> None:
+    raise asyncio.CancelledError("raised while unpickling a return value")
+
+
+class UnpicklesToCancelledError:
+    """Pickles fine on the worker; loading it on the client raises CancelledError."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_raise_cancelled_error, ())
+
+
+def return_cancel_bomb() -> UnpicklesToCancelledError:
+    return UnpicklesToCancelledError()

@@ -19,6 +19,7 @@ from _dask_helpers import (
     add,
     exit_worker,
     pid_then_sleep,
+    return_cancel_bomb,
     run_batch,
 )
 
@@ -136,6 +137,32 @@ async def test_a_callback_raising_cancelled_error_loses_nothing(address: str) ->
             assert all(recorder.states[u] == [TaskState.DONE] for u in uids)
     finally:
         await asyncio.wait_for(backend.shutdown(), 60)
+
+
+async def test_a_result_that_raises_cancelled_error_when_loaded_fails_alone(
+    address: str,
+) -> None:
+    backend = DaskExecutionBackend(address=address, chunk_size=4)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    first: list[dict[str, Any]] = [
+        {"uid": f"a{i}", "function": add, "args": (i,)} for i in range(4)
+    ]
+    first[1] = {"uid": "a1", "function": return_cancel_bomb}  # in one chunk
+    later: list[dict[str, Any]] = [
+        {"uid": f"b{i}", "function": add, "args": (i,)} for i in range(4)
+    ]
+    try:
+        await backend.submit_tasks(first)
+        await recorder.wait(*(t["uid"] for t in first))
+        await backend.submit_tasks(later)  # the consumer still reports
+        await recorder.wait(*(t["uid"] for t in later))
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["a1"] == [TaskState.FAILED]
+    assert "CancelledError" in str(first[1]["exception"])
+    for task in [*first[:1], *first[2:], *later]:
+        assert recorder.states[task["uid"]] == [TaskState.DONE], task["uid"]
 
 
 @pytest.mark.parametrize("uid", [["x"], {"a": 1}, {1}, None, 3, Path("x"), b"x"])
