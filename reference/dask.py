@@ -163,7 +163,10 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
             with either, a ``client`` that is not asynchronous, a
-            ``chunk_size`` below 1, or a negative ``kill_grace``.
+            ``chunk_size`` below 1, or a ``kill_grace`` that is negative,
+            NaN, infinite or above 1e9 seconds.
+        TypeError: A ``chunk_size`` that is not an int, or a ``kill_grace``
+            that is not a number.
     """
 
     capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
@@ -191,17 +194,22 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             raise ValueError(
                 "the Dask client must be asynchronous: Client(..., asynchronous=True)"
             )
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if kill_grace < 0:
-            raise ValueError(f"kill_grace must be >= 0, got {kill_grace}")
+        if chunk_size is not None:
+            if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+                raise TypeError(
+                    f"chunk_size must be an int or None, got {chunk_size!r}"
+                )
+            if chunk_size < 1:
+                raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # The one duration validator: NaN, inf and negatives are refused here.
+        grace = duration("kill_grace", kill_grace, zero_ok=True)
         self._client: Any = client
         self._address = address
         self._cluster_kwargs = cluster_kwargs
         self._owns_client = client is None
         self._cluster: Any = None
         self._chunk_size = chunk_size
-        self._kill_grace = float(kill_grace)
+        self._kill_grace = grace
         self._token = uuid.uuid4().hex[:8]
         self._counter = itertools.count()
         self._pending: deque[_Entry] = deque()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,16 @@ async def test_constructor_rejects_conflicting_arguments() -> None:
         DaskExecutionBackend(address="tcp://x:1", n_workers=2)
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         DaskExecutionBackend(chunk_size=0)
-    with pytest.raises(ValueError, match=r"kill_grace must be >= 0, got -1\.0"):
+    with pytest.raises(ValueError, match=r"kill_grace must be >= 0 seconds, got -1\.0"):
         DaskExecutionBackend(kill_grace=-1.0)
+    for bad in (math.nan, math.inf, 1e20):
+        with pytest.raises(ValueError, match="kill_grace"):
+            DaskExecutionBackend(kill_grace=bad)
+    with pytest.raises(TypeError, match="kill_grace"):
+        DaskExecutionBackend(kill_grace="2")  # type: ignore[arg-type]
+    for odd in (2.5, "4", True):
+        with pytest.raises(TypeError, match="chunk_size must be an int"):
+            DaskExecutionBackend(chunk_size=odd)  # type: ignore[arg-type]
 
 
 async def test_declares_its_capabilities() -> None:
