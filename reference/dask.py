@@ -29,13 +29,15 @@ import itertools
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 from typing_extensions import Self
 
@@ -891,39 +893,90 @@ async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
 # -- a shared LocalCluster, for the conformance suite and tests --------------------
 
 _shared_lock = threading.Lock()
-_shared_cluster: Any = None
+_shared_host: subprocess.Popen[bytes] | None = None
+_shared_address_: str | None = None
+
+# The host forks before it imports anything: the intermediate process exits at
+# once, so the process running the cluster is no descendant of the caller.
+_HOST_CODE = """
+import os, sys
+if os.fork():
+    os._exit(0)
+from reference.dask import _host_shared_cluster
+_host_shared_cluster(int(sys.argv[1]))
+"""
+
+
+def _host_shared_cluster(n_workers: int) -> None:
+    """Run the shared cluster in the host process until its lifeline closes.
+
+    Not for direct use: `_shared_address` starts it. Prints the scheduler's
+    address on stdout, then waits for end-of-file on stdin, which comes when
+    the process that started it closes it or exits, however it exits.
+    """
+    cluster = _dd.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        scheduler_kwargs={"allowed_failures": 0},
+    )
+    try:
+        sys.stdout.write(f"{cluster.scheduler_address}\n")
+        sys.stdout.flush()
+        sys.stdin.buffer.read()
+    finally:
+        cluster.close(timeout=_CLOSE_TIMEOUT)
 
 
 def _shared_address(n_workers: int) -> str:
-    global _shared_cluster
+    """Start the shared cluster once (in a process of its own); its address.
+
+    The cluster runs outside this process's tree of children: its worker
+    processes, including those Dask's nannies start to replace workers that
+    died, are no children of a backend, so they never look like processes a
+    backend left behind (SD-5). It closes when this interpreter exits.
+    """
+    global _shared_host, _shared_address_
     with _shared_lock:
-        if _shared_cluster is None:
-            _shared_cluster = _dd.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                scheduler_kwargs={"allowed_failures": 0},
+        if _shared_address_ is None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            host = subprocess.Popen(
+                [sys.executable, "-c", _HOST_CODE, str(n_workers)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # a Ctrl-C here does not reach it
             )
+            stdout = cast(IO[bytes], host.stdout)  # stdout=PIPE
+            line = stdout.readline().decode().strip()
+            stdout.close()
+            host.wait()  # the intermediate process, exited right after its fork
+            if not line:
+                raise BackendError("the shared Dask cluster did not start")
+            _shared_host, _shared_address_ = host, line
             atexit.register(_close_shared)
-        return str(_shared_cluster.scheduler_address)
+        return _shared_address_
 
 
 def _close_shared() -> None:
-    global _shared_cluster
+    """Close the shared cluster's lifeline: its host closes it and exits."""
+    global _shared_host, _shared_address_
     with _shared_lock:
-        if _shared_cluster is not None:
-            with contextlib.suppress(Exception):
-                _shared_cluster.close(timeout=_CLOSE_TIMEOUT)
-            _shared_cluster = None
+        if _shared_host is not None and _shared_host.stdin is not None:
+            with contextlib.suppress(OSError):
+                _shared_host.stdin.close()
+        _shared_host, _shared_address_ = None, None
 
 
 async def shared_local_backend() -> DaskExecutionBackend:
     """Return a backend connected to a process-wide two-worker `LocalCluster`.
 
     The cluster (two worker processes, one thread each) starts on the first
-    call, in its own thread, and is closed when the interpreter exits; every
-    backend returned connects to it, so many short-lived backends (as the
+    call, in a process of its own outside this one's tree of children, and
+    is closed when the interpreter exits (however it exits); every backend
+    returned connects to it, so many short-lived backends (as the
     conformance suite creates) do not pay for a cluster each::
 
         python -m conformance reference.dask:shared_local_backend

@@ -20,7 +20,7 @@ from spec import (
 )
 
 distributed = pytest.importorskip("distributed")
-from reference.dask import DaskExecutionBackend  # noqa: E402
+from reference.dask import DaskExecutionBackend, shared_local_backend  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 
@@ -228,3 +228,23 @@ async def test_losing_the_scheduler_fails_tasks_instead_of_hanging(
         await asyncio.wait_for(backend.shutdown(), 60)
     assert recorder.states["orphan"] == [TaskState.FAILED]
     assert isinstance(task["exception"], WorkerLostError)
+
+
+async def test_shared_cluster_runs_outside_this_process_tree() -> None:
+    # Workers that Dask restarts after a death must not look like children a
+    # backend left behind (SD-5): the shared cluster is no descendant of ours.
+    before = _children()
+    backend = await asyncio.wait_for(shared_local_backend(), 90)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    task: dict[str, Any] = {"uid": "doomed", "function": kill_own_worker}
+    healthy: dict[str, Any] = {"uid": "healthy", "function": add, "args": (1, 2)}
+    try:
+        await backend.submit_tasks([task, healthy])
+        await recorder.wait("doomed", "healthy", timeout=90)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["doomed"] == [TaskState.FAILED]
+    assert isinstance(task["exception"], WorkerLostError)
+    assert recorder.states["healthy"] == [TaskState.DONE]
+    assert not (_children() - before), "the shared cluster is not our child"
