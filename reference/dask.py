@@ -171,7 +171,12 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             that is not a number.
     """
 
-    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    # crash_isolation: a worker death fails only the task that caused it
+    # (_settle_lost). Not preemptive_cancel: a running function in a worker
+    # thread cannot be stopped.
+    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
+        Capability.CRASH_ISOLATION
+    }
 
     def __init__(
         self,

@@ -118,6 +118,9 @@ async def test_declares_its_capabilities() -> None:
         Capability.TIMEOUT,
     } <= caps
     assert Capability.PROMPTS not in caps
+    assert Capability.CRASH_ISOLATION in caps  # RS-12: a death fails its task only
+    # A running function in a worker thread cannot be stopped (CN-8).
+    assert Capability.PREEMPTIVE_CANCEL not in caps
 
 
 async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> None:
