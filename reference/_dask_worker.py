@@ -16,7 +16,7 @@ Executable tasks run one per Dask task, as a child in its own session
 `reference._executables.run_executable`. Its ``spawn`` hook lets this module
 keep a per-process registry mapping each task's key to its child, so
 `cancel_keys` (sent to every worker with ``client.run``) can kill the whole
-group; a key cancelled before its child starts is remembered so the child
+group; a key canceled before its child starts is remembered so the child
 never starts.
 """
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
+import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -39,9 +41,10 @@ import cloudpickle
 from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
 from reference._workers import thread_loop
+from spec import WorkerLostError
 
 __all__ = [
-    "CANCELLED",
+    "CANCELED",
     "EXITED",
     "FAILED",
     "OK",
@@ -50,6 +53,7 @@ __all__ = [
     "Outcome",
     "cancel_keys",
     "dumps_function_item",
+    "isolated_main",
     "run_executable",
     "run_functions",
 ]
@@ -58,8 +62,8 @@ OK = "ok"
 """Outcome status: the task succeeded; ``payload`` pickles its result."""
 FAILED = "failed"
 """Outcome status: the task failed; ``payload`` pickles the exception."""
-CANCELLED = "cancelled"
-"""Outcome status: the task was cancelled before it started."""
+CANCELED = "canceled"
+"""Outcome status: the task was canceled before it started."""
 EXITED = "exited"
 """Outcome status: an executable ran; ``payload`` pickles its results."""
 
@@ -78,10 +82,18 @@ class FunctionBatch:
 
     A plain object rather than a list, because Dask walks lists, tuples and
     dicts in task arguments looking for keys, which is wasted work here.
+
+    Attributes:
+        items: The tasks.
+        isolated: Run each task in a child process of the worker, so that a
+            task killing its process (``os._exit``, a segfault, the OOM
+            killer) costs only that task; the client asks for it when a
+            worker died with the chunk on it.
     """
 
-    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+    def __init__(self, items: list[tuple[str, bytes]], isolated: bool = False) -> None:
         self.items = items
+        self.isolated = isolated
 
 
 class ExecutableJob:
@@ -90,50 +102,52 @@ class ExecutableJob:
     Attributes:
         key: Unique per submission; what `cancel_keys` names.
         task: The executable's part of the task dict (``uid``, ``executable``,
-            ``arguments``, ``capture_stdio``, ``task_backend_specific_kwargs``).
+            ``arguments``, ``capture_stdio``, ``task_backend_specific_kwargs``),
+            pickled by the client: a value that cannot be pickled fails its
+            own task there, never the ``client.map`` carrying others.
         work_dir: Directory for ``capture_stdio`` files.
         grace: Seconds between SIGTERM and SIGKILL at a timeout.
     """
 
-    def __init__(self, key: str, task: dict[str, Any], work_dir: str, grace: float):
+    def __init__(self, key: str, task: bytes, work_dir: str, grace: float):
         self.key = key
         self.task = task
         self.work_dir = work_dir
         self.grace = grace
 
 
-_FORGET_CANCELLED_AFTER = 600.0  # seconds a cancelled-but-unseen key is remembered
+_FORGET_CANCELED_AFTER = 600.0  # seconds a canceled-but-unseen key is remembered
 _lock = threading.Lock()
 _children: dict[str, subprocess.Popen[bytes]] = {}
-_cancelled: dict[str, float] = {}
+_canceled: dict[str, float] = {}
 
 
 # -- cancellation registry ------------------------------------------------------
 
 
-def _mark_cancelled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
-    """Remember ``keys`` as cancelled; return the children running for them."""
+def _mark_canceled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
+    """Remember ``keys`` as canceled; return the children running for them."""
     now = time.monotonic()
     with _lock:
-        if _cancelled:
+        if _canceled:
             stale = [
-                k for k, t in _cancelled.items() if now - t > _FORGET_CANCELLED_AFTER
+                k for k, t in _canceled.items() if now - t > _FORGET_CANCELED_AFTER
             ]
             for key in stale:
-                del _cancelled[key]
+                del _canceled[key]
         found = []
         for key in keys:
-            _cancelled[key] = now
+            _canceled[key] = now
             child = _children.get(key)
             if child is not None:
                 found.append(child)
         return found
 
 
-def _take_cancelled(key: str) -> bool:
-    """Tell whether ``key`` was cancelled, and forget it (it is being seen)."""
+def _take_canceled(key: str) -> bool:
+    """Tell whether ``key`` was canceled, and forget it (it is being seen)."""
     with _lock:
-        return _cancelled.pop(key, None) is not None
+        return _canceled.pop(key, None) is not None
 
 
 async def cancel_keys(keys: list[str], grace: float) -> int:
@@ -151,7 +165,7 @@ async def cancel_keys(keys: list[str], grace: float) -> int:
     Returns:
         How many running children were signalled.
     """
-    children = _mark_cancelled(keys)
+    children = _mark_canceled(keys)
     groups = [c.pid for c in children if signal_group(c.pid, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
@@ -221,12 +235,33 @@ async def _gather(awaitables: list[Any]) -> list[Outcome]:
     return list(await asyncio.gather(*(_await_outcome(a) for a in awaitables)))
 
 
+def _start_item(blob: bytes) -> Outcome | Any:
+    """Call one task's function: its `Outcome`, or the awaitable it returned."""
+    try:
+        function, args, kwargs = cloudpickle.loads(blob)
+    except Exception as exc:
+        return _failure(
+            RuntimeError(
+                f"the Dask worker cannot unpickle the task's function: {exc!r} "
+                "(is its module installed on the workers?)"
+            )
+        )
+    try:
+        result = function(*args, **kwargs)
+    except BaseException as exc:  # even SystemExit fails only its own task
+        return _failure(exc)
+    if inspect.isawaitable(result):
+        return result
+    return _success(result)
+
+
 def run_functions(batch: FunctionBatch) -> list[Outcome]:
     """Run a chunk of function tasks; the Dask task the client submits.
 
     Sync functions run one after the other in this worker thread; the
     coroutines of ``async def`` functions then run concurrently on the
-    thread's persistent event loop.
+    thread's persistent event loop. An isolated batch runs each task in a
+    child process instead (`_run_isolated`).
 
     Args:
         batch: The tasks.
@@ -235,36 +270,94 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         One `Outcome` per item, in order.
     """
     items = batch.items
+    if batch.isolated:
+        return [_run_isolated(key, blob) for key, blob in items]
     outcomes: list[Outcome | None] = [None] * len(items)
     pending: list[tuple[int, Any]] = []
     for index, (key, blob) in enumerate(items):
-        if _take_cancelled(key):
-            outcomes[index] = (CANCELLED, None, "", "", "")
+        if _take_canceled(key):
+            outcomes[index] = (CANCELED, None, "", "", "")
             continue
-        try:
-            function, args, kwargs = cloudpickle.loads(blob)
-        except Exception as exc:
-            outcomes[index] = _failure(
-                RuntimeError(
-                    f"the Dask worker cannot unpickle the task's function: {exc!r} "
-                    "(is its module installed on the workers?)"
-                )
-            )
-            continue
-        try:
-            result = function(*args, **kwargs)
-        except BaseException as exc:  # even SystemExit fails only its own task
-            outcomes[index] = _failure(exc)
-            continue
-        if inspect.isawaitable(result):
-            pending.append((index, result))
+        started = _start_item(blob)
+        if isinstance(started, tuple):
+            outcomes[index] = started
         else:
-            outcomes[index] = _success(result)
+            pending.append((index, started))
     if pending:
         done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
         for (index, _), outcome in zip(pending, done, strict=True):
             outcomes[index] = outcome
-    return [o if o is not None else (CANCELLED, None, "", "", "") for o in outcomes]
+    return [o if o is not None else (CANCELED, None, "", "", "") for o in outcomes]
+
+
+# -- function tasks in a child process ------------------------------------------
+
+_ISOLATED_MAIN = "from reference._dask_worker import isolated_main; isolated_main()"
+
+
+def _run_isolated(key: str, blob: bytes) -> Outcome:
+    """Run one function task in a child process of this worker.
+
+    The child is registered under ``key`` like an executable's, so a cancel
+    kills it (and a key canceled first never starts it); it dies with the
+    worker (Linux). If it dies before sending its outcome, the task fails
+    with `WorkerLostError`, and only this task.
+    """
+    env = dict(os.environ)
+    # The worker's import path, so the child finds what the task's pickle names.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+    with _lock:  # atomic with cancel_keys, as for executables
+        if _canceled.pop(key, None) is not None:
+            return (CANCELED, None, "", "", "")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _ISOLATED_MAIN],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # cancel_keys kills its process group
+            preexec_fn=_preexec,  # only a prctl call: safe after fork
+        )
+        _children[key] = child
+    try:
+        out, _ = child.communicate(blob)
+    finally:
+        with _lock:
+            _children.pop(key, None)
+            _canceled.pop(key, None)
+        signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
+    if child.returncode == 0:
+        try:
+            outcome: Outcome = pickle.loads(out)
+        except Exception:
+            pass
+        else:
+            return outcome
+    code = child.returncode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    error = WorkerLostError(
+        f"the process running the task died ({how}) before returning a result; "
+        "the task ran alone in it because a Dask worker had died with its chunk"
+    )
+    return _failure(error, stderr=str(error))
+
+
+def isolated_main() -> None:
+    """The child of `_run_isolated`: run the task read from stdin, write the outcome.
+
+    Not for direct use. The function's own prints go to stderr, so that
+    stdout carries only the pickled `Outcome`.
+    """
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    started = _start_item(sys.stdin.buffer.read())
+    if not isinstance(started, tuple):
+        loop = asyncio.new_event_loop()
+        try:
+            started = loop.run_until_complete(_await_outcome(started))
+        finally:
+            loop.close()
+    result.write(pickle.dumps(started))
+    result.close()
 
 
 # -- executable tasks -----------------------------------------------------------
@@ -283,8 +376,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 _preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None else None
 
 
-class _CancelledBeforeStart(Exception):
-    """Raised by the spawn hook: the key was cancelled, its child never starts."""
+class _CanceledBeforeStart(Exception):
+    """Raised by the spawn hook: the key was canceled, its child never starts."""
 
 
 def run_executable(job: ExecutableJob) -> Outcome:
@@ -292,7 +385,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
 
     The shared `reference._executables.run_executable` does the work; this
     adds the worker's part: the child starts under the registry lock unless
-    its key was cancelled first, is registered there for `cancel_keys`, and
+    its key was canceled first, is registered there for `cancel_keys`, and
     dies with the worker (Linux).
 
     Args:
@@ -301,15 +394,22 @@ def run_executable(job: ExecutableJob) -> Outcome:
     Returns:
         The `Outcome`: `EXITED` with ``(stdout, stderr, exit_code,
         exception)`` pickled once the child ran, `FAILED` when it could not
-        start, `CANCELLED` when cancelled before it started.
+        start, `CANCELED` when canceled before it started.
     """
     key = job.key
-    task = dict(job.task)  # results go into a copy; the job stays as sent
+    try:
+        task = cloudpickle.loads(job.task)
+    except Exception as exc:
+        return _failure(
+            RuntimeError(
+                f"the Dask worker cannot unpickle the executable task: {exc!r}"
+            )
+        )
 
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-        with _lock:  # atomic with cancel_keys: cancelled before start, never starts
-            if _cancelled.pop(key, None) is not None:
-                raise _CancelledBeforeStart
+        with _lock:  # atomic with cancel_keys: canceled before start, never starts
+            if _canceled.pop(key, None) is not None:
+                raise _CanceledBeforeStart
             child = start()
             _children[key] = child
             return child
@@ -322,12 +422,12 @@ def run_executable(job: ExecutableJob) -> Outcome:
             spawn=spawn,
             preexec_fn=_preexec,  # only a prctl call: safe after fork
         )
-    except _CancelledBeforeStart:
-        return (CANCELLED, None, "", "", "")
+    except _CanceledBeforeStart:
+        return (CANCELED, None, "", "", "")
     finally:
         with _lock:
             _children.pop(key, None)
-            _cancelled.pop(key, None)
+            _canceled.pop(key, None)
     if task["exit_code"] is None:  # bad options, capture files or spawn
         return _failure(task["exception"], stderr=task["stderr"])
     results = (task["stdout"], task["stderr"], task["exit_code"], task["exception"])

@@ -13,8 +13,11 @@ executables go one per Dask task. A consumer task takes finished Dask
 futures from ``distributed.as_completed`` in batches, gathers their results
 in one round trip, reports every task on the loop thread and drops the
 futures, so Dask releases them. Cancels are collected and sent to every
-worker in one ``client.run`` call, which kills the process groups of
-cancelled executables (see `reference._dask_worker`).
+worker in one ``client.run`` call, which marks the tasks there so they never
+start and kills the process groups of canceled executables (see
+`reference._dask_worker`); CANCELED is reported after it. When a worker dies,
+the function tasks it held run again, one by one, each in a child process of
+a worker, so that the one that killed it fails alone.
 """
 
 from __future__ import annotations
@@ -26,17 +29,26 @@ import itertools
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 from typing_extensions import Self
 
 from reference import _dask_worker as _worker
-from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, Job
+from reference._base import (
+    _RUNS_FUNCTIONS_AND_EXECUTABLES,
+    BackendBase,
+    Job,
+    duration,
+    function_call,
+)
 from reference._executables import build_command, parse_options
 from spec import (
     BackendError,
@@ -76,12 +88,13 @@ _EXIT_GRACE = 5.0  # seconds an owned cluster's workers get to exit after close
 _REMOTE_SLACK = 5.0  # seconds a cancel round trip may take on top of kill_grace
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
+_MAX_LOSSES = 3  # worker deaths a task survives (re-run isolated) before it fails
 
 
 class _Entry(Job):
     """One accepted task and where it is on the cluster."""
 
-    __slots__ = ("chunk", "key", "kind")
+    __slots__ = ("chunk", "key", "kind", "losses")
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
@@ -89,6 +102,7 @@ class _Entry(Job):
         self.kind: TaskKind | None = task_kind(task)
         self.key = ""  # unique per submission: names the task to the workers
         self.chunk: _Chunk | None = None  # set once dispatched
+        self.losses = 0  # how many workers died while its chunk was on them
 
 
 @dataclass(eq=False)
@@ -98,7 +112,8 @@ class _Chunk:
     key: str
     entries: list[_Entry]
     future: Any = None
-    live: int = 0  # members not cancelled; at 0 the Dask future is cancelled
+    live: int = 0  # members not canceled; at 0 the Dask future is canceled
+    isolated: bool = False  # each member runs in a child process of the worker
 
 
 class DaskExecutionBackend(BackendBase[_Entry]):
@@ -121,14 +136,17 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     the backend's ``_work_dir``, so a remote cluster needs a shared file
     system for them).
 
-    Cancelling reports the task CANCELED. A running executable's process
-    group is killed first (TERM, then KILL after ``kill_grace``); a running
-    function cannot be interrupted: its Dask task is cancelled when it has
-    not started, otherwise it runs on and its result is discarded. A task
-    whose worker dies is FAILED with `spec.WorkerLostError`; an owned cluster
-    runs with ``allowed_failures=0`` so the first worker death fails it rather
-    than re-running it elsewhere. RUNNING is not reported: Dask does not tell
-    a client when a task starts without a round trip per task.
+    A canceled task is reported CANCELED once every worker has the cancel:
+    a task that has not started then never starts; a running executable's
+    process group is killed first (TERM, then KILL after ``kill_grace``); a
+    running function cannot be interrupted, so it runs on and its result is
+    discarded. A worker that dies costs only the task that killed it: the
+    function tasks it held run again, each alone in a child process of a
+    worker, where the one at fault fails with `spec.WorkerLostError`; an
+    executable on a dead worker fails with it. An owned cluster runs with
+    ``allowed_failures=0``, so Dask reports a death at once instead of
+    re-running the whole chunk elsewhere. RUNNING is not reported: Dask does
+    not tell a client when a task starts without a round trip per task.
 
     Args:
         client: An asynchronous ``distributed.Client`` (``asynchronous=True``)
@@ -139,7 +157,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             the backlog and the cluster's thread count; ``1`` disables
             chunking.
         kill_grace: Seconds between SIGTERM and SIGKILL when an executable
-            is cancelled or times out.
+            is canceled or times out.
         **cluster_kwargs: Passed to `distributed.LocalCluster` when the
             backend owns its cluster (e.g. ``n_workers=2,
             threads_per_worker=1``).
@@ -147,10 +165,18 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
             with either, a ``client`` that is not asynchronous, a
-            ``chunk_size`` below 1, or a negative ``kill_grace``.
+            ``chunk_size`` below 1, or a ``kill_grace`` that is negative,
+            NaN, infinite or above 1e9 seconds.
+        TypeError: A ``chunk_size`` that is not an int, or a ``kill_grace``
+            that is not a number.
     """
 
-    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    # crash_isolation: a worker death fails only the task that caused it
+    # (_settle_lost). Not preemptive_cancel: a running function in a worker
+    # thread cannot be stopped.
+    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
+        Capability.CRASH_ISOLATION
+    }
 
     def __init__(
         self,
@@ -175,17 +201,22 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             raise ValueError(
                 "the Dask client must be asynchronous: Client(..., asynchronous=True)"
             )
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if kill_grace < 0:
-            raise ValueError(f"kill_grace must be >= 0, got {kill_grace}")
+        if chunk_size is not None:
+            if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+                raise TypeError(
+                    f"chunk_size must be an int or None, got {chunk_size!r}"
+                )
+            if chunk_size < 1:
+                raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # The one duration validator: NaN, inf and negatives are refused here.
+        grace = duration("kill_grace", kill_grace, zero_ok=True)
         self._client: Any = client
         self._address = address
         self._cluster_kwargs = cluster_kwargs
         self._owns_client = client is None
         self._cluster: Any = None
         self._chunk_size = chunk_size
-        self._kill_grace = float(kill_grace)
+        self._kill_grace = grace
         self._token = uuid.uuid4().hex[:8]
         self._counter = itertools.count()
         self._pending: deque[_Entry] = deque()
@@ -265,7 +296,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         """Stop: every unfinished task is reported CANCELED before this returns.
 
         Running executables are killed on the workers; the Dask futures are
-        cancelled; an owned cluster is closed, a connected one left running.
+        canceled; an owned cluster is closed, a connected one left running.
         Idempotent; concurrent calls wait for the same shutdown.
         """
         self._state = BackendState.SHUTDOWN
@@ -281,11 +312,9 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._starter), _CONNECT_TIMEOUT)
         if self._client is not None and self._ac is not None:
-            keys = [
-                e.key
-                for e in self._jobs.values()
-                if e.chunk is not None and e.kind is TaskKind.EXECUTABLE
-            ]
+            # Every task sent to Dask: running executables are killed, and
+            # functions not started yet are marked so they never start.
+            keys = [e.key for e in self._jobs.values() if e.chunk is not None]
             keys.extend(self._kill_keys)
             futures = [c.future for c in self._chunks.values() if c.future is not None]
             try:
@@ -293,7 +322,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
                 )
             except Exception:
-                logger.exception("backend %r: cancelling on Dask failed", self.name)
+                logger.exception("backend %r: canceling on Dask failed", self.name)
         self._pending.clear()
         self._cancel_all()
         self._kill_waiters.clear()
@@ -413,79 +442,118 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                         self._chunks.pop(chunk.key, None)
                     self._fail(entry, BackendError(f"dispatch failed: {exc!r}"))
 
-    def _submit_functions(self, entries: list[_Entry], size: int) -> None:
+    def _submit_functions(
+        self, entries: list[_Entry], size: int, *, isolated: bool = False
+    ) -> None:
+        """Pickle function tasks one by one and send them in chunks of ``size``.
+
+        A task that cannot be pickled fails alone, naming what could not be
+        (RS-3); it never reaches a chunk, so it cannot spoil one. ``isolated``
+        sends one task per Dask task, run in a child process of the worker
+        (see `_settle_lost`).
+        """
         chunks: list[_Chunk] = []
         batches: list[_worker.FunctionBatch] = []
         items: list[tuple[str, bytes]] = []
         members: list[_Entry] = []
+        if isolated:
+            size = 1
         for entry in entries:
-            task = entry.task
             try:
-                blob = _worker.dumps_function_item(
-                    task["function"], task.get("args") or (), task.get("kwargs") or {}
-                )
+                function, args, kwargs = function_call(entry.task)
+            except ValueError as exc:
+                self._fail(entry, exc)
+                continue
+            try:
+                blob = _worker.dumps_function_item(function, args, kwargs)
             except Exception as exc:
-                error = TypeError(
-                    f"task {task['uid']!r}: its function or arguments cannot be "
-                    f"pickled to send them to the Dask workers: {exc}"
-                )
-                error.__cause__ = exc
-                self._fail(entry, error)
+                parts = (("function", function), ("args", args), ("kwargs", kwargs))
+                self._fail(entry, _unsendable_error(entry.uid, parts, exc))
                 continue
             items.append((entry.key, blob))
             members.append(entry)
             if len(items) >= size:
-                chunks.append(self._new_chunk(members))
-                batches.append(_worker.FunctionBatch(items))
+                chunks.append(self._new_chunk(members, isolated=isolated))
+                batches.append(_worker.FunctionBatch(items, isolated=isolated))
                 items, members = [], []
         if items:
-            chunks.append(self._new_chunk(members))
-            batches.append(_worker.FunctionBatch(items))
+            chunks.append(self._new_chunk(members, isolated=isolated))
+            batches.append(_worker.FunctionBatch(items, isolated=isolated))
         if chunks:
             self._submit(_worker.run_functions, chunks, batches)
 
     def _submit_executables(self, entries: list[_Entry]) -> None:
+        """Check and pickle executable tasks one by one; one Dask task each.
+
+        Each job travels as bytes pickled here, so an argument that cannot be
+        pickled fails only its task, naming it, instead of the ``client.map``
+        carrying the slice.
+        """
         chunks: list[_Chunk] = []
         jobs: list[_worker.ExecutableJob] = []
         for entry in entries:
             task = entry.task
+            options = task.get("task_backend_specific_kwargs") or {}
             try:
+                # The one duration validator, before any worker sees the value:
+                # inf or 1e20 would overflow the worker's timer, NaN kill at once.
+                if isinstance(options, dict) and options.get("timeout") is not None:
+                    duration("timeout", options["timeout"])
                 build_command(task, parse_options(task))
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 self._fail(entry, exc)
                 continue
-            options = task.get("task_backend_specific_kwargs") or {}
             part = {k: task[k] for k in _EXEC_FIELDS if k in task}
             part["task_backend_specific_kwargs"] = {
                 k: options[k] for k in _EXEC_OPTIONS if k in options
             }
+            try:
+                blob = cloudpickle.dumps(part)
+            except Exception as exc:
+                self._fail(entry, _unsendable_error(entry.uid, part.items(), exc))
+                continue
             chunk = self._new_chunk([entry], key=entry.key)
             chunks.append(chunk)
             jobs.append(
-                _worker.ExecutableJob(entry.key, part, self._work_dir, self._kill_grace)
+                _worker.ExecutableJob(entry.key, blob, self._work_dir, self._kill_grace)
             )
         if chunks:
             self._submit(_worker.run_executable, chunks, jobs)
 
-    def _new_chunk(self, members: list[_Entry], key: str | None = None) -> _Chunk:
+    def _new_chunk(
+        self, members: list[_Entry], key: str | None = None, *, isolated: bool = False
+    ) -> _Chunk:
         if key is None:
             key = f"asyncflow-{self._token}-c{next(self._counter)}"
-        chunk = _Chunk(key, members, live=len(members))
+        chunk = _Chunk(key, members, live=len(members), isolated=isolated)
         for entry in members:
             entry.chunk = chunk
         self._chunks[key] = chunk
         return chunk
 
     def _submit(self, function: Any, chunks: list[_Chunk], payloads: list[Any]) -> None:
+        """Hand chunks to Dask in one ``client.map``; one by one if it refuses.
+
+        Payloads are bytes pickled per task, so a refusal is rare (a key Dask
+        rejects, a lost connection); retrying each chunk alone keeps it to
+        the chunk at fault.
+        """
         try:
             futures = self._client.map(
                 function, payloads, key=[c.key for c in chunks], pure=False
             )
         except Exception as exc:
+            if len(chunks) > 1:
+                for chunk, payload in zip(chunks, payloads, strict=True):
+                    self._submit(function, [chunk], [payload])
+                return
             for chunk in chunks:
                 self._chunks.pop(chunk.key, None)
                 for entry in chunk.entries:
-                    self._fail(entry, BackendError(f"Dask refused the task: {exc!r}"))
+                    if entry.chunk is chunk:
+                        self._fail(
+                            entry, BackendError(f"Dask refused the task: {exc!r}")
+                        )
             return
         for chunk, future in zip(chunks, futures, strict=True):
             chunk.future = future
@@ -510,11 +578,19 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             try:
                 await self._settle(batch)
             except asyncio.CancelledError:
-                raise
+                if self._state is BackendState.SHUTDOWN:
+                    raise  # shutdown stops the consumer
+                # A stray CancelledError (raised by a task's code, a callback
+                # or a library, not by shutdown) must not end the consumer:
+                # every later task would go unreported (ST-8).
+                self._settle_failed(batch)
             except Exception:  # never lose the consumer; the tasks fail instead
-                logger.exception("backend %r: settling Dask results failed", self.name)
-                for future in batch:
-                    self._settle_error(future, BackendError("internal error"))
+                self._settle_failed(batch)
+
+    def _settle_failed(self, batch: list[Any]) -> None:
+        logger.exception("backend %r: settling Dask results failed", self.name)
+        for future in batch:
+            self._settle_error(future, BackendError("internal error"))
 
     async def _settle(self, batch: list[Any]) -> None:
         finished = [f for f in batch if f.status == "finished"]
@@ -543,7 +619,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             error: BaseException
             if future.status == "cancelled":
                 error = WorkerLostError(
-                    "Dask cancelled the task without being asked to "
+                    "Dask canceled the task without being asked to "
                     "(lost connection to the scheduler?)"
                 )
             else:
@@ -578,11 +654,25 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             outcomes = [outcomes]
         for entry, outcome in zip(chunk.entries, outcomes, strict=True):
             if not self._owes_result(entry):
+                if entry.canceled and entry.kind is TaskKind.FUNCTION:
+                    # Canceled, and it either ran already or the worker's
+                    # guard skipped it: it will not run (again) now, so its
+                    # CANCELED is true. (An executable waits for its group
+                    # to be killed: `_flush_cancels` reports it.)
+                    self._finish(entry, TaskState.CANCELED)
                 continue
-            if entry.kind is TaskKind.EXECUTABLE:
-                self._settle_executable(entry, outcome)
-            else:
-                self._settle_function(entry, outcome)
+            try:
+                if entry.kind is TaskKind.EXECUTABLE:
+                    self._settle_executable(entry, outcome)
+                else:
+                    self._settle_function(entry, outcome)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                # Loading what the worker sent ran the task's own code (a
+                # __reduce__ raising, even CancelledError or SystemExit): that
+                # fails this task only; the chunk's others are still reported.
+                self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
 
     def _settle_function(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome
@@ -597,7 +687,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         elif status == _worker.FAILED:
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+            self._fail(entry, BackendError("the worker canceled the task unasked"))
 
     def _settle_executable(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome
@@ -612,29 +702,62 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             task.update(stdout=None, exit_code=None)
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker cancelled the task unasked"))
+            self._fail(entry, BackendError("the worker canceled the task unasked"))
 
     def _settle_error(self, future: Any, exc: BaseException) -> None:
         chunk = self._chunks.pop(future.key, None)
         if chunk is None:
             return
-        error = exc
         if isinstance(exc, KilledWorker):
-            error = WorkerLostError(
-                f"the Dask worker running this task died ({exc}); "
-                "the task's result is lost"
-            )
-            error.__cause__ = exc
+            self._settle_lost(chunk, exc)
+            return
+        # Canceled members are skipped by _fail: `_flush_cancels` reports
+        # them once the workers know, as a failed Dask task proves nothing
+        # about whether one of them could still start.
         for entry in chunk.entries:
-            self._fail(entry, error)
+            self._fail(entry, exc)
+
+    def _settle_lost(self, chunk: _Chunk, exc: KilledWorker) -> None:
+        """A worker died with ``chunk`` on it: fail only the task at fault (RS-12).
+
+        Dask fails every task the dead worker held, running or queued, and
+        cannot say which function of a chunk was running, so the death
+        convicts no one. Each function task still owed a result runs again,
+        alone, in a child process of a worker (`_worker.run_functions`,
+        isolated), where a crash costs only that process: the task at fault
+        fails there with `WorkerLostError`, the others complete. A function
+        whose chunk ran before the crash may so run twice. An executable's
+        child dies with its worker (on Linux), so it fails here; so does a
+        task whose worker died `_MAX_LOSSES` times.
+        """
+        lost = WorkerLostError(
+            f"the Dask worker running this task died ({exc}); the task's result is lost"
+        )
+        lost.__cause__ = exc
+        again: list[_Entry] = []
+        for entry in chunk.entries:
+            if not self._owes_result(entry):
+                continue
+            entry.losses += 1
+            if entry.kind is TaskKind.FUNCTION and entry.losses < _MAX_LOSSES:
+                again.append(entry)
+            else:
+                self._fail(entry, lost)
+        if again:
+            self._submit_functions(again, 1, isolated=True)
 
     # -- cancellation ------------------------------------------------------------
 
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a task; ``True`` iff it will be reported CANCELED.
 
-        Returns at once: the CANCELED state comes on a later loop turn. For a
-        running executable it comes once its process group has been killed.
+        Returns at once: the CANCELED state comes on a later loop turn, and
+        only once it is true. A task not yet sent to Dask is reported at
+        once. For one already sent, the cancel goes to every worker first
+        (`_flush_cancels`): a task that has not started is then marked there
+        and never starts (CN-6); a function that had started runs on and its
+        result is discarded; a running executable's process group is killed
+        before CANCELED is reported (CN-5).
 
         Args:
             uid: The task's uid.
@@ -647,15 +770,16 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             return False
         if entry.canceled:
             return True
-        entry.canceled = True
-        chunk = entry.chunk
         loop = asyncio.get_running_loop()
-        if chunk is None or entry.kind is TaskKind.FUNCTION:
-            loop.call_soon(self._finish, entry, TaskState.CANCELED)
-        if chunk is not None:
+        chunk = entry.chunk
+        if chunk is None:  # still queued here: it never reaches Dask
+            self._cancel_soon(entry, loop)
+        else:
+            entry.canceled = True
+            # Reported by _flush_cancels once the workers have the cancel, or
+            # by _settle_outcomes if the chunk's outcome comes first.
             self._kill_keys.append(entry.key)
-            if entry.kind is TaskKind.EXECUTABLE:
-                self._kill_waiters.append(entry)
+            self._kill_waiters.append(entry)
             chunk.live -= 1
             if chunk.live == 0 and chunk.future is not None:
                 self._futures_to_cancel.append(chunk.future)
@@ -676,7 +800,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("backend %r: cancelling on Dask failed", self.name)
+                logger.exception("backend %r: canceling on Dask failed", self.name)
             for entry in waiters:
                 self._finish(entry, TaskState.CANCELED)
 
@@ -687,6 +811,40 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             await self._client.run(
                 _worker.cancel_keys, keys, self._kill_grace, on_error="return"
             )
+
+
+def _unsendable_error(
+    uid: str, parts: Iterable[tuple[str, Any]], exc: Exception
+) -> TypeError:
+    """The error failing a task that cannot be pickled, naming the part at fault."""
+    what = _unsendable(parts) or "its function or arguments"
+    error = TypeError(
+        f"task {uid!r}: {what} cannot be pickled to send it to the Dask workers: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _unsendable(parts: Iterable[tuple[str, Any]], depth: int = 0) -> str:
+    """Name the first part that does not pickle: ``"arguments[1] (Lock)"``.
+
+    Lists, tuples and dicts are searched one level further down (twice at
+    most: ``task_backend_specific_kwargs['env']['X']``), so the name points
+    at the value itself rather than at the container holding it.
+    """
+    for name, value in parts:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            inner: list[tuple[str, Any]] = []
+            if depth < 2 and isinstance(value, (list, tuple)):
+                inner = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            elif depth < 2 and isinstance(value, dict):
+                inner = [(f"{name}[{k!r}]", v) for k, v in value.items()]
+            return _unsendable(inner, depth + 1) or (
+                f"{name} ({type(value).__qualname__})"
+            )
+    return ""
 
 
 def _load_exception(
@@ -740,39 +898,90 @@ async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
 # -- a shared LocalCluster, for the conformance suite and tests --------------------
 
 _shared_lock = threading.Lock()
-_shared_cluster: Any = None
+_shared_host: subprocess.Popen[bytes] | None = None
+_shared_address_: str | None = None
+
+# The host forks before it imports anything: the intermediate process exits at
+# once, so the process running the cluster is no descendant of the caller.
+_HOST_CODE = """
+import os, sys
+if os.fork():
+    os._exit(0)
+from reference.dask import _host_shared_cluster
+_host_shared_cluster(int(sys.argv[1]))
+"""
+
+
+def _host_shared_cluster(n_workers: int) -> None:
+    """Run the shared cluster in the host process until its lifeline closes.
+
+    Not for direct use: `_shared_address` starts it. Prints the scheduler's
+    address on stdout, then waits for end-of-file on stdin, which comes when
+    the process that started it closes it or exits, however it exits.
+    """
+    cluster = _dd.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        scheduler_kwargs={"allowed_failures": 0},
+    )
+    try:
+        sys.stdout.write(f"{cluster.scheduler_address}\n")
+        sys.stdout.flush()
+        sys.stdin.buffer.read()
+    finally:
+        cluster.close(timeout=_CLOSE_TIMEOUT)
 
 
 def _shared_address(n_workers: int) -> str:
-    global _shared_cluster
+    """Start the shared cluster once (in a process of its own); its address.
+
+    The cluster runs outside this process's tree of children: its worker
+    processes, including those Dask's nannies start to replace workers that
+    died, are no children of a backend, so they never look like processes a
+    backend left behind (SD-5). It closes when this interpreter exits.
+    """
+    global _shared_host, _shared_address_
     with _shared_lock:
-        if _shared_cluster is None:
-            _shared_cluster = _dd.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                scheduler_kwargs={"allowed_failures": 0},
+        if _shared_address_ is None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            host = subprocess.Popen(
+                [sys.executable, "-c", _HOST_CODE, str(n_workers)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # a Ctrl-C here does not reach it
             )
+            stdout = cast(IO[bytes], host.stdout)  # stdout=PIPE
+            line = stdout.readline().decode().strip()
+            stdout.close()
+            host.wait()  # the intermediate process, exited right after its fork
+            if not line:
+                raise BackendError("the shared Dask cluster did not start")
+            _shared_host, _shared_address_ = host, line
             atexit.register(_close_shared)
-        return str(_shared_cluster.scheduler_address)
+        return _shared_address_
 
 
 def _close_shared() -> None:
-    global _shared_cluster
+    """Close the shared cluster's lifeline: its host closes it and exits."""
+    global _shared_host, _shared_address_
     with _shared_lock:
-        if _shared_cluster is not None:
-            with contextlib.suppress(Exception):
-                _shared_cluster.close(timeout=_CLOSE_TIMEOUT)
-            _shared_cluster = None
+        if _shared_host is not None and _shared_host.stdin is not None:
+            with contextlib.suppress(OSError):
+                _shared_host.stdin.close()
+        _shared_host, _shared_address_ = None, None
 
 
 async def shared_local_backend() -> DaskExecutionBackend:
     """Return a backend connected to a process-wide two-worker `LocalCluster`.
 
     The cluster (two worker processes, one thread each) starts on the first
-    call, in its own thread, and is closed when the interpreter exits; every
-    backend returned connects to it, so many short-lived backends (as the
+    call, in a process of its own outside this one's tree of children, and
+    is closed when the interpreter exits (however it exits); every backend
+    returned connects to it, so many short-lived backends (as the
     conformance suite creates) do not pay for a cluster each::
 
         python -m conformance reference.dask:shared_local_backend

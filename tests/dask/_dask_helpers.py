@@ -134,3 +134,50 @@ async def run_batch(
     finally:
         await backend.shutdown()
     return recorder
+
+
+def exit_worker(code: int = 7) -> None:
+    """Kill the process running this task at once (no cleanup, no exception)."""
+    os._exit(code)
+
+
+def note_start(directory: str, uid: str, seconds: float = 0.0) -> str:
+    """Record when this task started (``<directory>/<uid>``), sleep, return uid."""
+    with open(os.path.join(directory, uid), "w") as f:
+        f.write(repr(time.time()))
+    time.sleep(seconds)
+    return uid
+
+
+class Unsendable:
+    """An argument whose ``str()`` works but which cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return "unsendable"
+
+
+def pid_then_sleep(path: str, seconds: float) -> str:
+    """Write this process's pid to ``path``, then sleep."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)  # the reader never sees a partial pid
+    time.sleep(seconds)
+    return "woke"
+
+
+def _raise_cancelled_error() -> None:
+    raise asyncio.CancelledError("raised while unpickling a return value")
+
+
+class UnpicklesToCancelledError:
+    """Pickles fine on the worker; loading it on the client raises CancelledError."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_raise_cancelled_error, ())
+
+
+def return_cancel_bomb() -> UnpicklesToCancelledError:
+    return UnpicklesToCancelledError()

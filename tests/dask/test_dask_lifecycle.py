@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from spec import (
 )
 
 distributed = pytest.importorskip("distributed")
-from reference.dask import DaskExecutionBackend  # noqa: E402
+from reference.dask import DaskExecutionBackend, shared_local_backend  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,8 +97,16 @@ async def test_constructor_rejects_conflicting_arguments() -> None:
         DaskExecutionBackend(address="tcp://x:1", n_workers=2)
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         DaskExecutionBackend(chunk_size=0)
-    with pytest.raises(ValueError, match=r"kill_grace must be >= 0, got -1\.0"):
+    with pytest.raises(ValueError, match=r"kill_grace must be >= 0 seconds, got -1\.0"):
         DaskExecutionBackend(kill_grace=-1.0)
+    for bad in (math.nan, math.inf, 1e20):
+        with pytest.raises(ValueError, match="kill_grace"):
+            DaskExecutionBackend(kill_grace=bad)
+    with pytest.raises(TypeError, match="kill_grace"):
+        DaskExecutionBackend(kill_grace="2")  # type: ignore[arg-type]
+    for odd in (2.5, "4", True):
+        with pytest.raises(TypeError, match="chunk_size must be an int"):
+            DaskExecutionBackend(chunk_size=odd)  # type: ignore[arg-type]
 
 
 async def test_declares_its_capabilities() -> None:
@@ -109,6 +118,9 @@ async def test_declares_its_capabilities() -> None:
         Capability.TIMEOUT,
     } <= caps
     assert Capability.PROMPTS not in caps
+    assert Capability.CRASH_ISOLATION in caps  # RS-12: a death fails its task only
+    # A running function in a worker thread cannot be stopped (CN-8).
+    assert Capability.PREEMPTIVE_CANCEL not in caps
 
 
 async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> None:
@@ -137,7 +149,7 @@ async def test_cancel_before_start_never_runs(address: str, tmp_path: Path) -> N
         while not all((tmp_path / f"b{i}").exists() for i in range(2)):
             await asyncio.sleep(0.02)  # both worker threads are now busy
         await backend.submit_tasks([queued, never_sent])
-        # Cancelled before the dispatcher's turn: never sent to Dask.
+        # Canceled before the dispatcher's turn: never sent to Dask.
         assert await backend.cancel_task("never-sent") is True
         while backend._jobs["queued"].chunk is None:
             await asyncio.sleep(0)  # sent to Dask, queued behind the busy ones
@@ -173,7 +185,7 @@ async def test_shutdown_cancels_everything_and_then_stays_silent(
     with pytest.raises(BackendShutdownError):
         await backend.submit_tasks([{"uid": "after", "function": add, "args": (1,)}])
     assert await backend.cancel_task("s0") is False
-    await asyncio.sleep(2.5)  # the cancelled functions finish on the workers now
+    await asyncio.sleep(2.5)  # the canceled functions finish on the workers now
     assert recorder.after_close == []
 
 
@@ -219,3 +231,23 @@ async def test_losing_the_scheduler_fails_tasks_instead_of_hanging(
         await asyncio.wait_for(backend.shutdown(), 60)
     assert recorder.states["orphan"] == [TaskState.FAILED]
     assert isinstance(task["exception"], WorkerLostError)
+
+
+async def test_shared_cluster_runs_outside_this_process_tree() -> None:
+    # Workers that Dask restarts after a death must not look like children a
+    # backend left behind (SD-5): the shared cluster is no descendant of ours.
+    before = _children()
+    backend = await asyncio.wait_for(shared_local_backend(), 90)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    task: dict[str, Any] = {"uid": "doomed", "function": kill_own_worker}
+    healthy: dict[str, Any] = {"uid": "healthy", "function": add, "args": (1, 2)}
+    try:
+        await backend.submit_tasks([task, healthy])
+        await recorder.wait("doomed", "healthy", timeout=90)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["doomed"] == [TaskState.FAILED]
+    assert isinstance(task["exception"], WorkerLostError)
+    assert recorder.states["healthy"] == [TaskState.DONE]
+    assert not (_children() - before), "the shared cluster is not our child"

@@ -1,0 +1,193 @@
+"""Faults on the Dask backend: each one costs only the task that caused it.
+
+A bad argument, a worker that dies, a callback that raises, odd uids and odd
+option values: the task at fault fails (or the call returns False), and every
+other task is reported as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _dask_helpers import (
+    Recorder,
+    Unsendable,
+    add,
+    exit_worker,
+    pid_then_sleep,
+    return_cancel_bomb,
+    run_batch,
+)
+
+from spec import TaskState, WorkerLostError
+
+pytest.importorskip("distributed")
+from reference.dask import DaskExecutionBackend
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_unsendable_executable_argument_fails_only_its_task(
+    address: str,
+) -> None:
+    tasks: list[dict[str, Any]] = [
+        {"uid": f"echo{i}", "executable": "echo", "arguments": [str(i)]}
+        for i in range(3)
+    ]
+    tasks.insert(
+        1, {"uid": "bad", "executable": "echo", "arguments": ["a", Unsendable()]}
+    )
+    recorder = await run_batch(address, tasks)
+    bad = tasks.pop(1)
+    assert recorder.states["bad"] == [TaskState.FAILED]
+    message = str(bad["exception"])
+    assert "arguments[1]" in message and "Unsendable" in message, message
+    for i, task in enumerate(tasks):
+        assert recorder.states[task["uid"]] == [TaskState.DONE]
+        assert task["stdout"] == f"{i}\n"
+
+
+async def test_unsendable_function_argument_is_named(address: str) -> None:
+    tasks: list[dict[str, Any]] = [
+        {"uid": "ok", "function": add, "args": (1, 2)},
+        {"uid": "bad", "function": add, "args": (1,), "kwargs": {"b": Unsendable()}},
+    ]
+    recorder = await run_batch(address, tasks, chunk_size=2)
+    assert recorder.states == {"ok": [TaskState.DONE], "bad": [TaskState.FAILED]}
+    assert tasks[0]["return_value"] == 3
+    assert "kwargs['b']" in str(tasks[1]["exception"])
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+async def test_a_dying_worker_fails_only_the_task_it_ran(
+    address: str, chunk_size: int | None
+) -> None:
+    # 16 tasks on 2 single-thread workers: chunked, with innocent neighbours
+    # in the culprit's chunk and in chunks queued on the same worker.
+    tasks: list[dict[str, Any]] = [
+        {"uid": f"t{i}", "function": add, "args": (i, 100)} for i in range(16)
+    ]
+    tasks[5] = {"uid": "t5", "function": exit_worker}
+    recorder = await run_batch(address, tasks, chunk_size=chunk_size)
+    assert recorder.states["t5"] == [TaskState.FAILED]
+    assert isinstance(tasks[5]["exception"], WorkerLostError)
+    for i, task in enumerate(tasks):
+        if i != 5:
+            assert recorder.states[task["uid"]] == [TaskState.DONE], task["uid"]
+            assert task["return_value"] == i + 100
+
+
+async def test_an_innocent_task_rerun_in_isolation_can_be_canceled(
+    address: str, tmp_path: Path
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    pid_file = tmp_path / "pid"
+    tasks: list[dict[str, Any]] = [
+        {"uid": "culprit", "function": exit_worker},
+        {"uid": "sleeper", "function": pid_then_sleep, "args": (str(pid_file), 60)},
+    ]
+    backend = DaskExecutionBackend(address=address, chunk_size=2)  # one chunk
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait("culprit", timeout=90)
+
+        async def pid_written() -> None:
+            while not pid_file.exists():
+                await asyncio.sleep(0.02)
+
+        # The sleeper runs again, alone, in a child process of a worker.
+        await asyncio.wait_for(pid_written(), 60)
+        pid = int(pid_file.read_text())
+        assert await backend.cancel_task("sleeper") is True
+        await recorder.wait("sleeper")
+        assert recorder.states["sleeper"] == [TaskState.CANCELED]
+        # CANCELED came after the child was killed, not after its 60 s.
+        assert not psutil.pid_exists(pid) or (
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        )
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["culprit"] == [TaskState.FAILED]
+    assert isinstance(tasks[0]["exception"], WorkerLostError)
+    assert "exit code 7" in str(tasks[0]["exception"])
+
+
+async def test_a_callback_raising_cancelled_error_loses_nothing(address: str) -> None:
+    backend = DaskExecutionBackend(address=address)
+    recorder = Recorder()
+
+    def hostile(task: dict[str, Any], state: TaskState) -> None:
+        recorder(task, state)
+        raise asyncio.CancelledError  # a BaseException, not an Exception
+
+    backend.register_callback(hostile)
+    try:
+        for batch in range(3):  # later batches are still reported
+            uids = [f"b{batch}-{i}" for i in range(10)]
+            await backend.submit_tasks(
+                [{"uid": u, "function": add, "args": (i,)} for i, u in enumerate(uids)]
+            )
+            await recorder.wait(*uids)
+            assert all(recorder.states[u] == [TaskState.DONE] for u in uids)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+
+
+async def test_a_result_that_raises_cancelled_error_when_loaded_fails_alone(
+    address: str,
+) -> None:
+    backend = DaskExecutionBackend(address=address, chunk_size=4)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    first: list[dict[str, Any]] = [
+        {"uid": f"a{i}", "function": add, "args": (i,)} for i in range(4)
+    ]
+    first[1] = {"uid": "a1", "function": return_cancel_bomb}  # in one chunk
+    later: list[dict[str, Any]] = [
+        {"uid": f"b{i}", "function": add, "args": (i,)} for i in range(4)
+    ]
+    try:
+        await backend.submit_tasks(first)
+        await recorder.wait(*(t["uid"] for t in first))
+        await backend.submit_tasks(later)  # the consumer still reports
+        await recorder.wait(*(t["uid"] for t in later))
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["a1"] == [TaskState.FAILED]
+    assert "CancelledError" in str(first[1]["exception"])
+    for task in [*first[:1], *first[2:], *later]:
+        assert recorder.states[task["uid"]] == [TaskState.DONE], task["uid"]
+
+
+@pytest.mark.parametrize("uid", [["x"], {"a": 1}, {1}, None, 3, Path("x"), b"x"])
+async def test_cancel_with_an_odd_uid_returns_false(address: str, uid: Any) -> None:
+    backend = DaskExecutionBackend(address=address)
+    try:
+        assert await backend.cancel_task(uid) is False
+    finally:
+        await backend.shutdown()
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e20, math.nan, -1.0, "5"])
+async def test_an_out_of_range_timeout_fails_naming_the_option(
+    address: str, timeout: Any
+) -> None:
+    tasks: list[dict[str, Any]] = [
+        {
+            "uid": "odd",
+            "executable": "echo",
+            "task_backend_specific_kwargs": {"timeout": timeout},
+        },
+        {"uid": "fine", "executable": "echo", "arguments": ["ok"]},
+    ]
+    recorder = await run_batch(address, tasks)
+    assert recorder.states == {"odd": [TaskState.FAILED], "fine": [TaskState.DONE]}
+    error = tasks[0]["exception"]
+    assert isinstance(error, (TypeError, ValueError)), repr(error)
+    assert "timeout" in str(error) and repr(timeout) in str(error), str(error)
