@@ -21,9 +21,12 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import heapq
+import itertools
 import logging
 import math
 import os
+import struct
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,6 +51,10 @@ __all__ = ["ChaosBackend", "ChaosDecisions", "RunningPolicy"]
 logger = logging.getLogger("reference.chaos")
 
 _TWO_64 = float(1 << 64)
+_SIX_WORDS = struct.Struct("<6Q")
+
+_BURST = 256
+"""Most states delivered per loop turn: a burst never stalls the loop for long."""
 
 
 class RunningPolicy(str, enum.Enum):
@@ -105,9 +112,7 @@ def _draws(seed: int, key: str, person: bytes) -> list[float]:
     """
     data = f"{seed}\x00{key}".encode("utf-8", "surrogatepass")
     digest = hashlib.blake2b(data, digest_size=48, person=person).digest()
-    return [
-        int.from_bytes(digest[i : i + 8], "little") / _TWO_64 for i in range(0, 48, 8)
-    ]
+    return [word / _TWO_64 for word in _SIX_WORDS.unpack(digest)]
 
 
 class _Entry:
@@ -118,12 +123,11 @@ class _Entry:
         "decisions",
         "due",
         "lost",
+        "running_pending",
         "running_sent",
-        "running_timer",
         "saw_running",
         "task",
         "terminal",
-        "terminal_timer",
         "uid",
         "waiter",
     )
@@ -134,9 +138,8 @@ class _Entry:
         self.decisions: ChaosDecisions | None = None
         self.saw_running = False
         self.running_sent = False
-        self.running_timer: asyncio.TimerHandle | None = None
+        self.running_pending = False
         self.terminal: TaskState | None = None
-        self.terminal_timer: asyncio.TimerHandle | None = None
         self.due = 0.0
         self.cancel_promised = False
         self.lost = False
@@ -145,6 +148,19 @@ class _Entry:
 
 def _ignore_state(task: Any, state: str) -> None:
     """Stand-in callback until the engine registers one."""
+
+
+class _InFlight:
+    """The uids in flight here, for `spec.validate_batch`: both tables."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: ChaosBackend) -> None:
+        self._backend = backend
+
+    def __contains__(self, uid: object) -> bool:
+        backend = self._backend
+        return uid in backend._accepted or uid in backend._entries
 
 
 class ChaosBackend:
@@ -257,7 +273,16 @@ class ChaosBackend:
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
         self._callback: Callable[[Any, str], None] = _ignore_state
+        # Accepted tasks nothing has happened to yet, and the entries made
+        # on a task's first event: a 10,000-task submit makes no objects (SC-3).
+        self._accepted: dict[str, dict[str, Any]] = {}
         self._entries: dict[str, _Entry] = {}
+        # States held back: (due, order, entry, terminal?), delivered by one
+        # pump in bursts of at most _BURST per loop turn.
+        self._due: list[tuple[float, int, _Entry, bool]] = []
+        self._order = itertools.count()
+        self._pump_handle: asyncio.Handle | None = None
+        self._pump_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Event | None = None
         self._shut_down = False
@@ -482,21 +507,33 @@ class ChaosBackend:
                 f"chaos backend {self._name!r} is shut down; submit_tasks refused "
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
-        validate_batch(tasks, self._entries)
+        validate_batch(tasks, _InFlight(self))
         self._loop = asyncio.get_running_loop()
         # Recorded before the inner call: the inner backend may deliver
         # while its submit_tasks is suspended.
-        entries = self._entries
+        accepted = self._accepted
         for task in tasks:
-            entries[task["uid"]] = _Entry(task)
+            accepted[task["uid"]] = task
         try:
             await self._inner.submit_tasks(tasks)
         except BaseException:
             for task in tasks:
-                entry = entries.get(task["uid"])
+                entry = self._entry(task["uid"])
                 if entry is not None and entry.task is task:
                     self._drop(entry)
             raise
+
+    def _entry(self, uid: str) -> _Entry | None:
+        """The entry of an accepted task in flight, made on first use."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            task = self._accepted.pop(uid, None)
+            if task is None:
+                return None
+            if not self._accepted:
+                self._accepted = {}  # release a big batch's table (SC-1)
+            entry = self._entries[uid] = _Entry(task)
+        return entry
 
     # -- what the inner backend reports --------------------------------------
 
@@ -508,7 +545,7 @@ class ChaosBackend:
 
     def _on_inner_state(self, task: Any, state: Any) -> None:
         uid = task.get("uid") if isinstance(task, dict) else None
-        entry = self._entries.get(uid) if isinstance(uid, str) else None
+        entry = self._entry(uid) if isinstance(uid, str) else None
         if entry is None or entry.terminal is not None:
             logger.debug("chaos: ignoring %s for %r, not in flight here", state, uid)
             return
@@ -526,9 +563,8 @@ class ChaosBackend:
             if decisions.worker_lost and not entry.cancel_promised:
                 self._lose_worker(entry)
             if decisions.running is RunningPolicy.ON_TIME:
-                entry.running_timer = loop.call_later(
-                    decisions.running_delay, self._deliver_running, entry
-                )
+                entry.running_pending = True
+                self._hold(loop.time() + decisions.running_delay, entry, False)
             return
         if (
             decisions.worker_lost
@@ -541,7 +577,7 @@ class ChaosBackend:
             state = TaskState.FAILED
         entry.terminal = state
         entry.due = loop.time() + decisions.terminal_delay
-        entry.terminal_timer = loop.call_at(entry.due, self._deliver_terminal, entry)
+        self._hold(entry.due, entry, True)
         if entry.waiter is not None and not entry.waiter.done():
             entry.waiter.set_result(None)
 
@@ -571,6 +607,42 @@ class ChaosBackend:
 
     # -- delivery ------------------------------------------------------------
 
+    def _hold(self, due: float, entry: _Entry, terminal: bool) -> None:
+        """Deliver the entry's RUNNING (or terminal state) at loop time ``due``."""
+        heapq.heappush(self._due, (due, next(self._order), entry, terminal))
+        if due < self._pump_at and self._loop is not None:
+            if self._pump_handle is not None:
+                self._pump_handle.cancel()
+            self._pump_at = due
+            self._pump_handle = self._loop.call_at(due, self._pump)
+
+    def _pump(self) -> None:
+        """Deliver what is due, at most _BURST states, then re-arm."""
+        loop = self._loop
+        self._pump_handle = None
+        self._pump_at = math.inf
+        if loop is None:
+            return
+        due = self._due
+        now = loop.time()
+        for _ in range(_BURST):
+            if not due or due[0][0] > now:
+                break
+            _, _, entry, terminal = heapq.heappop(due)
+            if terminal:
+                self._deliver_terminal(entry)
+            else:
+                self._deliver_running(entry)
+        if not due or self._pump_handle is not None:
+            return
+        if due[0][0] <= now:
+            # More is due: on the next turn, so other work runs in between.
+            self._pump_at = -math.inf
+            self._pump_handle = loop.call_soon(self._pump)
+        else:
+            self._pump_at = due[0][0]
+            self._pump_handle = loop.call_at(self._pump_at, self._pump)
+
     def _report(self, task: dict[str, Any], state: TaskState) -> None:
         """Deliver one state; a raising callback is logged, never propagated (ST-7)."""
         try:
@@ -586,7 +658,9 @@ class ChaosBackend:
             )
 
     def _deliver_running(self, entry: _Entry) -> None:
-        entry.running_timer = None
+        if not entry.running_pending:
+            return  # delivered already, just before the terminal state
+        entry.running_pending = False
         if entry.running_sent or self._entries.get(entry.uid) is not entry:
             return
         entry.running_sent = True
@@ -596,15 +670,16 @@ class ChaosBackend:
         if self._entries.get(entry.uid) is not entry or entry.terminal is None:
             return
         state = entry.terminal
-        if entry.running_timer is not None:
+        if entry.running_pending:
             # Its RUNNING was due later: it still comes first.
-            entry.running_timer.cancel()
             self._deliver_running(entry)
         elif (
             not entry.running_sent
             and self._decide(entry).running is RunningPolicy.LATE
             and (entry.saw_running or state is TaskState.DONE)
         ):
+            # Held back until now (or never sent by the inner backend).
+            entry.running_pending = True
             self._deliver_running(entry)
         # Dropped before the callback: a cancel from inside it returns False.
         self._drop(entry)
@@ -636,7 +711,7 @@ class ChaosBackend:
             was lost, and for a task that finished while the cancel waited.
         """
         try:
-            entry = self._entries.get(uid)
+            entry = self._entry(uid)
         except TypeError:  # an unhashable uid is unknown, not an error (CN-2)
             return False
         if entry is None:
@@ -712,18 +787,21 @@ class ChaosBackend:
 
     def _flush(self) -> None:
         """Deliver every state still held back, in the order it was due."""
+        for uid in list(self._accepted):
+            self._entry(uid)
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
+        self._pump_at = math.inf
+        self._due = []
         entries = sorted(
             self._entries.values(),
             key=lambda e: (e.terminal is None, e.due),
         )
         for entry in entries:
-            if entry.terminal_timer is not None:
-                entry.terminal_timer.cancel()
             if entry.terminal is None:
                 # The inner backend never reported it: it will not run now.
-                if entry.running_timer is not None:
-                    entry.running_timer.cancel()
-                    entry.running_timer = None
+                entry.running_pending = False
                 entry.terminal = TaskState.CANCELED
                 entry.lost = False
             self._deliver_terminal(entry)
