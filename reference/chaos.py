@@ -25,6 +25,7 @@ import heapq
 import itertools
 import logging
 import math
+import operator
 import os
 import struct
 from collections.abc import Callable, Generator
@@ -150,17 +151,25 @@ def _ignore_state(task: Any, state: str) -> None:
     """Stand-in callback until the engine registers one."""
 
 
-class _InFlight:
-    """The uids in flight here, for `spec.validate_batch`: both tables."""
+_uid_of = operator.itemgetter("uid")
 
-    __slots__ = ("_backend",)
 
-    def __init__(self, backend: ChaosBackend) -> None:
-        self._backend = backend
+class _HeldBatch:
+    """A batch ``submit_tasks`` holds back, and the uids cancelled meanwhile."""
 
-    def __contains__(self, uid: object) -> bool:
-        backend = self._backend
-        return uid in backend._accepted or uid in backend._entries
+    __slots__ = ("_uids", "cancelled", "tasks")
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self.cancelled: set[str] = set()
+        self._uids: set[str] | None = None
+
+    def holds(self, uid: str) -> bool:
+        """Tell whether ``uid`` is one of the batch's tasks."""
+        # The set is built only if a cancel comes: submit stays cheap (SC-3).
+        if self._uids is None:
+            self._uids = set(map(_uid_of, self.tasks))
+        return uid in self._uids
 
 
 class ChaosBackend:
@@ -183,6 +192,10 @@ class ChaosBackend:
       return False while DONE (or FAILED) stands. A task whose terminal state
       is held back has finished, so cancelling it always returns False; a
       True always comes from the inner backend and ends CANCELED;
+    - holds each batch back in ``submit_tasks`` for a seeded share of
+      ``submit_delay`` seconds before handing it over (a task cancelled
+      meanwhile is never handed over, and ends CANCELED), so an engine's other
+      coroutines run while its submit is suspended;
     - in ``shutdown()``, keeps delivering for a seeded 50-100% of
       ``shutdown_delay`` seconds before it shuts the inner backend down, then
       delivers everything still held back;
@@ -217,6 +230,8 @@ class ChaosBackend:
             cancel to the inner backend.
         shutdown_delay: Most seconds ``shutdown()`` keeps delivering before it
             shuts the inner backend down.
+        submit_delay: Most seconds ``submit_tasks`` holds a batch back before
+            it hands it to the inner backend.
         worker_loss: Share of the tasks failed with `spec.WorkerLostError`.
 
     Raises:
@@ -228,6 +243,7 @@ class ChaosBackend:
 
     _PERSON_TASK: ClassVar[bytes] = b"chaos-task"
     _PERSON_BACKEND: ClassVar[bytes] = b"chaos-backend"
+    _PERSON_SUBMIT: ClassVar[bytes] = b"chaos-submit"
 
     def __init__(
         self,
@@ -241,6 +257,7 @@ class ChaosBackend:
         lose_cancel: float = 0.5,
         cancel_wait: float = 0.005,
         shutdown_delay: float = 0.01,
+        submit_delay: float = 0.002,
         worker_loss: float = 0.0,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -258,6 +275,7 @@ class ChaosBackend:
         self._lose_cancel = _rate("lose_cancel", lose_cancel)
         self._cancel_wait = duration("cancel_wait", cancel_wait, zero_ok=True)
         self._shutdown_delay = duration("shutdown_delay", shutdown_delay, zero_ok=True)
+        self._submit_delay = duration("submit_delay", submit_delay, zero_ok=True)
         self._worker_loss = _rate("worker_loss", worker_loss)
         if inner is None:
             from reference.local import LocalExecutionBackend
@@ -273,10 +291,11 @@ class ChaosBackend:
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
         self._callback: Callable[[Any, str], None] = _ignore_state
-        # Accepted tasks nothing has happened to yet, and the entries made
-        # on a task's first event: a 10,000-task submit makes no objects (SC-3).
-        self._accepted: dict[str, dict[str, Any]] = {}
-        self._entries: dict[str, _Entry] = {}
+        # The tasks in flight: the task dict itself until something happens
+        # to it, then its _Entry; a 10,000-task submit makes no objects (SC-3).
+        self._in_flight: dict[str, _Entry | dict[str, Any]] = {}
+        # Batches accepted, not yet handed to the inner backend (submit_delay).
+        self._held: list[_HeldBatch] = []
         # States held back: (due, order, entry, terminal?), delivered by one
         # pump in bursts of at most _BURST per loop turn.
         self._due: list[tuple[float, int, _Entry, bool]] = []
@@ -303,6 +322,7 @@ class ChaosBackend:
             f"late_running={self._late_running:g}, "
             f"lose_cancel={self._lose_cancel:g}, cancel_wait={self._cancel_wait:g}, "
             f"shutdown_delay={self._shutdown_delay:g}, "
+            f"submit_delay={self._submit_delay:g}, "
             f"worker_loss={self._worker_loss:g}"
         )
         return f"ChaosBackend({type(self._inner).__name__}, {options})"
@@ -350,6 +370,20 @@ class ChaosBackend:
             worker_lost=draws[4] < self._worker_loss,
         )
 
+    def submit_pause(self, first_uid: str) -> float:
+        """Seconds ``submit_tasks`` holds a batch back before handing it over.
+
+        Drawn from the seed and the uid of the batch's first task: a seeded
+        0-100% of ``submit_delay``.
+
+        Args:
+            first_uid: The uid of the batch's first task.
+
+        Returns:
+            The pause.
+        """
+        return self._submit_delay * _draws(self.seed, first_uid, self._PERSON_SUBMIT)[0]
+
     def shutdown_pause(self) -> float:
         """Seconds ``shutdown()`` keeps delivering before it stops the inner backend.
 
@@ -360,9 +394,13 @@ class ChaosBackend:
 
     # -- lifecycle -----------------------------------------------------------
 
+    def _closed(self) -> bool:
+        """Whether ``shutdown()`` has been called."""
+        return self._closing is not None or self._shut_down
+
     def state(self) -> BackendState:
         """Return the lifecycle state: the inner one, SHUTDOWN from shutdown() on."""
-        if self._closing is not None or self._shut_down:
+        if self._closed():
             return BackendState.SHUTDOWN
         return BackendState(self._inner.state())
 
@@ -502,37 +540,58 @@ class ChaosBackend:
                 whose state is still held back is in flight).
             BackendShutdownError: The backend is shut down or shutting down.
         """
-        if self._closing is not None or self._shut_down:
+        if self._closed():
             raise BackendShutdownError(
                 f"chaos backend {self._name!r} is shut down; submit_tasks refused "
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
-        validate_batch(tasks, _InFlight(self))
+        validate_batch(tasks, self._in_flight)
         self._loop = asyncio.get_running_loop()
         # Recorded before the inner call: the inner backend may deliver
         # while its submit_tasks is suspended.
-        accepted = self._accepted
-        for task in tasks:
-            accepted[task["uid"]] = task
+        batch = list(tasks)
+        self._in_flight.update(zip(map(_uid_of, batch), batch, strict=True))
         try:
-            await self._inner.submit_tasks(tasks)
+            pause = self.submit_pause(batch[0]["uid"]) if batch else 0.0
+            if pause > 0:
+                batch = await self._pause_submit(batch, pause)
+                if self._closed():
+                    return  # shutdown reports the whole batch CANCELED
+            if batch:
+                await self._inner.submit_tasks(batch)
         except BaseException:
-            for task in tasks:
+            # Nothing of the batch is accepted, except what a cancel already
+            # promised to report CANCELED (CN-4).
+            for task in batch:
                 entry = self._entry(task["uid"])
-                if entry is not None and entry.task is task:
+                if (
+                    entry is not None
+                    and entry.task is task
+                    and not entry.cancel_promised
+                ):
                     self._drop(entry)
             raise
 
+    async def _pause_submit(
+        self, batch: list[dict[str, Any]], pause: float
+    ) -> list[dict[str, Any]]:
+        """Hold the batch back; return the tasks not cancelled meanwhile."""
+        held = _HeldBatch(batch)
+        self._held.append(held)
+        try:
+            await asyncio.sleep(pause)
+        finally:
+            self._held.remove(held)
+        if not held.cancelled:
+            return batch
+        return [task for task in batch if task["uid"] not in held.cancelled]
+
     def _entry(self, uid: str) -> _Entry | None:
         """The entry of an accepted task in flight, made on first use."""
-        entry = self._entries.get(uid)
-        if entry is None:
-            task = self._accepted.pop(uid, None)
-            if task is None:
-                return None
-            if not self._accepted:
-                self._accepted = {}  # release a big batch's table (SC-1)
-            entry = self._entries[uid] = _Entry(task)
+        found = self._in_flight.get(uid)
+        if found is None or isinstance(found, _Entry):
+            return found
+        entry = self._in_flight[uid] = _Entry(found)
         return entry
 
     # -- what the inner backend reports --------------------------------------
@@ -575,8 +634,12 @@ class ChaosBackend:
             self._mark_lost(entry)
         if entry.lost:
             state = TaskState.FAILED
+        self._hold_terminal(entry, state)
+
+    def _hold_terminal(self, entry: _Entry, state: TaskState) -> None:
+        loop = self._loop or asyncio.get_running_loop()
         entry.terminal = state
-        entry.due = loop.time() + decisions.terminal_delay
+        entry.due = loop.time() + self._decide(entry).terminal_delay
         self._hold(entry.due, entry, True)
         if entry.waiter is not None and not entry.waiter.done():
             entry.waiter.set_result(None)
@@ -661,13 +724,13 @@ class ChaosBackend:
         if not entry.running_pending:
             return  # delivered already, just before the terminal state
         entry.running_pending = False
-        if entry.running_sent or self._entries.get(entry.uid) is not entry:
+        if entry.running_sent or self._in_flight.get(entry.uid) is not entry:
             return
         entry.running_sent = True
         self._report(entry.task, TaskState.RUNNING)
 
     def _deliver_terminal(self, entry: _Entry) -> None:
-        if self._entries.get(entry.uid) is not entry or entry.terminal is None:
+        if self._in_flight.get(entry.uid) is not entry or entry.terminal is None:
             return
         state = entry.terminal
         if entry.running_pending:
@@ -688,10 +751,10 @@ class ChaosBackend:
         self._report(entry.task, state)
 
     def _drop(self, entry: _Entry) -> None:
-        del self._entries[entry.uid]
-        if not self._entries:
+        del self._in_flight[entry.uid]
+        if not self._in_flight:
             # A dict never shrinks; a fresh one releases a big batch's table (SC-1).
-            self._entries = {}
+            self._in_flight = {}
         if entry.waiter is not None and not entry.waiter.done():
             entry.waiter.set_result(None)
         entry.waiter = None
@@ -733,6 +796,13 @@ class ChaosBackend:
                         "chaos (seed %d): %r finished before its cancel", self.seed, uid
                     )
                 return settled
+        held = next((h for h in self._held if h.holds(uid)), None)
+        if held is not None:
+            # Not handed to the inner backend yet: it never will be.
+            held.cancelled.add(uid)
+            entry.cancel_promised = True
+            self._hold_terminal(entry, TaskState.CANCELED)
+            return True
         try:
             promised = await self._inner.cancel_task(uid)
         except Exception:
@@ -740,13 +810,13 @@ class ChaosBackend:
             return False
         if promised is not True:
             return False
-        if self._entries.get(uid) is entry:
+        if self._in_flight.get(uid) is entry:
             entry.cancel_promised = True
         return True
 
     def _settled(self, entry: _Entry) -> bool | None:
         """What a cancel of ``entry`` returns without asking the inner backend."""
-        if self._entries.get(entry.uid) is not entry:
+        if self._in_flight.get(entry.uid) is not entry:
             return False
         if entry.terminal is not None or entry.lost:
             return False
@@ -787,15 +857,13 @@ class ChaosBackend:
 
     def _flush(self) -> None:
         """Deliver every state still held back, in the order it was due."""
-        for uid in list(self._accepted):
-            self._entry(uid)
         if self._pump_handle is not None:
             self._pump_handle.cancel()
             self._pump_handle = None
         self._pump_at = math.inf
         self._due = []
         entries = sorted(
-            self._entries.values(),
+            (e for e in map(self._entry, list(self._in_flight)) if e is not None),
             key=lambda e: (e.terminal is None, e.due),
         )
         for entry in entries:

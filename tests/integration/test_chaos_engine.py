@@ -30,6 +30,7 @@ from reference.chaos import ChaosBackend
 
 radical_asyncflow = pytest.importorskip("radical.asyncflow")
 WorkflowEngine = radical_asyncflow.WorkflowEngine
+reset_uid_counter = pytest.importorskip("radical.asyncflow.utils").reset_uid_counter
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -305,3 +306,58 @@ async def test_future_cancel_true_means_cancelled(tmp_path: Path) -> None:
                 await asyncio.wait_for(future, 30)
     finally:
         gate.set()
+
+
+SUBMIT_WINDOW = {"seed": 4, "submit_delay": 0.5}
+"""Chaos options under which the engine's first batch is held back 0.3-0.5 s."""
+
+
+def test_the_submit_window_options_hold_the_first_batch() -> None:
+    # The precondition of the expected failure below, checked where a
+    # failure cannot pass for the engine bug.
+    backend = chaos(**SUBMIT_WINDOW)
+    assert 0.3 < backend.submit_pause("task.000001") <= 0.5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "radical.asyncflow 0.6 engine bug: a task cancelled while the engine "
+        "awaits submit_tasks for its batch is not yet in WorkflowEngine.running, "
+        "so its patched cancel() cancels the future locally and never tells "
+        "the backend, which runs the task anyway"
+    ),
+)
+async def test_cancel_while_submitting_stops_the_task(tmp_path: Path) -> None:
+    reset_uid_counter()  # the first task is task.000001 (see the options)
+    marker = tmp_path / "ran"
+    backend = chaos(**SUBMIT_WINDOW)
+    entered = asyncio.Event()
+    reported = asyncio.Event()
+    terminal: dict[str, str] = {}
+    submit = backend.submit_tasks
+
+    async def spied_submit(tasks: list[dict[str, Any]]) -> None:
+        entered.set()
+        await submit(tasks)
+
+    def observe(task: dict[str, Any], state: str) -> None:
+        if state in ("DONE", "FAILED", "CANCELED"):
+            terminal[task["uid"]] = state
+            reported.set()
+
+    backend.submit_tasks = spied_submit  # type: ignore[method-assign]
+    backend.task_state_cb = observe  # type: ignore[method-assign]
+    async with engine([backend], tmp_path) as flow:
+
+        @flow.function_task
+        async def work(path: str) -> None:
+            Path(path).touch()
+
+        future = work(str(marker))
+        await asyncio.wait_for(entered.wait(), 10)
+        # The engine is inside submit_tasks, which holds the batch back.
+        assert future.cancel() is True
+        await asyncio.wait_for(reported.wait(), 10)
+        assert terminal == {future.task["uid"]: "CANCELED"}, terminal
+        assert not marker.exists()
