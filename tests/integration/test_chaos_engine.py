@@ -312,7 +312,7 @@ SUBMIT_WINDOW = {"seed": 4, "submit_delay": 0.5}
 """Chaos options under which the engine's first batch is held back 0.3-0.5 s."""
 
 
-def test_the_submit_window_options_hold_the_first_batch() -> None:
+async def test_the_submit_window_options_hold_the_first_batch() -> None:
     # The precondition of the expected failure below, checked where a
     # failure cannot pass for the engine bug.
     backend = chaos(**SUBMIT_WINDOW)
@@ -335,11 +335,16 @@ async def test_cancel_while_submitting_stops_the_task(tmp_path: Path) -> None:
     entered = asyncio.Event()
     reported = asyncio.Event()
     terminal: dict[str, str] = {}
-    submit = backend.submit_tasks
+    handed_over: list[str] = []
+    submit, inner_submit = backend.submit_tasks, backend.inner.submit_tasks
 
     async def spied_submit(tasks: list[dict[str, Any]]) -> None:
         entered.set()
         await submit(tasks)
+
+    async def spied_inner_submit(tasks: list[dict[str, Any]]) -> None:
+        handed_over.extend(t["uid"] for t in tasks)
+        await inner_submit(tasks)
 
     def observe(task: dict[str, Any], state: str) -> None:
         if state in ("DONE", "FAILED", "CANCELED"):
@@ -347,6 +352,7 @@ async def test_cancel_while_submitting_stops_the_task(tmp_path: Path) -> None:
             reported.set()
 
     backend.submit_tasks = spied_submit  # type: ignore[method-assign]
+    backend.inner.submit_tasks = spied_inner_submit
     backend.task_state_cb = observe  # type: ignore[method-assign]
     async with engine([backend], tmp_path) as flow:
 
@@ -356,6 +362,8 @@ async def test_cancel_while_submitting_stops_the_task(tmp_path: Path) -> None:
 
         future = work(str(marker))
         await asyncio.wait_for(entered.wait(), 10)
+        if handed_over:  # not an XPASS: the window this test needs was missed
+            pytest.skip("the machine was too slow to cancel within the submit pause")
         # The engine is inside submit_tasks, which holds the batch back.
         assert future.cancel() is True
         await asyncio.wait_for(reported.wait(), 10)
