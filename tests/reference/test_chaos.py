@@ -68,6 +68,37 @@ class SpiedNoop(NoopExecutionBackend):
         await asyncio.wait_for(event.wait(), 10)
 
 
+class InnerSpy:
+    """Tells the test which states the inner backend reported to the chaos one.
+
+    Install it before building the `ChaosBackend`: it wraps the callback the
+    chaos backend registers.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.seen: dict[str, list[str]] = {}
+        self._changed = asyncio.Event()
+        register = inner.register_callback
+
+        def register_spied(func: Callable[[Any, str], None]) -> None:
+            def spy(task: Any, state: str) -> None:
+                self.seen.setdefault(task["uid"], []).append(state)
+                self._changed.set()
+                func(task, state)
+
+            register(spy)
+
+        inner.register_callback = register_spied
+
+    async def wait(self, uid: str, state: str, timeout: float = 20.0) -> None:
+        async def poll() -> None:
+            while state not in self.seen.get(uid, []):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(poll(), timeout)
+
+
 # -- options -----------------------------------------------------------------
 
 
@@ -175,10 +206,14 @@ def test_shutdown_pause_uses_most_of_the_allowance() -> None:
 # -- replay over a noop inner backend ------------------------------------------
 
 
+MAX_DELAY = 0.5
+"""Delays long enough that a busy machine's scheduling cannot reorder them."""
+
+
 async def one_noop_run(seed: int, n: int = 120) -> tuple[Any, ...]:
     """Submit n tasks, cancel every third at once, return what was observed."""
     backend = ChaosBackend(
-        NoopExecutionBackend(), seed=seed, max_delay=0.05, cancel_wait=0.05
+        NoopExecutionBackend(), seed=seed, max_delay=MAX_DELAY, cancel_wait=0.05
     )
     monitor, recorder = watched(backend)
     uids = [f"task.{i:06d}" for i in range(n)]
@@ -224,13 +259,15 @@ async def test_same_seed_same_decisions_over_noop() -> None:
     assert {d.running for d in decisions} == set(RunningPolicy)
     assert set(canceled.values()) == {True, False}
     # Completions come in delay order, not submission order: compare the
-    # tasks completed together (never cancelled), whose delays differ enough
-    # for loop timing not to matter.
+    # tasks completed together (never cancelled) whose delays differ by
+    # 40% of the range, far more than a loaded machine's scheduling jitter.
     delay = {d.uid: d.terminal_delay for d in decisions}
     done = [u for u in order if u not in canceled]
     assert done != sorted(done)
-    for earlier, later in itertools.pairwise(done):
-        assert delay[earlier] <= delay[later] + 0.002
+    position = {uid: i for i, uid in enumerate(done)}
+    for first, second in itertools.combinations(done, 2):
+        if delay[second] - delay[first] > 0.4 * MAX_DELAY:
+            assert position[first] < position[second], (first, second)
     # The run's other decisions differ for another seed.
     other = await one_noop_run(seed=4)
     assert other[1] != canceled
@@ -356,12 +393,16 @@ async def test_unknown_and_odd_uids_cancel_false() -> None:
 async def test_shutdown_keeps_delivering_then_reports_everything() -> None:
     gate = threading.Event()
     inner = LocalExecutionBackend(ThreadPoolExecutor(2), shutdown_timeout=2.0)
-    backend = ChaosBackend(inner, seed=2, max_delay=0.02, shutdown_delay=0.2)
+    spy = InnerSpy(inner)
+    # Held back for up to 30 s: still held when shutdown starts.
+    backend = ChaosBackend(inner, seed=2, max_delay=30.0, shutdown_delay=0.2)
     monitor, recorder = watched(backend)
     quick = [f"quick{i}" for i in range(10)]
     await monitor.submit_tasks(
         [fn_task(u, abs, -1) for u in quick] + [fn_task("stuck", gate.wait, 30)]
     )
+    for uid in quick:
+        await spy.wait(uid, "DONE")
     loop = asyncio.get_running_loop()
     began = loop.time()
     try:
@@ -372,7 +413,8 @@ async def test_shutdown_keeps_delivering_then_reports_everything() -> None:
     assert loop.time() - began >= backend.shutdown_pause() - 0.002
     assert backend.state() is spec.BackendState.SHUTDOWN
     assert inner.state() is spec.BackendState.SHUTDOWN
-    # Tasks that finished are reported DONE, the stuck one CANCELED.
+    # Tasks that finished are reported DONE (what was held back is delivered
+    # before shutdown returns), the stuck one CANCELED.
     assert all(recorder.final(u) is TaskState.DONE for u in quick)
     assert recorder.final("stuck") is TaskState.CANCELED
     with pytest.raises(spec.BackendShutdownError):
@@ -483,14 +525,17 @@ async def test_shutdown_while_a_batch_is_held_cancels_it() -> None:
 @pytest.mark.asyncio
 async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
     gate = threading.Event()
-    backend = ChaosBackend(
-        LocalExecutionBackend(ThreadPoolExecutor(4)), seed=9, worker_loss=0.5
-    )
+    inner = LocalExecutionBackend(ThreadPoolExecutor(4))
+    spy = InnerSpy(inner)
+    backend = ChaosBackend(inner, seed=9, worker_loss=0.5)
     monitor, recorder = watched(backend)
     uids = [f"w{i}" for i in range(40)]
     tasks = [fn_task(u, abs, -i) for i, u in enumerate(uids)]
-    blocked = fn_task("blocked", gate.wait, 30)
-    await monitor.submit_tasks([*tasks, blocked])
+    # Two blocked tasks: seed 9 loses the worker of "blocked0", not of "blocked2".
+    assert backend.decisions("blocked0").worker_lost
+    assert not backend.decisions("blocked2").worker_lost
+    blocked = [fn_task(u, gate.wait, 30) for u in ("blocked0", "blocked2")]
+    await monitor.submit_tasks([*tasks, *blocked])
     await recorder.wait(uids)
     for task in tasks:
         lost = backend.decisions(task["uid"]).worker_lost
@@ -502,16 +547,15 @@ async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
             assert recorder.final(task["uid"]) is TaskState.DONE
     assert {backend.decisions(u).worker_lost for u in uids} == {True, False}
     # A cancel never beats a lost worker; one that wins ends CANCELED.
-    promised = await monitor.cancel_task("blocked")
+    await spy.wait("blocked0", "RUNNING")
+    await spy.wait("blocked2", "RUNNING")
+    assert await monitor.cancel_task("blocked0") is False
+    assert await monitor.cancel_task("blocked2") is True
     gate.set()
-    await recorder.wait(["blocked"])
-    if backend.decisions("blocked").worker_lost:
-        assert promised is False
-        assert recorder.final("blocked") is TaskState.FAILED
-    else:
-        assert recorder.final("blocked") is (
-            TaskState.CANCELED if promised else TaskState.DONE
-        )
+    await recorder.wait(["blocked0", "blocked2"])
+    assert recorder.final("blocked0") is TaskState.FAILED
+    assert isinstance(blocked[0]["exception"], spec.WorkerLostError)
+    assert recorder.final("blocked2") is TaskState.CANCELED
     await monitor.shutdown()
     assert_clean(monitor, recorder)
 
