@@ -212,8 +212,9 @@ class ChaosBackend:
     It uses only the inner backend's public contract: ``submit_tasks``,
     ``cancel_task``, ``shutdown``, ``register_callback``, ``state`` and the
     engine-facing attributes (``_work_dir``, ``is_attached``,
-    ``attached_to``, the data-linking flags and hooks, ``build_task``), which
-    it forwards. Its capabilities are the inner backend's.
+    ``attached_to``, the data-linking flags and hooks, ``build_task``) and
+    the resource ``capacity``, which it forwards. Its capabilities are the
+    inner backend's.
 
     Args:
         inner: The backend to wrap; a new `reference.LocalExecutionBackend`
@@ -341,6 +342,21 @@ class ChaosBackend:
     def capabilities(self) -> frozenset[Capability]:
         """The inner backend's capabilities: chaos takes none away."""
         return capabilities_of(self._inner)
+
+    @property
+    def capacity(self) -> Any:
+        """The inner backend's resource capacity (capability ``resources``).
+
+        Raises:
+            AttributeError: The inner backend has none (so the chaos backend
+                does not satisfy `spec.SupportsResources` either).
+        """
+        try:
+            return self._inner.capacity
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self._inner).__name__} has no resource capacity"
+            ) from None
 
     def decisions(self, uid: str) -> ChaosDecisions:
         """Return what this backend decides for the task ``uid``.

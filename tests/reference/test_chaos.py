@@ -19,7 +19,7 @@ import pytest
 from _ref_helpers import Recorder
 
 import spec
-from conformance import ContractMonitor, run
+from conformance import ContractMonitor, Outcome, run
 from reference import LocalExecutionBackend, NoopExecutionBackend
 from reference.chaos import ChaosBackend, RunningPolicy
 from spec import TaskState
@@ -164,6 +164,18 @@ def test_defaults_wrap_a_local_backend_and_forward_the_engine_attributes() -> No
     assert inner.is_attached is True
     assert inner.attached_to == ["engine.1"]
     assert backend.get_task_states_map().DONE == "DONE"
+
+
+def test_resource_capacity_is_the_inner_backends() -> None:
+    inner = LocalExecutionBackend(ThreadPoolExecutor(2), cores=2, memory=512)
+    backend = ChaosBackend(inner)
+    assert backend.capacity == inner.capacity
+    assert isinstance(backend, spec.SupportsResources)
+    assert spec.Capability.RESOURCES in backend.capabilities
+    plain = ChaosBackend(NoopExecutionBackend())
+    assert not isinstance(plain, spec.SupportsResources)
+    with pytest.raises(AttributeError, match="no resource capacity"):
+        plain.capacity  # noqa: B018
 
 
 def test_registered_as_chaos() -> None:
@@ -581,6 +593,20 @@ async def test_a_raising_callback_loses_no_task(error: type[BaseException]) -> N
 
 
 # -- the conformance suite ------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_conforms_over_a_resource_accounting_backend() -> None:
+    def factory() -> ChaosBackend:
+        inner = LocalExecutionBackend(
+            ThreadPoolExecutor(4), cores=2, gpus=["0", "1"], memory=1024
+        )
+        return ChaosBackend(inner, seed=11)
+
+    report = run(factory)
+    assert report.ok, report.to_text()
+    assert report.outcome("RQ-5") is Outcome.PASS, report.to_text()
+    assert report.failed <= {"SC-3"}, report.to_text()
 
 
 @pytest.mark.timeout(120)
