@@ -191,7 +191,8 @@ class ChaosBackend:
       to ``cancel_wait`` seconds for the task to finish first, and then
       return False while DONE (or FAILED) stands. A task whose terminal state
       is held back has finished, so cancelling it always returns False; a
-      True always comes from the inner backend and ends CANCELED;
+      True comes from the inner backend (or is for a task never handed to
+      it) and the task ends CANCELED;
     - holds each batch back in ``submit_tasks`` for a seeded share of
       ``submit_delay`` seconds before handing it over (a task cancelled
       meanwhile is never handed over, and ends CANCELED), so an engine's other
@@ -785,7 +786,7 @@ class ChaosBackend:
 
         Returns:
             ``True`` if the task will be reported CANCELED (the inner backend
-            promised it); ``False`` for unknown or finished uids, for a task
+            promised it, or the task was never handed to it); ``False`` for unknown or finished uids, for a task
             whose terminal state is only held back, for a task whose worker
             was lost, and for a task that finished while the cancel waited.
         """
