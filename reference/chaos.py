@@ -786,9 +786,10 @@ class ChaosBackend:
 
         Returns:
             ``True`` if the task will be reported CANCELED (the inner backend
-            promised it, or the task was never handed to it); ``False`` for unknown or finished uids, for a task
-            whose terminal state is only held back, for a task whose worker
-            was lost, and for a task that finished while the cancel waited.
+            promised it, or the task was never handed to it); ``False`` for
+            unknown or finished uids, for a task whose terminal state is only
+            held back, for a task whose worker was lost, and for a task that
+            finished while the cancel waited.
         """
         try:
             entry = self._entry(uid)
