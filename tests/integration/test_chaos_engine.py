@@ -27,10 +27,14 @@ import pytest
 
 from reference import LocalExecutionBackend
 from reference.chaos import ChaosBackend
+from spec import WorkerLostError
 
 radical_asyncflow = pytest.importorskip("radical.asyncflow")
 WorkflowEngine = radical_asyncflow.WorkflowEngine
 reset_uid_counter = pytest.importorskip("radical.asyncflow.utils").reset_uid_counter
+DependencyFailureError = pytest.importorskip(
+    "radical.asyncflow.errors"
+).DependencyFailureError
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -95,9 +99,10 @@ def as_int(value: Any) -> int:
     return int(str(value).strip())
 
 
-async def diamond(flow: Any) -> list[Any]:
+def build_diamond(flow: Any) -> tuple[list[Any], list[list[int]]]:
     """One source, 100 tasks on it (every fourth an executable), 98 joining two
-    neighbours each, one sink on all of those: 200 tasks, all results."""
+    neighbours each, one sink on all of those: 200 task futures, and for each
+    the positions of the futures it depends on."""
 
     @flow.function_task
     async def source() -> int:
@@ -125,6 +130,14 @@ async def diamond(flow: Any) -> list[Any]:
     last = sink(*joins)
     everything = [root, *layer, *joins, last]
     assert len(everything) == 200
+    depends: list[list[int]] = [[], *([[0]] * WIDTH)]
+    depends += [[1 + i, 2 + i] for i in range(WIDTH - 2)]
+    depends.append(list(range(1 + WIDTH, 1 + WIDTH + len(joins))))
+    return everything, depends
+
+
+async def diamond(flow: Any) -> list[Any]:
+    everything, _ = build_diamond(flow)
     return list(await asyncio.wait_for(asyncio.gather(*everything), 60))
 
 
@@ -145,6 +158,36 @@ async def test_diamond_same_results_as_local(seed: int, tmp_path: Path) -> None:
     expected = await polite_results(tmp_path)
     async with engine([chaos(seed)], tmp_path / "chaos") as flow:
         assert await diamond(flow) == expected
+
+
+# -- lost workers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_lost_workers_fail_their_tasks_and_dependents(
+    seed: int, tmp_path: Path
+) -> None:
+    expected = await polite_results(tmp_path)
+    backend = chaos(seed, worker_loss=0.05)
+    async with engine([backend], tmp_path / "chaos") as flow:
+        everything, depends = build_diamond(flow)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*everything, return_exceptions=True), 60
+        )
+    failed = [False] * len(everything)
+    lost = 0
+    for i, (future, outcome) in enumerate(zip(everything, outcomes, strict=True)):
+        if any(failed[d] for d in depends[i]):
+            # Never submitted: the engine fails it for its dependency.
+            assert isinstance(outcome, DependencyFailureError), (i, outcome)
+            failed[i] = True
+        elif backend.decisions(future.task["uid"]).worker_lost:
+            assert isinstance(outcome, WorkerLostError), (i, outcome)
+            failed[i] = True
+            lost += 1
+        else:
+            assert outcome == expected[i], (i, outcome)
+    assert lost, "no worker was lost: the seed exercises nothing"
 
 
 # -- cancelling a running branch ------------------------------------------------
