@@ -338,9 +338,13 @@ async def test_a_held_back_uid_is_still_in_flight() -> None:
     assert_clean(monitor, recorder)
 
 
+async def sleeper() -> None:
+    """A task that runs until cancelled: the local backend can stop a coroutine."""
+    await asyncio.sleep(30)
+
+
 @pytest.mark.asyncio
 async def test_a_running_task_cancelled_is_canceled_exactly_once() -> None:
-    gate = threading.Event()
     # lose_cancel=1: every cancel first waits for the task to finish.
     backend = ChaosBackend(
         LocalExecutionBackend(ThreadPoolExecutor(2)),
@@ -350,12 +354,11 @@ async def test_a_running_task_cancelled_is_canceled_exactly_once() -> None:
         late_running=0.0,
     )
     monitor, recorder = watched(backend)
-    await monitor.submit_tasks([fn_task("blocked", gate.wait, 30)])
+    await monitor.submit_tasks([fn_task("blocked", sleeper)])
     await recorder.wait(["blocked"], TaskState.RUNNING)
-    # It cannot finish while the gate is shut: the race is not lost.
+    # It does not finish within cancel_wait: the race is not lost.
     assert await monitor.cancel_task("blocked") is True
     assert await monitor.cancel_task("blocked") is True  # still promised
-    gate.set()
     await recorder.wait(["blocked"])
     assert recorder.states("blocked") == [TaskState.RUNNING, TaskState.CANCELED]
     assert await monitor.cancel_task("blocked") is False
@@ -536,7 +539,6 @@ async def test_shutdown_while_a_batch_is_held_cancels_it() -> None:
 
 @pytest.mark.asyncio
 async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
-    gate = threading.Event()
     inner = LocalExecutionBackend(ThreadPoolExecutor(4))
     spy = InnerSpy(inner)
     backend = ChaosBackend(inner, seed=9, worker_loss=0.5)
@@ -546,7 +548,7 @@ async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
     # Two blocked tasks: seed 9 loses the worker of "blocked0", not of "blocked2".
     assert backend.decisions("blocked0").worker_lost
     assert not backend.decisions("blocked2").worker_lost
-    blocked = [fn_task(u, gate.wait, 30) for u in ("blocked0", "blocked2")]
+    blocked = [fn_task(u, sleeper) for u in ("blocked0", "blocked2")]
     await monitor.submit_tasks([*tasks, *blocked])
     await recorder.wait(uids)
     for task in tasks:
@@ -563,7 +565,6 @@ async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
     await spy.wait("blocked2", "RUNNING")
     assert await monitor.cancel_task("blocked0") is False
     assert await monitor.cancel_task("blocked2") is True
-    gate.set()
     await recorder.wait(["blocked0", "blocked2"])
     assert recorder.final("blocked0") is TaskState.FAILED
     assert isinstance(blocked[0]["exception"], spec.WorkerLostError)
