@@ -338,9 +338,16 @@ async def test_a_held_back_uid_is_still_in_flight() -> None:
     assert_clean(monitor, recorder)
 
 
-async def sleeper() -> None:
-    """A task that runs until cancelled: the local backend can stop a coroutine."""
-    await asyncio.sleep(30)
+async def gated(started: threading.Event, release: threading.Event) -> str:
+    """Runs until released or cancelled (the local backend stops a coroutine)."""
+    started.set()
+    while not release.is_set():
+        await asyncio.sleep(0.005)
+    return "released"
+
+
+async def wait_set(event: threading.Event) -> None:
+    await asyncio.wait_for(asyncio.to_thread(event.wait, 20), 25)
 
 
 @pytest.mark.asyncio
@@ -354,9 +361,13 @@ async def test_a_running_task_cancelled_is_canceled_exactly_once() -> None:
         late_running=0.0,
     )
     monitor, recorder = watched(backend)
-    await monitor.submit_tasks([fn_task("blocked", sleeper)])
+    started, release = threading.Event(), threading.Event()
+    await monitor.submit_tasks([fn_task("blocked", gated, started, release)])
     await recorder.wait(["blocked"], TaskState.RUNNING)
-    # It does not finish within cancel_wait: the race is not lost.
+    # Its coroutine runs (not merely taken by a thread: the local backend
+    # cannot stop it in that instant), and it is not released: the cancel
+    # does not lose its race.
+    await wait_set(started)
     assert await monitor.cancel_task("blocked") is True
     assert await monitor.cancel_task("blocked") is True  # still promised
     await recorder.wait(["blocked"])
@@ -548,7 +559,9 @@ async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
     # Two blocked tasks: seed 9 loses the worker of "blocked0", not of "blocked2".
     assert backend.decisions("blocked0").worker_lost
     assert not backend.decisions("blocked2").worker_lost
-    blocked = [fn_task(u, sleeper) for u in ("blocked0", "blocked2")]
+    started = {u: threading.Event() for u in ("blocked0", "blocked2")}
+    release = threading.Event()
+    blocked = [fn_task(u, gated, e, release) for u, e in started.items()]
     await monitor.submit_tasks([*tasks, *blocked])
     await recorder.wait(uids)
     for task in tasks:
@@ -561,10 +574,14 @@ async def test_worker_loss_fails_tasks_with_worker_lost_error() -> None:
             assert recorder.final(task["uid"]) is TaskState.DONE
     assert {backend.decisions(u).worker_lost for u in uids} == {True, False}
     # A cancel never beats a lost worker; one that wins ends CANCELED.
+    # The lost worker's task is cancelled in the inner backend as it starts;
+    # if it was caught just as a thread took it (the local backend cannot
+    # stop it then), it runs on until released: FAILED either way.
     await spy.wait("blocked0", "RUNNING")
-    await spy.wait("blocked2", "RUNNING")
+    await wait_set(started["blocked2"])
     assert await monitor.cancel_task("blocked0") is False
     assert await monitor.cancel_task("blocked2") is True
+    release.set()
     await recorder.wait(["blocked0", "blocked2"])
     assert recorder.final("blocked0") is TaskState.FAILED
     assert isinstance(blocked[0]["exception"], spec.WorkerLostError)
