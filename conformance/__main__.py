@@ -47,7 +47,7 @@ def _prog() -> str:
     return "python -m conformance"
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m conformance") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
