@@ -2,9 +2,9 @@
 
 `ExecutableBackend` extends `TutorialBackend` (``tutorial_backend.py``) with
 executable tasks: each child in a process group of its own, killed as a group
-(TERM, then KILL after a grace period) when cancelled; ``shell=True`` (the
+(TERM, then KILL after a grace period) when canceled; ``shell=True`` (the
 default) with a missing program reported as such; ``capture_stdio`` files
-under the backend's ``_work_dir``; and a spawn that is never cancelled half
+under the backend's ``_work_dir``; and a spawn that is never canceled half
 way (CPython 3.11's asyncio can hang there).
 
 The project's tests type-check this file with ``mypy --strict`` and run the
@@ -28,7 +28,7 @@ from tutorial_backend import TutorialBackend
 from spec import Capability, ExecutionBackend, TaskKind, TaskState, task_kind
 
 KILL_GRACE = 2.0
-"""Seconds a cancelled child's group has between SIGTERM and SIGKILL."""
+"""Seconds a canceled child's group has between SIGTERM and SIGKILL."""
 
 SHELL_NOT_FOUND = 127
 """What a POSIX shell exits with when the program it was told to run is missing."""
@@ -74,7 +74,7 @@ class ExecutableBackend(TutorialBackend):
         # executables must not fork 10,000 processes.
         self._slots = asyncio.Semaphore(max_children)
         # The asyncio tasks running an executable, until their child is dead.
-        # A cancelled task leaves _in_flight at once, but its child may still
+        # A canceled task leaves _in_flight at once, but its child may still
         # be in its kill grace: shutdown waits for these (SD-5).
         self._active: set[asyncio.Task[Any]] = set()
         # Where capture_stdio files go. radical.asyncflow's engine overwrites
@@ -96,7 +96,7 @@ class ExecutableBackend(TutorialBackend):
             raise RuntimeError("an executable must run in an asyncio task")
         self._active.add(runner)
         try:
-            # Waiting for a slot is not running: cancelled there, it never starts.
+            # Waiting for a slot is not running: canceled there, it never starts.
             async with self._slots:
                 await self._run_child(task)
         finally:
@@ -197,10 +197,10 @@ class ExecutableBackend(TutorialBackend):
             start = asyncio.create_subprocess_shell(" ".join(argv), **kwargs)
         else:
             start = asyncio.create_subprocess_exec(*argv, **kwargs)
-        # Never cancel the spawn itself. Cancelled half way, asyncio kills
+        # Never cancel the spawn itself. Canceled half way, asyncio kills
         # only the leader (its children live on), and CPython 3.11 can wait
         # for ever for pipes that were never connected. Shield it; if we are
-        # cancelled meanwhile, let it finish, then kill the whole group.
+        # canceled meanwhile, let it finish, then kill the whole group.
         spawning = asyncio.ensure_future(start)
         try:
             return await asyncio.shield(spawning)
@@ -237,7 +237,7 @@ class ExecutableBackend(TutorialBackend):
 
     async def shutdown(self) -> None:
         await super().shutdown()  # reports CANCELED, cancels the runners
-        # ...and the runners of tasks cancelled earlier may still be killing
+        # ...and the runners of tasks canceled earlier may still be killing
         # their child: no child outlives shutdown (SD-5).
         await asyncio.gather(*self._active, return_exceptions=True)
 
