@@ -1,14 +1,17 @@
 """``python -m conformance [TARGET]``: run the suite and print the report.
 
+The ``asyncflow-conformance`` console script is the same command.
+
 Exit status: 0 iff every MUST clause passed (or is not applicable) and no
-expected failure passed; 1 otherwise; 2 for a usage error (bad target,
-unknown clause, unreadable expected-failures file).
+expected failure passed; 1 otherwise; 2 for a usage error (a target that
+cannot be loaded, unknown clause, unreadable expected-failures file).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +22,7 @@ from conformance.expectations import load_expected_failures
 from conformance.registry import cases
 from conformance.report import Outcome, TestResult
 from conformance.runner import run
-from conformance.target import DEFAULT_TARGET, load_target
+from conformance.target import DEFAULT_TARGET, TARGET_FORMS, TargetError, load_target
 
 __all__ = ["main"]
 
@@ -32,9 +35,23 @@ _MARKS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+CONSOLE_SCRIPT = "asyncflow-conformance"
+"""The console script's name (``[project.scripts]`` in ``pyproject.toml``)."""
+
+
+def _prog() -> str:
+    """Name the command as the user typed it, for usage and error lines."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if invoked.startswith(CONSOLE_SCRIPT):  # also asyncflow-conformance.exe
+        return CONSOLE_SCRIPT
+    return "python -m conformance"
+
+
+def _parser(prog: str = "python -m conformance") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m conformance",
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TARGET_FORMS,
         description="Check an execution backend against the asyncflow-backend-spec "
         "contract and print one row per clause.",
     )
@@ -42,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         "target",
         nargs="?",
         default=DEFAULT_TARGET,
-        help="module:attr (a backend class or a zero-argument sync or async "
-        "factory), or a name registered in the entry-point group "
-        f"{spec.ENTRY_POINT_GROUP!r} (default: {DEFAULT_TARGET})",
+        help="module:attr, path/to/file.py:attr (a backend class or a "
+        "zero-argument sync or async factory), or a name registered in the "
+        f"entry-point group {spec.ENTRY_POINT_GROUP!r} (default: "
+        f"{DEFAULT_TARGET}); see the forms below",
     )
     parser.add_argument(
         "--json", metavar="PATH", help="write the JSON report (the certificate)"
@@ -119,14 +137,32 @@ def _list() -> None:
             print(f"           - {test_id}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suite from the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the suite from the command line; return the exit status.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        prog: The command's name in usage and error lines (default: the
+            console script's name when run as it, else ``python -m conformance``).
+
+    Returns:
+        0 iff every MUST clause passed or is not applicable and no expected
+        failure passed; 1 otherwise; 2 for a usage error.
+    """
+    prog = prog or _prog()
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
     if args.list:
         _list()
         return 0
     try:
         factory = load_target(args.target)
+    except TargetError as exc:
+        # One usage error: what went wrong, then the accepted forms.
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         selected = None
         if args.clauses:
             selected = [c.strip() for c in args.clauses.split(",") if c.strip()]
@@ -137,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             known = {c.id for c in cases()}
             expected = load_expected_failures(args.expected_failures, known)
     except (LookupError, TypeError, ValueError, OSError) as exc:
-        print(f"python -m conformance: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 
     def progress(result: TestResult) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.target import TargetError, load_target
+
 __all__ = ["pytest_addoption", "pytest_configure"]
 
 _SUITE_MODULE = Path(__file__).with_name("_pytest_backend.py")
@@ -23,8 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         metavar="TARGET",
         default=None,
-        help="run the conformance suite against TARGET: module:attr (a backend "
-        "class or zero-argument factory) or a registered backend name",
+        help="run the conformance suite against TARGET: module:attr or "
+        "path/to/file.py:attr (a backend class or zero-argument factory), or a "
+        "registered backend name",
     )
     group.addoption(
         "--conformance-expected-failures",
@@ -35,7 +38,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Add the suite's module to the collection when ``--backend`` is given."""
-    if config.getoption("--backend") is None:
+    """Add the suite's module to the collection when ``--backend`` is given.
+
+    The target is loaded here, once: one that cannot be loaded is a usage
+    error naming the accepted forms, not a setup error in every test.
+
+    Raises:
+        pytest.UsageError: The ``--backend`` target cannot be loaded.
+    """
+    target = config.getoption("--backend")
+    if target is None:
         return
+    try:
+        load_target(str(target))
+    except TargetError as exc:
+        raise pytest.UsageError(f"--backend: {exc}") from None
     config.args.append(str(_SUITE_MODULE))
