@@ -45,10 +45,6 @@ def _python_options(config: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("no mkdocstrings plugin")
 
 
-def test_repo_url(config: dict[str, Any]) -> None:
-    assert str(config.get("repo_url", "")).startswith("https://")
-
-
 def test_mermaid_is_served_by_the_site(config: dict[str, Any]) -> None:
     scripts = config.get("extra_javascript", [])
     assert "assets/javascripts/mermaid.min.js" in scripts
