@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import signal
 import tempfile
@@ -212,6 +213,9 @@ async def run_engine(
             await asyncio.wait_for(
                 asyncio.gather(*(task(i) for i in range(8))), timeout
             )
+            # As in the throughput section: every subject starts the timed
+            # part with the collector's counts at zero.
+            gc.collect()
             with timed():
                 t0 = time.perf_counter()
                 futures = [task(i) for i in range(n)]

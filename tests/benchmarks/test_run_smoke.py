@@ -72,6 +72,38 @@ def test_throughput_rows_are_measured(quick_run: tuple[dict, str]) -> None:
     assert rows[("noop", "ours-noop")]["ratio"] > 0
 
 
+def test_engine_rows_pair_each_subject_with_its_ceiling(
+    quick_run: tuple[dict, str],
+) -> None:
+    doc, stdout = quick_run
+    rows = {r["key"]: r for r in doc["engine"]}
+    ceiling = rows["engine-ours-noop"]
+    assert ceiling["status"] == "ok" and ceiling["ratio"] is None
+    for key in (
+        "engine-ours-local-thread",
+        "engine-ours-local-thread-sync",
+        "engine-ours-local-on-loop",
+        "engine-ours-local-exec",
+    ):
+        row = rows[key]
+        assert row["status"] == "ok", row
+        assert row["baseline"] in ("engine-ours-noop", "engine-ours-noop-exec")
+        # One ceiling run next to every run of the subject, and the ratio of each.
+        assert len(row["ceiling_runs"]) == len(row["runs"]) == len(row["ratio_runs"])
+        assert row["ratio"] > 0
+    assert "of the ceiling" in stdout
+    ids = {t["id"]: t for t in doc["targets"]}
+    assert ids["T13"]["measured"] == rows["engine-ours-local-thread"]["ratio"]
+
+
+def test_exec_has_the_bare_posix_spawn_baseline(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}
+    bare = rows[("exec", "raw-posix-spawn")]
+    assert bare["status"] == "ok" and bare["tasks_per_s"] > 0
+    assert rows[("exec", "ours-local")]["baseline"] == "raw-posix-spawn"
+
+
 def test_targets_and_other_sections(quick_run: tuple[dict, str]) -> None:
     doc, stdout = quick_run
     ids = [t["id"] for t in doc["targets"]]
