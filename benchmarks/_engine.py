@@ -49,6 +49,8 @@ class EngineSubject:
     """``async-fn``, ``sync-fn`` or ``exec``: what each task is."""
     ceiling: str | None = None
     """Key of the noop subject measured next to this one (``None``: a ceiling)."""
+    in_process: bool = True
+    """All its work runs in this process (threads, the loop): CPU time is comparable."""
 
 
 def _local(
@@ -115,9 +117,9 @@ ENGINE_SUBJECTS = [
                   _local(async_on_loop=True), "async-fn", _FN),
     EngineSubject("engine-ours-local-process",
                   "engine + ours Local (processes), async fn", "ours",
-                  _local(executor="processes"), "async-fn", _FN),
+                  _local(executor="processes"), "async-fn", _FN, False),
     EngineSubject("engine-ours-local-exec", "engine + ours Local, /bin/true", "ours",
-                  _local(executor=None), "exec", _EX),
+                  _local(executor=None), "exec", _EX, False),
     EngineSubject("engine-orig-local-thread", "engine + 0.6 Local (threads), async fn",
                   "orig", _orig_local, "async-fn", _FN),
     EngineSubject("engine-orig-noop", "engine + 0.6 Noop", "orig", _orig_noop,
@@ -131,6 +133,7 @@ DASK_ENGINE_SUBJECT = EngineSubject(
     _ours_dask,
     "async-fn",
     _FN,
+    False,
 )
 
 
@@ -217,18 +220,19 @@ async def run_engine(
             # part with the collector's counts at zero.
             gc.collect()
             with timed():
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 futures = [task(i) for i in range(n)]
                 results = await asyncio.wait_for(
                     asyncio.gather(*futures, return_exceptions=True), timeout
                 )
                 elapsed = time.perf_counter() - t0
+                cpu = time.process_time() - c0
         finally:
             await flow.shutdown()
             # The engine installs handlers it never removes; give Ctrl-C back.
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-    sample = Sample(n=n, seconds=elapsed)
+    sample = Sample(n=n, seconds=elapsed, cpu_seconds=cpu)
     for result in results:
         if isinstance(result, asyncio.CancelledError):
             sample.canceled += 1

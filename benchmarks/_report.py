@@ -322,6 +322,8 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 str(len(r["runs"])),
                 _fmt_ratio(r["ratio"]),
                 _ratio_range(r),
+                "-" if r.get("cpu_us") is None else f"{r['cpu_us']:.0f}",
+                _fmt_ratio(r.get("cpu_ratio")),
                 r["note"],
             ]
             for r in results["engine"]
@@ -334,10 +336,20 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 "runs",
                 "of the ceiling",
                 "per-run ratios",
+                "CPU µs/task",
+                "ceiling CPU / CPU",
                 "note",
             ],
             rows,
         )
+        out += [
+            "",
+            "CPU µs/task: CPU time of the benchmark process over the timed part "
+            "(median), which the machine's load does not inflate the way it "
+            "scatters wall-clock rates; it leaves out pool worker processes, "
+            "children and Dask's cluster, so the last column is given only for "
+            "subjects whose work all runs in this process.",
+        ]
     if results["memory"]:
         title("Memory (tracemalloc: Python heap, not RSS), growth over one batch")
         rows = [

@@ -237,6 +237,7 @@ async def engine(
         row = _row(Subject(s.key, s.label, s.family, "engine", s.make), n)
         row["kind"] = s.kind
         row["ceiling_runs"] = []
+        row["cpu_us_per_task"] = []
         if s.ceiling is not None:
             row["baseline"] = s.ceiling
             row["baseline_label"] = by_key[s.ceiling].label
@@ -259,6 +260,8 @@ async def engine(
             dead.add(s.key)
             return None
         _record(row, sample, rep)
+        if sample.cpu_seconds is not None:
+            row["cpu_us_per_task"].append(round(sample.cpu_seconds / n * 1e6, 1))
         print(
             f"  [{rep + 1}/{repeat}] engine   {s.label:52} "
             f"{sample.rate:10,.0f} tasks/s",
@@ -287,6 +290,15 @@ async def engine(
         if row["status"] == "ok" and pairs:
             row["ratio"] = round(median(pairs), 3)
             row["ratio_runs"] = pairs
+        if row["cpu_us_per_task"]:
+            row["cpu_us"] = round(median(row["cpu_us_per_task"]), 1)
+    # CPU time is what a loaded machine does not inflate: the ceiling's CPU
+    # per task over the subject's, for subjects whose work all runs in this
+    # process (threads, the loop), is a load-proof estimate of the ratio.
+    for s in measured:
+        row, base = rows[s.key], rows[s.ceiling or ""]
+        if s.in_process and row.get("cpu_us") and base.get("cpu_us"):
+            row["cpu_ratio"] = round(base["cpu_us"] / row["cpu_us"], 3)
     return list(rows.values())
 
 

@@ -91,6 +91,10 @@ def test_engine_rows_pair_each_subject_with_its_ceiling(
         # One ceiling run next to every run of the subject, and the ratio of each.
         assert len(row["ceiling_runs"]) == len(row["runs"]) == len(row["ratio_runs"])
         assert row["ratio"] > 0
+        assert row["cpu_us"] > 0
+    # Only for subjects whose work all runs in the benchmark process.
+    assert rows["engine-ours-local-thread"]["cpu_ratio"] > 0
+    assert "cpu_ratio" not in rows["engine-ours-local-exec"]
     assert "of the ceiling" in stdout
     ids = {t["id"]: t for t in doc["targets"]}
     assert ids["T13"]["measured"] == rows["engine-ours-local-thread"]["ratio"]
