@@ -103,10 +103,10 @@ CEILINGS = {"async-fn": "engine-ours-noop", "exec": "engine-ours-noop-exec"}
 _FN, _EX = CEILINGS["async-fn"], CEILINGS["exec"]
 
 ENGINE_SUBJECTS = [
-    EngineSubject(_FN, "engine + ours Noop (function tasks): the ceiling", "ours",
-                  _ours_noop),
-    EngineSubject(_EX, "engine + ours Noop (executable tasks): the ceiling", "ours",
-                  _ours_noop, "exec"),
+    EngineSubject(_FN, "engine + ours Noop (function tasks): the ceiling",
+                  "ceiling", _ours_noop),
+    EngineSubject(_EX, "engine + ours Noop (executable tasks): the ceiling",
+                  "ceiling", _ours_noop, "exec"),
     EngineSubject("engine-ours-local-thread", "engine + ours Local (threads), async fn",
                   "ours", _local(), "async-fn", _FN),
     EngineSubject("engine-ours-local-thread-sync",
