@@ -6,6 +6,7 @@ No timing assertions: only that every section ran and the JSON has its shape.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,26 @@ def test_cancel_latency_rows_show_the_function_stopped(
         assert row["median_ms"] is not None and row["median_ms"] > 0, row
         assert len(row["runs_ms"]) >= 1
     assert "Cancel latency" in stdout
+
+
+def test_compare_local_runs_against_a_git_revision() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compare_local.py"),
+            "HEAD",
+            "--runs",
+            "1",
+            "--n",
+            "20",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for subject in ("noop ceiling", "HEAD: threads, async fn", "now: threads, sync fn"):
+        assert f"| {subject} |" in proc.stdout
