@@ -43,6 +43,8 @@ class Sample:
     off_loop_callbacks: int = 0
     """Callbacks that arrived on a thread other than the loop's (a contract breach)."""
     max_stall_ms: float | None = None
+    cpu_seconds: float | None = None
+    """CPU time of this whole process over the timed part (engine runs only)."""
 
     @property
     def rate(self) -> float:

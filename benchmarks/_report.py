@@ -35,7 +35,7 @@ class Target:
     id: str
     text: str
     section: str
-    """``throughput``, ``memory``, ``stall`` or ``absolute``."""
+    """``throughput``, ``engine``, ``memory``, ``stall`` or ``absolute``."""
     workload: str
     subject: str
     reference: str | None
@@ -67,6 +67,14 @@ TARGETS = [
            "stall", "noop", "ours-noop", None, 50.0, at_most=True),
     Target("T11", "Dask async fn at 10,000 >= 615 tasks/s (5x rhapsody 0.6's 123)",
            "absolute", "async-fn", "dask-2x1-10000", None, 615.0),
+    Target("T12", "Local executables >= 0.9x bare posix_spawn loop (same width)",
+           "throughput", "exec", "ours-local", "raw-posix-spawn", 0.9),
+    Target("T13", "Engine + Local threads, async fn >= 0.8x engine + Noop",
+           "engine", "engine", "engine-ours-local-thread", None, 0.8),
+    Target("T14", "Engine + Local threads, sync fn >= 0.7x engine + Noop",
+           "engine", "engine", "engine-ours-local-thread-sync", None, 0.7),
+    Target("T15", "Engine + Dask 2x1, async fn >= 0.3x engine + Noop",
+           "engine", "engine", "engine-ours-dask", None, 0.3),
 ]  # fmt: skip
 
 
@@ -139,6 +147,18 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     verdict["note"] = (
                         f"N differs: {row['n']:,} vs {ref['n']:,} for {t.reference}"
                     )
+        elif t.section == "engine":
+            row = _find(results["engine"], t.workload, t.subject)
+            if row is None or row.get("ratio") is None:
+                verdict["note"] = f"{t.subject} not measured" + (
+                    f": {row['note']}" if row and row["note"] else ""
+                )
+            else:
+                verdict["measured"] = row["ratio"]
+                verdict["note"] = (
+                    f"N={row['n']:,}, median of {len(row.get('ratio_runs', []))} "
+                    "paired runs"
+                )
         elif t.section == "memory":
             mem = _find(results["memory"], t.workload, t.subject)
             if mem is not None and mem.get("retained_bytes") is not None:
@@ -291,7 +311,8 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
     if results["engine"]:
         title(
             "End to end through radical.asyncflow 0.6's WorkflowEngine "
-            "(N independent async function tasks, gathered)"
+            "(N independent tasks, gathered; each run paired with a run of its "
+            "noop ceiling just before it)"
         )
         rows = [
             [
@@ -300,13 +321,35 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 _fmt_rate(r["tasks_per_s"]),
                 str(len(r["runs"])),
                 _fmt_ratio(r["ratio"]),
+                _ratio_range(r),
+                "-" if r.get("cpu_us") is None else f"{r['cpu_us']:.0f}",
+                _fmt_ratio(r.get("cpu_ratio")),
                 r["note"],
             ]
             for r in results["engine"]
         ]
         out += _table(
-            ["N", "subject", "tasks/s", "runs", "vs 0.6 same kind", "note"], rows
+            [
+                "N",
+                "subject",
+                "tasks/s",
+                "runs",
+                "of the ceiling",
+                "per-run ratios",
+                "CPU µs/task",
+                "ceiling CPU / CPU",
+                "note",
+            ],
+            rows,
         )
+        out += [
+            "",
+            "CPU µs/task: CPU time of the benchmark process over the timed part "
+            "(median), which the machine's load does not inflate the way it "
+            "scatters wall-clock rates; it leaves out pool worker processes, "
+            "children and Dask's cluster, so the last column is given only for "
+            "subjects whose work all runs in this process.",
+        ]
     if results["memory"]:
         title("Memory (tracemalloc: Python heap, not RSS), growth over one batch")
         rows = [
@@ -399,7 +442,7 @@ _SUMMARY_ROWS = [
     (("T3",), "Local, sync functions, threads", "sync-fn", "ours-local-thread"),
     (("T5",), "Local, async functions, processes", "async-fn", "ours-local-process"),
     (("T6",), "Local, sync functions, processes", "sync-fn", "ours-local-process"),
-    (("T4",), "Local, `/bin/true` executables", "exec", "ours-local"),
+    (("T4", "T12"), "Local, `/bin/true` executables", "exec", "ours-local"),
     (("T7",), "Noop", "noop", "ours-noop"),
     (("T11",), "Dask, async functions, 2 workers x 1 thread", "async-fn",
      "dask-2x1-10000"),
@@ -411,11 +454,23 @@ _SHORT = {
     "T2": "radical.asyncflow 0.6 (>= 20x)",
     "T3": "raw thread pool (>= 0.8x)",
     "T4": "raw subprocess loop (>= 0.9x)",
-    "T5": "raw process pool (>= 0.7x)",
-    "T6": "raw process pool (>= 0.7x)",
+    "T5": "raw process pool (>= 1.0x)",
+    "T6": "raw process pool (>= 1.0x)",
     "T7": "bare call_soon loop (>= 0.5x)",
     "T11": "(>= 615/s)",
+    "T12": "bare posix_spawn loop (>= 0.9x)",
 }
+
+# (target id, what, engine subject key) for the summary's engine rows.
+_SUMMARY_ENGINE_ROWS = [
+    ("T13", "Local, async functions, threads", "engine-ours-local-thread"),
+    ("T14", "Local, sync functions, threads", "engine-ours-local-thread-sync"),
+    (None, "Local, async functions, `async_on_loop=True`",
+     "engine-ours-local-on-loop"),
+    (None, "Local, async functions, processes", "engine-ours-local-process"),
+    (None, "Local, `/bin/true` executables", "engine-ours-local-exec"),
+    ("T15", "Dask, async functions, 2 workers x 1 thread", "engine-ours-dask"),
+]  # fmt: skip
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -455,11 +510,51 @@ def summary(results: dict[str, Any]) -> str:
             ]
         )
     out += _table(["backend", "N", "tasks/s", "measured (target)"], rows)
+    engine_rows = []
+    for tid, what, key in _SUMMARY_ENGINE_ROWS:
+        row = _find(results.get("engine", []), "engine", key)
+        if row is None or row.get("ratio") is None:
+            continue
+        verdict = ""
+        if tid is not None:
+            t = verdicts[tid]
+            verdict = f"{tid}: >= {t['threshold']:g}x, {t['status']}"
+        engine_rows.append(
+            [
+                what,
+                f"{row['n']:,}",
+                _fmt_rate(row["tasks_per_s"]),
+                f"{row['ratio']:.2f}x",
+                _fmt_ratio(row.get("cpu_ratio")),
+                verdict,
+            ]
+        )
+    if engine_rows:
+        out += [
+            "",
+            "Through radical.asyncflow 0.6's `WorkflowEngine`, as a share of the "
+            "same workflow over the noop backend (the engine's own ceiling), "
+            "measured next to it (by CPU: the ceiling's CPU time per task over "
+            "the backend's, for backends that run in the engine's process):",
+            "",
+        ]
+        out += _table(
+            ["backend", "N", "tasks/s", "of the ceiling", "by CPU", "target"],
+            engine_rows,
+        )
     out.append("")
     for i in ("T8", "T9", "T10"):
         t = verdicts[i]
         out.append(f"- {i}: {t['target']}: {_shown(t)} ({t['status']})")
     return "\n".join(out)
+
+
+def _ratio_range(row: dict[str, Any]) -> str:
+    """The lowest and highest of a row's per-run ratios to its ceiling."""
+    runs = row.get("ratio_runs") or []
+    if not runs:
+        return "-"
+    return f"{min(runs):.2f}-{max(runs):.2f}"
 
 
 def _gc_cell(row: dict[str, Any]) -> str:
@@ -518,7 +613,12 @@ def write_json(results: dict[str, Any], path: str) -> None:
     Path(path).write_text(text + "\n")
 
 
-_COLOURS = {"raw": "#9e9e9e", "ours": "#1e88e5", "orig": "#fb8c00"}
+_COLOURS = {
+    "raw": "#9e9e9e",
+    "ceiling": "#9e9e9e",  # the engine over the noop backend: a baseline
+    "ours": "#1e88e5",
+    "orig": "#fb8c00",
+}
 
 
 def chart(results: dict[str, Any], path: str) -> str | None:
@@ -568,8 +668,14 @@ def chart(results: dict[str, Any], path: str) -> str | None:
         ax.set_xlim(lo / 3, hi * 6)
         n = rows[0]["n"]
         ax.set_title(f"{name}, N={n:,}", fontsize=9, loc="left")
-        for yi, v in zip(y, values, strict=True):
-            ax.text(v * 1.08, yi, f"{v:,.0f}", va="center", fontsize=7)
+        for yi, v, r in zip(y, values, rows, strict=True):
+            # Engine rows also show their share of the noop ceiling.
+            share = (
+                f" ({r['ratio']:.2f}x of the ceiling)"
+                if r["workload"] == "engine" and r.get("ratio") is not None
+                else ""
+            )
+            ax.text(v * 1.08, yi, f"{v:,.0f}{share}", va="center", fontsize=7)
         ax.grid(axis="x", which="major", alpha=0.3)
     axes[-1, 0].set_xlabel(
         "tasks/s (log scale; grey = raw baseline, blue = this project, "

@@ -254,6 +254,53 @@ async def _subprocess() -> Runner:
     return SubprocessBaseline(subprocess_bound())
 
 
+class PosixSpawnBaseline:
+    """The machine's limit for executables: bare ``os.posix_spawn`` + ``os.waitpid``.
+
+    Keeps ``width`` children alive, starting the next as soon as one is
+    reaped, with no pipes, no process group and no event loop: the loop
+    thread blocks in ``waitpid`` (this baseline measures spawning, nothing
+    else). ``waitpid(-1)`` reaps any child of this process, so a child that
+    is not one of ours fails the run rather than being silently lost.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    async def run(self, tasks: list[dict[str, Any]], timeout: float) -> Sample:
+        counter = Counter(len(tasks))
+        env = dict(os.environ)
+        ours: set[int] = set()
+        t0 = time.perf_counter()
+        started = 0
+        while started < len(tasks) or ours:
+            while started < len(tasks) and len(ours) < self.width:
+                task = tasks[started]
+                path = task["executable"]
+                ours.add(os.posix_spawn(path, [path, *task["arguments"]], env))
+                started += 1
+            pid, status = os.waitpid(-1, 0)
+            if pid not in ours:
+                raise RuntimeError(f"reaped pid {pid}, not a child of this baseline")
+            ours.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            counter(
+                {"exception": f"exit code {code}"} if code else "",
+                "FAILED" if code else "DONE",
+            )
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"posix_spawn loop over {timeout} s")
+        counter.sample.seconds = counter.t_last - t0
+        return counter.sample
+
+    async def close(self) -> None:
+        return None
+
+
+async def _posix_spawn() -> Runner:
+    return PosixSpawnBaseline(subprocess_bound())
+
+
 class CallSoonBaseline:
     """One ``loop.call_soon`` per task, calling the same counting callback."""
 
@@ -352,8 +399,10 @@ def subjects(
         # executables
         Subject("raw-subprocess", "raw create_subprocess_exec loop", "raw", e,
                 _subprocess, 4),
+        Subject("raw-posix-spawn", "bare posix_spawn + waitpid loop", "raw", e,
+                _posix_spawn, 4),
         Subject("ours-local", "ours Local", "ours", e, _ours_local(None), 4,
-                baseline="raw-subprocess"),
+                baseline="raw-posix-spawn"),
         Subject("orig-local", "0.6 Local", "orig", e, _orig_local(th), 4,
                 baseline="raw-subprocess"),
         # noop

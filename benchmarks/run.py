@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from _cancel import cancel_latency
-from _engine import DASK_ENGINE_SUBJECT, ENGINE_SUBJECTS, EngineSubject, run_engine
+from _engine import EngineSubject, engine_subjects, run_engine
 from _measure import Sample, StallWatch, median, traced_memory
 from _report import (
     chart,
@@ -54,7 +56,8 @@ FULL: dict[str, Any] = {
     "fn": 10_000,
     "exec": 1_000,
     "noop": 10_000,
-    "engine": 1_000,
+    "engine": 2_000,
+    "engine_repeat": 5,
     "memory": 100_000,
     "memory_local": 10_000,
     "memory_orig_local": 2_000,
@@ -70,6 +73,7 @@ QUICK: dict[str, Any] = {
     "exec": 20,
     "noop": 1_000,
     "engine": 50,
+    "engine_repeat": 1,
     "memory": 2_000,
     "memory_local": 200,
     "memory_orig_local": 100,
@@ -219,50 +223,82 @@ async def engine(
     skipped: list[str],
     with_dask: bool,
 ) -> list[dict[str, Any]]:
-    """End to end through radical.asyncflow 0.6's WorkflowEngine."""
+    """End to end through radical.asyncflow 0.6's WorkflowEngine.
+
+    Each repetition runs every subject right after its noop ceiling (the same
+    workflow over the noop backend), so each ratio pairs two runs taken
+    seconds apart; the subjects' order rotates between repetitions.
+    """
     n = sizes["engine"]
-    chosen: list[EngineSubject] = list(ENGINE_SUBJECTS)
-    if with_dask:
-        chosen.append(DASK_ENGINE_SUBJECT)
-    rows = {
-        s.key: _row(Subject(s.key, s.label, s.family, "engine", s.make), n)
-        for s in chosen
-    }
+    chosen = engine_subjects(with_dask)
+    by_key = {s.key: s for s in chosen}
+    rows: dict[str, dict[str, Any]] = {}
+    for s in chosen:
+        row = _row(Subject(s.key, s.label, s.family, "engine", s.make), n)
+        row["kind"] = s.kind
+        row["ceiling_runs"] = []
+        row["cpu_us_per_task"] = []
+        if s.ceiling is not None:
+            row["baseline"] = s.ceiling
+            row["baseline_label"] = by_key[s.ceiling].label
+        rows[s.key] = row
     dead: set[str] = set()
+
+    async def measure(s: EngineSubject, rep: int) -> float | None:
+        row = rows[s.key]
+        if s.key in dead:
+            return None
+        try:
+            sample = await run_engine(s, n, timeout)
+        except Unavailable as exc:
+            row["status"], row["note"] = "skipped", str(exc)
+            skipped.append(f"engine / {s.label}: {exc}")
+            dead.add(s.key)
+            return None
+        except (Exception, TimeoutError) as exc:
+            row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"
+            dead.add(s.key)
+            return None
+        _record(row, sample, rep)
+        if sample.cpu_seconds is not None:
+            row["cpu_us_per_task"].append(round(sample.cpu_seconds / n * 1e6, 1))
+        print(
+            f"  [{rep + 1}/{repeat}] engine   {s.label:52} "
+            f"{sample.rate:10,.0f} tasks/s",
+            file=sys.stderr,
+        )
+        return sample.rate
+
+    measured = [s for s in chosen if s.ceiling is not None]
     for rep in range(repeat):
-        for s in chosen:
-            row = rows[s.key]
+        shift = rep % len(measured)
+        for s in measured[shift:] + measured[:shift]:
             if s.key in dead:
                 continue
-            try:
-                sample = await run_engine(s, n, timeout)
-            except Unavailable as exc:
-                row["status"], row["note"] = "skipped", str(exc)
-                skipped.append(f"engine / {s.label}: {exc}")
-                dead.add(s.key)
-                continue
-            except (Exception, TimeoutError) as exc:
-                row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"
-                dead.add(s.key)
-                continue
-            _record(row, sample, rep)
-            print(
-                f"  [{rep + 1}/{repeat}] engine   {s.label:42} "
-                f"{sample.rate:12,.0f} tasks/s",
-                file=sys.stderr,
-            )
+            assert s.ceiling is not None
+            ceiling = await measure(by_key[s.ceiling], rep)
+            rate = await measure(s, rep)
+            if ceiling and rate:
+                rows[s.key]["ceiling_runs"].append(round(ceiling, 1))
+                rows[s.key].setdefault("pair_ratios", []).append(
+                    round(rate / ceiling, 4)
+                )
     for row in rows.values():
         if row["runs"]:
             row["tasks_per_s"] = round(median(row["runs"]), 1)
-    # Ours against 0.6's backend of the same kind, under the same engine.
-    for ours, theirs in (
-        ("engine-ours-local-thread", "engine-orig-local-thread"),
-        ("engine-ours-noop", "engine-orig-noop"),
-    ):
-        a, b = rows[ours], rows[theirs]
-        a["baseline"], a["baseline_label"] = theirs, b["label"]
-        if a["tasks_per_s"] and b["tasks_per_s"]:
-            a["ratio"] = paired_ratio(a, b)
+        pairs = row.pop("pair_ratios", [])
+        if row["status"] == "ok" and pairs:
+            row["ratio"] = round(median(pairs), 3)
+            row["ratio_runs"] = pairs
+        if row["cpu_us_per_task"]:
+            row["cpu_us"] = round(median(row["cpu_us_per_task"]), 1)
+    # CPU time is what a loaded machine does not inflate: the ceiling's CPU
+    # per task over the subject's, for subjects whose work all runs in this
+    # process (threads, the loop), is a load-proof estimate of the ratio.
+    for s in measured:
+        row, base = rows[s.key], rows[s.ceiling or ""]
+        if s.in_process and row.get("cpu_us") and base.get("cpu_us"):
+            row["cpu_ratio"] = round(base["cpu_us"] / row["cpu_us"], 3)
     return list(rows.values())
 
 
@@ -445,23 +481,30 @@ async def profile(
     workload, _, key = spec.partition(":")
     catalogue = subjects() + dask_subjects(sizes["dask"])
     matches = [s for s in catalogue if s.workload == workload and s.key == key]
-    if not matches:
-        names = ", ".join(sorted({f"{s.workload}:{s.key}" for s in catalogue}))
+    in_engine = [
+        e for e in engine_subjects(True) if workload == "engine" and e.key == key
+    ]
+    if not matches and not in_engine:
+        names = ", ".join(
+            sorted(
+                {f"{s.workload}:{s.key}" for s in catalogue}
+                | {f"engine:{e.key}" for e in engine_subjects(True)}
+            )
+        )
         raise SystemExit(f"unknown subject {spec!r}; choose one of: {names}")
-    s = matches[0]
     from pyinstrument import Profiler
+
+    if in_engine:
+        await _profile_engine(in_engine[0], sizes["engine"], timeout, slow_ms)
+        return
+    s = matches[0]
 
     runner = await build_and_warm(s, timeout)
     n = s.n_override or _sizes_n(workload, sizes)
     tasks = make_tasks(workload, n, "profile")
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     if slow_ms:
-        # asyncio's debug mode logs every loop callback slower than this,
-        # naming the handle: what stalled the loop, not just how long.
-        loop = asyncio.get_running_loop()
-        loop.set_debug(True)
-        loop.slow_callback_duration = slow_ms / 1000
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        _debug_slow_callbacks(slow_ms)
     try:
         profiler.start()
         sample = await runner.run(tasks, timeout)
@@ -469,6 +512,38 @@ async def profile(
     finally:
         await runner.close()
     print(f"{s.label} on {workload}, N={n:,}: {sample.rate:,.0f} tasks/s (profiled)")
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def _debug_slow_callbacks(slow_ms: float) -> None:
+    # asyncio's debug mode logs every loop callback slower than this,
+    # naming the handle: what stalled the loop, not just how long.
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = slow_ms / 1000
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+async def _profile_engine(
+    s: EngineSubject, n: int, timeout: float, slow_ms: float
+) -> None:
+    """Profile the timed part of one engine run (the engine's loop thread)."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+
+    @contextlib.contextmanager
+    def timed() -> Iterator[None]:
+        if slow_ms:
+            _debug_slow_callbacks(slow_ms)
+        profiler.start()
+        try:
+            yield
+        finally:
+            profiler.stop()
+
+    sample = await run_engine(s, n, timeout, timed)
+    print(f"{s.label}, N={n:,}: {sample.rate:,.0f} tasks/s (profiled)")
     print(profiler.output_text(unicode=True, color=False, show_all=False))
 
 
@@ -516,8 +591,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
     if wanted("engine"):
         print("engine:", file=sys.stderr)
+        # Medians of at least five runs: the engine's ceiling is noisy.
+        engine_repeat = max(repeat, sizes["engine_repeat"])
         results["engine"] = await engine(
-            sizes, repeat, args.timeout, skipped, args.dask
+            sizes, engine_repeat, args.timeout, skipped, args.dask
         )
     if wanted("memory"):
         print("memory:", file=sys.stderr)
@@ -587,7 +664,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         default="",
-        help="profile one subject (WORKLOAD:KEY) with pyinstrument instead",
+        help="profile one subject (WORKLOAD:KEY, or engine:KEY) with pyinstrument "
+        "instead",
     )
     p.add_argument(
         "--slow-ms",

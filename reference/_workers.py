@@ -108,7 +108,8 @@ class JobQueue:
     Jobs need ``canceled`` (checked just before a job starts: a cancelled job
     never starts), ``task`` (the task dict with its ``function``) and
     ``coro`` (``None``; set while an ``async def`` function runs, so `stop`
-    can cancel it on its loop).
+    can cancel it on its loop) and ``ended``, which the puller sets once the
+    function has returned or raised, before it pushes the outcome.
 
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
@@ -232,11 +233,15 @@ class JobQueue:
                     is_coroutine = True
                     result = self._await(job, result)
             except BaseException as exc:  # a task's SystemExit must not kill it
+                # Set before the outcome is pushed: a RUNNING notice the loop
+                # has not delivered yet is stale from here on, and is dropped.
+                job.ended = True
                 if is_coroutine and job.canceled:
                     push((job, STOPPED, None, None))  # it has ended: CANCELED
                 else:
                     push((job, FAILED, exc, traceback.format_exc()))
                 continue
+            job.ended = True
             if is_coroutine and job.canceled:
                 push((job, STOPPED, None, None))  # it swallowed the cancel
             else:

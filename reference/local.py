@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import signal
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -65,11 +67,14 @@ class _Job(Job):
         "call",
         "child",
         "coro",
+        "ended",
         "grant",
         "kill_timer",
         "mark",
+        "on_loop",
         "pulled",
         "ranks",
+        "started",
         "timed_out",
         "worker",
     )
@@ -86,6 +91,12 @@ class _Job(Job):
         # the (loop, asyncio task) of its running coroutine, to cancel it.
         self.pulled = False
         self.coro: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        # Set by a pool thread once the function has returned or raised.
+        self.ended = False
+        # ``async_on_loop``: the asyncio task running the coroutine, and
+        # whether that task has taken its first step.
+        self.on_loop: asyncio.Task[None] | None = None
+        self.started = False
         self.child: Child | None = None
         # The next step of stopping a child: KILL after the grace, then the
         # end of the drain (see _terminate).
@@ -191,7 +202,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
     worker threads queue their notices, and the loop drains them in bursts.
     RUNNING is reported when a task really starts: a pool thread picked it
     up, it was sent to a worker process (which runs nothing else), or its
-    child process was started.
+    child process was started; but not once a pool thread's function has
+    already returned when the loop gets to its notice (no longer true, and
+    RUNNING is optional).
 
     Faults in a process pool (capability ``crash_isolation``): a worker that
     dies (``os._exit``, a crash, a kill from outside) fails only the task it
@@ -201,6 +214,17 @@ class LocalExecutionBackend(BackendBase[_Job]):
     `pickle.UnpicklingError` naming its type; an argument that cannot be
     pickled fails only its task. If the pool's ``initializer`` raises, every
     function task fails with an error carrying its exception.
+
+    With ``async_on_loop=True``, ``async def`` function tasks run as asyncio
+    tasks on the event loop that called ``submit_tasks``, with no thread
+    hand-off: cheaper, and what asyncio code expects of an ``async def``, but
+    a coroutine that blocks (``time.sleep``, heavy computation between
+    awaits) stalls that loop, the engine and every other task with it. Sync
+    functions still go to ``executor``. Such a task reports RUNNING if it is
+    still running after its first step (one that finishes in it goes
+    straight to DONE), and cancelling it cancels its asyncio task:
+    `asyncio.CancelledError` is raised inside the coroutine, and CANCELED is
+    reported once the coroutine has stopped.
 
     Cancellation and its limits:
 
@@ -263,12 +287,15 @@ class LocalExecutionBackend(BackendBase[_Job]):
             ``ranks > 1``, ``"{ranks}"`` replaced by the rank count (e.g.
             ``["mpiexec", "-n", "{ranks}"]``). Without it such a task is
             FAILED with `spec.CapabilityNotSupportedError`.
+        async_on_loop: Run ``async def`` function tasks on the caller's
+            event loop instead of in ``executor`` (default ``False``; see
+            above and docs/reference-backends.md for when to choose it).
 
     Raises:
         TypeError: ``executor`` is not a `concurrent.futures.Executor`, both
             ``executor`` and ``processes`` are given, or ``max_processes``,
-            ``processes``, ``cores``, ``gpus``, ``memory`` or ``mpi_launcher``
-            has the wrong type.
+            ``processes``, ``cores``, ``gpus``, ``memory``, ``mpi_launcher``
+            or ``async_on_loop`` has the wrong type.
         ValueError: A numeric option is out of range.
     """
 
@@ -290,8 +317,16 @@ class LocalExecutionBackend(BackendBase[_Job]):
         gpus: Sequence[str] | None = None,
         memory: int | None = None,
         mpi_launcher: Sequence[str] | None = None,
+        async_on_loop: bool = False,
     ) -> None:
         super().__init__(name)
+        if not isinstance(async_on_loop, bool):
+            raise TypeError(
+                f"async_on_loop must be a bool, got {type(async_on_loop).__name__}"
+            )
+        self._async_on_loop = async_on_loop
+        self._last_function: object = None
+        self._last_is_coroutine = False
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(
                 "executor must be a concurrent.futures.Executor (a "
@@ -381,6 +416,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         gpus: Sequence[str] | None = None,
         memory: int | None = None,
         mpi_launcher: Sequence[str] | None = None,
+        async_on_loop: bool = False,
     ) -> Self:
         """Construct and await a backend: ``backend = await Backend.create()``.
 
@@ -401,6 +437,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             gpus=gpus,
             memory=memory,
             mpi_launcher=mpi_launcher,
+            async_on_loop=async_on_loop,
         )
         return await backend
 
@@ -499,14 +536,19 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     def _hand_over(self, jobs: list[_Job]) -> None:
         procs = self._procs
+        on_loop = self._async_on_loop
         threaded: list[_Job] = []
         in_processes: list[_Job] = []
+        looped: list[_Job] = []
         for job in jobs:
             task = job.task
             try:
                 if task.get("function") is not None:
                     call = function_call(task)  # a malformed call fails here
-                    if procs is not None:
+                    if on_loop and self._is_coroutine_function(call[0]):
+                        self._start_on_loop(job, call)
+                        looped.append(job)
+                    elif procs is not None:
                         job.call = call
                         in_processes.append(job)
                     else:
@@ -521,6 +563,10 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._start_in_threads(threaded)
         if in_processes and procs is not None:
             procs.put(in_processes)
+        if looped:
+            # One check for the chunk, right after the tasks' first steps.
+            self._bound_loop().call_soon(self._report_on_loop_running, looped)
+            self._last_function = None  # keep no task's function past its turn
         if self._exec_queue:
             self._start_runners()
 
@@ -592,6 +638,65 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if self._resources is not None and not self._closed:
             self._launch(self._admitted(self._resources))
 
+    def _is_coroutine_function(self, func: Callable[..., Any]) -> bool:
+        # An engine submits the same few functions over and over: remember
+        # the last answer within a dispatch turn rather than ask inspect for
+        # every task.
+        if func is not self._last_function:
+            self._last_function = func
+            self._last_is_coroutine = inspect.iscoroutinefunction(func)
+        return self._last_is_coroutine
+
+    def _start_on_loop(
+        self,
+        job: _Job,
+        call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
+    ) -> None:
+        """Start an ``async def`` task as an asyncio task on the bound loop."""
+        job.on_loop = self._bound_loop().create_task(self._run_on_loop(job, *call))
+
+    async def _run_on_loop(
+        self,
+        job: _Job,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        # Outcomes are reported here, in the task's last step, rather than
+        # from a done-callback: one loop turn and one handle fewer per task.
+        # The coroutine is built here too, so a task canceled before its
+        # first step leaves no never-awaited coroutine behind.
+        job.started = True
+        try:
+            value = func(*args, **kwargs)
+            if asyncio.iscoroutine(value):
+                value = await value
+        except BaseException as exc:
+            job.ended = True
+            if job.canceled:
+                # Stopped by cancel_task or shutdown: CANCELED is true now (CN-5).
+                self._finish(job, TaskState.CANCELED)
+            else:
+                # Its own error; a CancelledError it raised itself included.
+                self._fail(job, exc, "".join(traceback.format_exception(exc)))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise  # a request to stop the program, not only a task's failure
+            return
+        job.ended = True
+        if job.canceled:
+            # It swallowed the cancel and returned: it has stopped; the value
+            # is dropped, as cancel_task promised CANCELED.
+            self._finish(job, TaskState.CANCELED)
+            return
+        job.task["return_value"] = value
+        self._finish(job, TaskState.DONE)
+
+    def _report_on_loop_running(self, jobs: list[_Job]) -> None:
+        """RUNNING for the started tasks still running after their first step."""
+        for job in jobs:
+            if job.started and not job.ended and self._owes_result(job):
+                self._report(job.task, TaskState.RUNNING)
+
     def _start_in_threads(self, jobs: list[_Job]) -> None:
         queue = self._fn_queue
         wanted = queue.put(jobs)
@@ -641,7 +746,11 @@ class LocalExecutionBackend(BackendBase[_Job]):
             task = job.task
             if kind == _workers.RUNNING:
                 # A puller sends it once, as it takes the job (_workers.JobQueue).
-                report(task, TaskState.RUNNING)
+                # If the function has already returned, RUNNING is no longer
+                # true: the outcome follows, and RUNNING is optional (ST-3).
+                # Through an engine that halves the callbacks of short tasks.
+                if not job.ended:
+                    report(task, TaskState.RUNNING)
             elif kind == _workers.DONE:
                 task["return_value"] = value
                 self._finish(job, TaskState.DONE)
@@ -914,6 +1023,15 @@ class LocalExecutionBackend(BackendBase[_Job]):
             job.canceled = True
             # The runner reports CANCELED once the child has exited.
             self._terminate(job)
+        elif job.on_loop is not None and not job.ended:
+            # CancelledError inside the coroutine; _run_on_loop reports
+            # CANCELED once it has stopped. One whose task has not taken its
+            # first step never starts (the cancel ends its task before the
+            # body runs), so nothing else would report it.
+            job.canceled = True
+            job.on_loop.cancel()
+            if not job.started:
+                self._cancel_soon(job, loop)
         elif self._procs is not None and job.call is not None:
             queued = self._procs.cancel(job)
             if queued is None:
@@ -1001,6 +1119,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 self._executor.shutdown(wait=False, cancel_futures=True)
             await self._stop_children(jobs, deadline)
             await self._stop_workers(deadline)
+            await self._stop_on_loop(jobs, deadline)
             # Report what is left, then refuse to report anything else (SD-2, SD-3).
             self._cancel_all()
         finally:
@@ -1008,6 +1127,20 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._jobs.clear()
             self._notices.clear()
             self._shutdown_done.set()
+
+    async def _stop_on_loop(self, jobs: list[_Job], deadline: float) -> None:
+        """Cancel the coroutines running on the loop; wait (bounded) until they stop."""
+        running = [
+            job.on_loop for job in jobs if job.on_loop is not None and not job.ended
+        ]
+        if not running:
+            return
+        for task in running:
+            task.cancel()
+        timeout = max(0.01, deadline - asyncio.get_running_loop().time())
+        # A coroutine that ignores the cancel is left behind at the deadline;
+        # its task is still reported CANCELED (SD-2), its result dropped.
+        await asyncio.wait(running, timeout=timeout)
 
     async def _stop_children(self, jobs: list[_Job], deadline: float) -> None:
         loop = asyncio.get_running_loop()

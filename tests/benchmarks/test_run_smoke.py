@@ -6,6 +6,7 @@ No timing assertions: only that every section ran and the JSON has its shape.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,42 @@ def test_throughput_rows_are_measured(quick_run: tuple[dict, str]) -> None:
     assert rows[("noop", "ours-noop")]["ratio"] > 0
 
 
+def test_engine_rows_pair_each_subject_with_its_ceiling(
+    quick_run: tuple[dict, str],
+) -> None:
+    doc, stdout = quick_run
+    rows = {r["key"]: r for r in doc["engine"]}
+    ceiling = rows["engine-ours-noop"]
+    assert ceiling["status"] == "ok" and ceiling["ratio"] is None
+    for key in (
+        "engine-ours-local-thread",
+        "engine-ours-local-thread-sync",
+        "engine-ours-local-on-loop",
+        "engine-ours-local-exec",
+    ):
+        row = rows[key]
+        assert row["status"] == "ok", row
+        assert row["baseline"] in ("engine-ours-noop", "engine-ours-noop-exec")
+        # One ceiling run next to every run of the subject, and the ratio of each.
+        assert len(row["ceiling_runs"]) == len(row["runs"]) == len(row["ratio_runs"])
+        assert row["ratio"] > 0
+        assert row["cpu_us"] > 0
+    # Only for subjects whose work all runs in the benchmark process.
+    assert rows["engine-ours-local-thread"]["cpu_ratio"] > 0
+    assert "cpu_ratio" not in rows["engine-ours-local-exec"]
+    assert "of the ceiling" in stdout
+    ids = {t["id"]: t for t in doc["targets"]}
+    assert ids["T13"]["measured"] == rows["engine-ours-local-thread"]["ratio"]
+
+
+def test_exec_has_the_bare_posix_spawn_baseline(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}
+    bare = rows[("exec", "raw-posix-spawn")]
+    assert bare["status"] == "ok" and bare["tasks_per_s"] > 0
+    assert rows[("exec", "ours-local")]["baseline"] == "raw-posix-spawn"
+
+
 def test_targets_and_other_sections(quick_run: tuple[dict, str]) -> None:
     doc, stdout = quick_run
     ids = [t["id"] for t in doc["targets"]]
@@ -134,3 +171,26 @@ def test_cancel_latency_rows_show_the_function_stopped(
         assert row["median_ms"] is not None and row["median_ms"] > 0, row
         assert len(row["runs_ms"]) >= 1
     assert "Cancel latency" in stdout
+
+
+def test_compare_local_runs_against_a_git_revision() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compare_local.py"),
+            "HEAD",
+            "--runs",
+            "1",
+            "--n",
+            "20",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for subject in ("noop ceiling", "HEAD: threads, async fn", "now: threads, sync fn"):
+        assert f"| {subject} |" in proc.stdout

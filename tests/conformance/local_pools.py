@@ -1,7 +1,8 @@
 """Factories for the reference local backend's configurations, as conformance targets.
 
 ``python -m conformance tests.conformance.local_pools:process_pool`` (from the
-repository root) runs the suite against the process-pool configuration.
+repository root) runs the suite against the process-pool configuration;
+``:async_on_loop`` against the one that runs coroutines on the caller's loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from reference import LocalExecutionBackend
 def thread_pool() -> LocalExecutionBackend:
     """The default configuration: functions in a thread pool."""
     return LocalExecutionBackend(ThreadPoolExecutor(4))
+
+
+def async_on_loop() -> LocalExecutionBackend:
+    """``async def`` function tasks on the caller's event loop, sync ones in threads."""
+    return LocalExecutionBackend(ThreadPoolExecutor(4), async_on_loop=True)
 
 
 def process_pool() -> LocalExecutionBackend:

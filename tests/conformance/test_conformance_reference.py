@@ -2,13 +2,14 @@
 
 The noop and the thread-pool local backend run through the pytest form (a
 `ConformanceSuite` subclass, as a backend author would write it); the
-process-pool configuration through `conformance.run`.
+process-pool and the ``async_on_loop=True`` configurations through
+`conformance.run`.
 """
 
 from __future__ import annotations
 
 import pytest
-from local_pools import process_pool, thread_pool, with_resources
+from local_pools import async_on_loop, process_pool, thread_pool, with_resources
 
 import spec
 from conformance import Outcome, run
@@ -29,8 +30,9 @@ class TestLocalThreadPoolConformance(ConformanceSuite):
         return thread_pool
 
 
-def test_local_process_pool_conforms() -> None:
-    report = run(process_pool)
+@pytest.mark.parametrize("factory", [process_pool, async_on_loop])
+def test_local_configuration_conforms(factory: BackendFactory) -> None:
+    report = run(factory)
     assert report.ok, report.to_text()
     for found in spec.CLAUSES.values():
         if found.level is spec.Level.MUST:

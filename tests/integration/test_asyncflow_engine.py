@@ -160,3 +160,38 @@ async def test_noop_cancel_before_delivery(noop_flow: Any) -> None:
     future.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(future, 30)
+
+
+async def test_local_async_on_loop_under_the_engine(tmp_path: Path) -> None:
+    backend = LocalExecutionBackend(async_on_loop=True)
+    flow = await WorkflowEngine.create(backend=backend, work_dir=str(tmp_path))
+    engine_loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    try:
+
+        @flow.function_task
+        async def inc(x: int) -> int:
+            # On the engine's own loop: no thread hand-off.
+            assert asyncio.get_running_loop() is engine_loop
+            return x + 1
+
+        @flow.function_task
+        async def forever() -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                stopped.set()
+
+        chain = inc(inc(inc(1)))
+        many = asyncio.gather(*[inc(i) for i in range(500)])
+        assert await asyncio.wait_for(chain, 30) == 4
+        assert await asyncio.wait_for(many, 60) == [i + 1 for i in range(500)]
+        future = forever()
+        await wait_running(future)
+        future.cancel()  # the engine asks the backend to cancel it
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(future, 30)
+        # The coroutine itself was stopped, not just forgotten.
+        await asyncio.wait_for(stopped.wait(), 30)
+    finally:
+        await asyncio.wait_for(flow.shutdown(), 30)

@@ -13,6 +13,11 @@ import psutil
 
 from spec import TASK_TRANSITIONS, TaskState
 
+QUICK_DONE = ([TaskState.DONE], [TaskState.RUNNING, TaskState.DONE])
+"""What a quick task may be reported: RUNNING is optional (ST-3), and the
+local backend drops a RUNNING notice that is already stale when the loop
+gets to it (the task has finished), as it would no longer be true."""
+
 
 class Recorder:
     """A state callback that records every delivery and checks the state machine.

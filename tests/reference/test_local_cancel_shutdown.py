@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _ref_helpers import Recorder, process_gone, read_pid
+from _ref_helpers import QUICK_DONE, Recorder, process_gone, read_pid
 
 from reference import LocalExecutionBackend
 from spec import BackendShutdownError, BackendState, TaskState
@@ -48,7 +48,7 @@ async def test_cancel_unknown_or_finished_returns_false(recorder: Recorder) -> N
         await backend.submit_tasks([{"uid": "t", "function": int}])
         await recorder.wait(["t"])
         assert await backend.cancel_task("t") is False
-    assert recorder.states("t") == [TaskState.RUNNING, TaskState.DONE]
+    assert recorder.states("t") in QUICK_DONE
 
 
 async def test_cancelled_queued_function_never_starts(

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _ref_helpers import Recorder
+from _ref_helpers import QUICK_DONE, Recorder
 
 from reference import LocalExecutionBackend
 from spec import (
@@ -63,7 +63,8 @@ async def test_sync_and_async_functions_are_done_with_return_values(
         await recorder.wait(["sync", "async", "lambda"])
     assert [t["return_value"] for t in tasks] == [3, 7, "x"]
     for task in tasks:
-        assert recorder.states(task["uid"]) == [TaskState.RUNNING, TaskState.DONE]
+        # RUNNING is dropped when the task was over before the loop could say so.
+        assert recorder.states(task["uid"]) in QUICK_DONE
     assert recorder.violations == []
 
 
@@ -160,7 +161,7 @@ async def test_an_invalid_batch_accepts_nothing(
     await backend.submit_tasks([{"uid": "ok", "function": add, "args": (1,)}])
     await recorder.wait(["ok"])
     await backend.shutdown()
-    assert recorder.states("ok") == [TaskState.RUNNING, TaskState.DONE]
+    assert recorder.states("ok") in QUICK_DONE
 
 
 async def test_uid_in_flight_is_rejected_and_free_again_once_finished(

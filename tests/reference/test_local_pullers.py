@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _ref_helpers import Recorder
+from _ref_helpers import QUICK_DONE, Recorder
 
 from reference import LocalExecutionBackend
 from reference import local as local_module
@@ -83,9 +83,7 @@ async def test_the_executor_gets_a_few_puller_calls_not_one_per_task(
         await recorder.wait([t["uid"] for t in tasks], timeout=60)
     finally:
         await backend.shutdown()
-    assert all(
-        recorder.states(t["uid"]) == [TaskState.RUNNING, TaskState.DONE] for t in tasks
-    )
+    assert all(recorder.states(t["uid"]) in QUICK_DONE for t in tasks)
     # At most one puller per pool thread (its size unknown here: the stdlib's
     # default is assumed) for each chunk of work handed over.
     chunks = math.ceil(len(tasks) / local_module._DISPATCH_CHUNK)
