@@ -175,7 +175,39 @@ class Job:
 JobT = TypeVar("JobT", bound=Job)
 
 
-class BackendBase(Generic[JobT]):
+class AwaitableBackend:
+    """``await backend`` and ``async with backend``, on `_start` and ``shutdown``.
+
+    Shared by the reference backends and the chaos wrapper; each supplies
+    `_start` (make the backend ready; return it) and ``shutdown``.
+    """
+
+    async def _start(self) -> Self:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    async def shutdown(self) -> None:  # pragma: no cover - always overridden
+        """Stop the backend; see the subclass."""
+        raise NotImplementedError
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        """Make the backend awaitable: ``backend = await Backend()`` (LC-5)."""
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Self:
+        """Enter ``async with``: returns the ready backend (LC-6)."""
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Leave ``async with``: shuts the backend down (LC-6)."""
+        await self.shutdown()
+
+
+class BackendBase(AwaitableBackend, Generic[JobT]):
     """Common base of the reference backends (not part of the public API).
 
     Subclasses implement ``submit_tasks``, ``cancel_task`` and ``shutdown``
@@ -211,27 +243,6 @@ class BackendBase(Generic[JobT]):
         if self._state is BackendState.INITIALIZED:
             self._state = BackendState.RUNNING
         return self
-
-    def __await__(self) -> Generator[Any, None, Self]:
-        """Make the backend awaitable: ``backend = await Backend()`` (LC-5)."""
-        return self._start().__await__()
-
-    async def __aenter__(self) -> Self:
-        """Enter ``async with``: returns the ready backend (LC-6)."""
-        return await self._start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Leave ``async with``: shuts the backend down (LC-6)."""
-        await self.shutdown()
-
-    async def shutdown(self) -> None:  # pragma: no cover - always overridden
-        """Stop the backend; see the subclass."""
-        raise NotImplementedError
 
     # -- engine-facing hooks -------------------------------------------------
 

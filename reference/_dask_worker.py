@@ -430,5 +430,5 @@ def run_executable(job: ExecutableJob) -> Outcome:
             _canceled.pop(key, None)
     if task["exit_code"] is None:  # bad options, capture files or spawn
         return _failure(task["exception"], stderr=task["stderr"])
-    results = (task["stdout"], task["stderr"], task["exit_code"], task["exception"])
+    results = (task["stdout"], task["stderr"], task["exit_code"], task.get("exception"))
     return (EXITED, cloudpickle.dumps(results), "", "", "")

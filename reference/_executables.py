@@ -16,6 +16,9 @@ rules, so the rules live here, free of any event loop:
   for a child to write into.
 - `spawn_error(exc, task, options)` turns the `OSError` of a failed spawn into
   an exception that names the missing executable or directory.
+- `record_exit(task, options, exit_code, stdout, stderr, timed_out=)` writes
+  an exited child's results into the task (the one place, for the local
+  backend and the sync runner) and says whether it is DONE.
 - `exit_exception(task, options, exit_code, stderr)` is the exception stored
   on a task whose child exited non-zero (``None`` except for a shell's 127,
   "command not found"); `timeout_error` the one for a task killed at its
@@ -77,6 +80,7 @@ __all__ = [
     "open_capture",
     "open_capture_files",
     "parse_options",
+    "record_exit",
     "run_executable",
     "signal_group",
     "signal_marked",
@@ -364,6 +368,35 @@ def spawn_error(
         error = OSError(exc.errno, message)
     error.__cause__ = exc
     return error
+
+
+def record_exit(
+    task: dict[str, Any],
+    options: ExecOptions,
+    exit_code: int,
+    stdout: str,
+    stderr: str,
+    *,
+    timed_out: bool,
+) -> bool:
+    """Write an exited child's results into ``task``; say whether it is DONE.
+
+    The one place an executable's exit is recorded, for the local backend
+    and the synchronous runner alike: ``stdout``, ``stderr`` and
+    ``exit_code`` always; ``exception`` only when there is one (a timeout,
+    or a shell's "command not found").
+
+    Returns:
+        ``True`` for DONE (exit status 0, not timed out), else ``False``.
+    """
+    task.update(stdout=stdout, stderr=stderr, exit_code=exit_code)
+    if timed_out:
+        task["exception"] = timeout_error(task, options.timeout or 0.0)
+        return False
+    error = exit_exception(task, options, exit_code, stderr)
+    if error is not None:
+        task["exception"] = error
+    return exit_code == 0
 
 
 def exit_exception(
@@ -797,12 +830,7 @@ def run_executable(
         stdout, stderr = capture_paths(work_dir, task["uid"])
     else:
         stdout, stderr = decode(raw_out), decode(raw_err)
-    task.update(stdout=stdout, stderr=stderr, exit_code=exit_code)
-    if timed_out:
-        task["exception"] = timeout_error(task, options.timeout or 0.0)
-        return False
-    task["exception"] = exit_exception(task, options, exit_code, stderr)
-    return exit_code == 0
+    return record_exit(task, options, exit_code, stdout, stderr, timed_out=timed_out)
 
 
 def _wait(

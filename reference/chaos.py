@@ -28,14 +28,18 @@ import math
 import operator
 import os
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ClassVar
 
 from typing_extensions import Self
 
-from reference._base import TASK_STATES_MAP, TaskStatesMapping, duration
+from reference._base import (
+    TASK_STATES_MAP,
+    AwaitableBackend,
+    TaskStatesMapping,
+    duration,
+)
 from spec import (
     BackendShutdownError,
     BackendState,
@@ -172,7 +176,7 @@ class _HeldBatch:
         return uid in self._uids
 
 
-class ChaosBackend:
+class ChaosBackend(AwaitableBackend):
     """Wraps a backend and takes, reproducibly, every liberty the contract allows.
 
     For engine authors: run your engine over it with several seeds, and a
@@ -422,26 +426,10 @@ class ChaosBackend:
         return BackendState(self._inner.state())
 
     async def _start(self) -> Self:
+        # ``await chaos`` awaits the inner backend where it can be (LC-5).
         if callable(getattr(self._inner, "__await__", None)):
             await self._inner
         return self
-
-    def __await__(self) -> Generator[Any, None, Self]:
-        """Make the backend awaitable; awaits the inner one where it can be (LC-5)."""
-        return self._start().__await__()
-
-    async def __aenter__(self) -> Self:
-        """Enter ``async with``: returns the ready backend (LC-6)."""
-        return await self._start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Leave ``async with``: shuts the backend down (LC-6)."""
-        await self.shutdown()
 
     # -- engine-facing attributes, forwarded ---------------------------------
 

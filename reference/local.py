@@ -898,17 +898,10 @@ class LocalExecutionBackend(BackendBase[_Job]):
         else:
             stdout = ex.decode(b"".join(child.stdout))
             stderr = ex.decode(b"".join(child.stderr))
-        task["stdout"] = stdout
-        task["stderr"] = stderr
-        task["exit_code"] = exit_code
-        if job.timed_out:
-            task["exception"] = ex.timeout_error(task, options.timeout or 0.0)
-            self._finish(job, TaskState.FAILED)
-            return
-        error = ex.exit_exception(task, options, exit_code, stderr)
-        if error is not None:
-            task["exception"] = error
-        self._finish(job, TaskState.DONE if exit_code == 0 else TaskState.FAILED)
+        done = ex.record_exit(
+            task, options, exit_code, stdout, stderr, timed_out=job.timed_out
+        )
+        self._finish(job, TaskState.DONE if done else TaskState.FAILED)
 
     def _placed(
         self,

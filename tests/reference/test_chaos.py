@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _ref_helpers import Recorder
+from _ref_helpers import QUICK_DONE, Recorder
 
 import spec
 from conformance import ContractMonitor, Outcome, run
@@ -300,10 +300,16 @@ async def test_running_omitted_on_time_or_late_over_local(seed: int) -> None:
     assert_clean(monitor, recorder)
     for uid in uids:
         policy = backend.decisions(uid).running
-        expected = [TaskState.DONE]
-        if policy is not RunningPolicy.OMITTED:
-            expected = [TaskState.RUNNING, TaskState.DONE]
-        assert recorder.states(uid) == expected, (uid, policy)
+        states = recorder.states(uid)
+        if policy is RunningPolicy.OMITTED:
+            assert states == [TaskState.DONE], (uid, policy)
+        elif policy is RunningPolicy.LATE:
+            # Sent (synthesised if the inner backend sent none) before DONE.
+            assert states == [TaskState.RUNNING, TaskState.DONE], (uid, policy)
+        else:
+            # On time: whatever the inner backend sent; the local backend
+            # drops RUNNING for a function that had already returned.
+            assert states in QUICK_DONE, (uid, policy)
         if policy is RunningPolicy.LATE:
             # Held back until just before the terminal state.
             position = [u for u, _, _ in recorder.events].index(uid)
