@@ -15,7 +15,9 @@ in one round trip, reports every task on the loop thread and drops the
 futures, so Dask releases them. Cancels are collected and sent to every
 worker in one ``client.run`` call, which marks the tasks there so they never
 start and kills the process groups of canceled executables (see
-`reference._dask_worker`); CANCELED is reported after it. When a worker dies,
+`reference._dask_worker`); each worker answers which tasks it had already
+started in a thread, which cannot be stopped. CANCELED is reported after the
+answer, only for the others. When a worker dies,
 the function tasks it held run again, one by one, each in a child process of
 a worker, so that the one that killed it fails alone.
 """
@@ -144,14 +146,19 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     the backend's ``_work_dir``, so a remote cluster needs a shared file
     system for them).
 
-    A canceled task is reported CANCELED once every worker has the cancel:
-    a task that has not started then never starts; a running executable's
-    process group is killed first (TERM, then KILL after ``kill_grace``); a
-    running function cannot be interrupted, so it runs on and its result is
-    discarded. A worker that dies costs only the task that killed it: the
-    function tasks it held run again, each alone in a child process of a
-    worker, where the one at fault fails with `spec.WorkerLostError`; an
-    executable on a dead worker fails with it. An owned cluster runs with
+    ``cancel_task`` returns True only for a task reported CANCELED, which
+    it did not run or was stopped: a task that has not started is marked on
+    every worker first and never starts; a running executable's process
+    group is killed first (TERM, then KILL after ``kill_grace``). A function
+    that has started in a worker thread cannot be interrupted: its cancel
+    returns False and its own outcome is reported. So does a cancel whose
+    answer a worker does not give within ``2 * (kill_grace + 5)`` seconds:
+    the backend cannot know, so it says False.
+
+    A worker that dies costs only the task that killed it: the function
+    tasks it held run again, each alone in a child process of a worker,
+    where the one at fault fails with `spec.WorkerLostError`; an executable
+    on a dead worker fails with it. An owned cluster runs with
     ``allowed_failures=0``, so Dask reports a death at once instead of
     re-running the whole chunk elsewhere. RUNNING is not reported: Dask does
     not tell a client when a task starts without a round trip per task.
@@ -867,7 +874,14 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 else:  # a worker failed to answer: it may hold the task
                     complete = False
             for entry in waiters:
-                if complete:
+                chunk = cast(_Chunk, entry.chunk)
+                if entry.held is not None and not (
+                    entry.kind is TaskKind.EXECUTABLE or chunk.isolated
+                ):
+                    # A thread-run function's outcome says for certain whether
+                    # it ran, whatever a worker may have forgotten since.
+                    stopped = entry.skipped
+                elif complete:
                     stopped = entry.key not in unstoppable
                 else:  # cannot know, unless its outcome says it was skipped
                     stopped = entry.held is not None and entry.skipped
