@@ -845,9 +845,21 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 asyncio.shield(answer), 2 * (self._kill_grace + _REMOTE_SLACK) + 1
             )
         except asyncio.TimeoutError:
-            if not answer.done():
-                answer.set_result(False)  # `_resolve` then lets its outcome stand
-            return answer.result()
+            if answer.done():
+                return answer.result()
+            answer.set_result(False)  # so `_resolve` lets its outcome stand
+            if entry.asking is answer:
+                # No answer came: its outcome, if it arrived, stands now
+                # (delivered on a later loop turn, not from in here: ST-5).
+                entry.asking = None
+                held, entry.held = entry.held, None
+                if held is not None:
+                    loop.call_soon(self._apply_held, entry, held)
+            return False
+
+    def _apply_held(self, entry: _Entry, held: Callable[[], None]) -> None:
+        if self._owes_result(entry):
+            held()
 
     async def _flush_cancels(self) -> None:
         """Send the cancels collected so far in one call; repeat until none."""
@@ -885,7 +897,10 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     stopped = entry.key not in unstoppable
                 else:  # cannot know, unless its outcome says it was skipped
                     stopped = entry.held is not None and entry.skipped
-                self._resolve(entry, stopped)
+                try:
+                    self._resolve(entry, stopped)
+                except Exception:  # a bug here must not strand the others
+                    logger.exception("backend %r: resolving a cancel", self.name)
 
     def _resolve(self, entry: _Entry, stopped: bool) -> None:
         """Apply the workers' answer to a cancel: CANCELED, or the outcome stands."""
@@ -905,8 +920,8 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 if chunk.live == 0 and chunk.future is not None:
                     # Every member is canceled: Dask may drop the task.
                     self._futures_to_cancel.append(chunk.future)
-        elif held is not None and self._owes_result(entry):
-            held()  # its outcome arrived meanwhile: it stands
+        elif held is not None:
+            self._apply_held(entry, held)  # it arrived meanwhile: it stands
         if answer is not None and not answer.done():
             answer.set_result(stopped)
 

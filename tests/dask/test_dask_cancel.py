@@ -267,3 +267,41 @@ async def test_true_means_canceled_once_and_never_run_under_load(
         else:
             assert recorder.states[uid] == [TaskState.DONE], uid
             assert task["return_value"] in (uid, "released"), uid
+
+
+async def test_without_the_workers_answer_cancel_is_refused_and_outcomes_stand(
+    address: str, tmp_path: Path
+) -> None:
+    backend = DaskExecutionBackend(address=address, chunk_size=1)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    release = tmp_path / "release"
+    tasks = [
+        {
+            "uid": f"busy{i}",
+            "function": block,
+            "args": (str(tmp_path / f"b{i}"), str(release)),
+        }
+        for i in range(2)
+    ]
+    tasks.append({"uid": "queued", "function": block, "args": ("/dev/null", "/")})
+
+    async def unreachable(*args: Any) -> None:
+        raise OSError("the scheduler cannot be reached (injected)")
+
+    try:
+        await backend.submit_tasks(tasks)
+        await _until(lambda: all((tmp_path / f"b{i}").exists() for i in range(2)))
+        await _until(lambda: backend._jobs["queued"].chunk is not None)
+        backend._cancel_remote = unreachable  # type: ignore[method-assign]
+        # Nobody can say whether they started: not CANCELED.
+        answers = await asyncio.gather(*(backend.cancel_task(t["uid"]) for t in tasks))
+        assert answers == [False, False, False]
+        release.touch()
+        await recorder.wait(*(t["uid"] for t in tasks))
+    finally:
+        release.touch()
+        await asyncio.wait_for(backend.shutdown(), 60)
+    for task in tasks:
+        assert recorder.states[task["uid"]] == [TaskState.DONE]
+        assert task["return_value"] == "released"
