@@ -154,7 +154,7 @@ def _note_returned(chunk: str, started: Sequence[str]) -> None:
 
 def _mark_canceled(
     keys: Sequence[str], chunks: Sequence[str], held: Any
-) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+) -> tuple[list[tuple[str, subprocess.Popen[bytes]]], list[str]]:
     """Cancel ``keys`` here: the children running for them, and the unstoppable.
 
     A key with a child (an executable, or an isolated function) is marked
@@ -165,7 +165,7 @@ def _mark_canceled(
     never starts here.
     """
     now = time.monotonic()
-    found: list[subprocess.Popen[bytes]] = []
+    found: list[tuple[str, subprocess.Popen[bytes]]] = []
     unstoppable: list[str] = []
     with _lock:
         if _canceled:
@@ -178,7 +178,7 @@ def _mark_canceled(
             child = _children.get(key)
             if child is not None:
                 _canceled[key] = now
-                found.append(child)
+                found.append((key, child))
             elif (
                 key in _running
                 or key in _returned.get(chunk, ())
@@ -195,7 +195,7 @@ async def cancel_keys(
     grace: float,
     chunks: list[str] | None = None,
     dask_worker: Any = None,
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Cancel tasks by key on this worker; run through ``client.run``.
 
     Children running for the keys get SIGTERM on their whole process group,
@@ -215,13 +215,16 @@ async def cancel_keys(
             whose result it holds ran here.
 
     Returns:
-        The keys that started here and could not be stopped.
+        The keys whose children were killed here (they were running here, so
+        nowhere else), and the keys that started here in a worker thread and
+        could not be stopped.
     """
     held = getattr(dask_worker, "data", None) or {}
     children, unstoppable = _mark_canceled(
         keys, chunks if chunks is not None else [""] * len(keys), held
     )
-    groups = [c.pid for c in children if signal_group(c.pid, signal.SIGTERM)]
+    killed = [key for key, _ in children]
+    groups = [c.pid for _, c in children if signal_group(c.pid, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -234,7 +237,7 @@ async def cancel_keys(
     while groups and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
         groups = [g for g in groups if group_alive(g)]
-    return unstoppable
+    return killed, unstoppable
 
 
 # -- outcomes -------------------------------------------------------------------

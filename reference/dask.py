@@ -878,11 +878,13 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 raise
             except Exception:
                 logger.exception("backend %r: canceling on Dask failed", self.name)
+            killed: set[str] = set()
             unstoppable: set[str] = set()
             complete = answers is not None and bool(answers)
             for reply in (answers or {}).values():
-                if isinstance(reply, list):
-                    unstoppable.update(reply)
+                if isinstance(reply, (tuple, list)) and len(reply) == 2:
+                    killed.update(reply[0])
+                    unstoppable.update(reply[1])
                 else:  # a worker failed to answer: it may hold the task
                     complete = False
             for entry in waiters:
@@ -893,6 +895,8 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     # A thread-run function's outcome says for certain whether
                     # it ran, whatever a worker may have forgotten since.
                     stopped = entry.skipped
+                elif entry.key in killed:  # it ran there, so nowhere else
+                    stopped = True
                 elif complete:
                     stopped = entry.key not in unstoppable
                 else:  # cannot know, unless its outcome says it was skipped
