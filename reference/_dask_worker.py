@@ -18,6 +18,13 @@ keep a per-process registry mapping each task's key to its child, so
 `cancel_keys` (sent to every worker with ``client.run``) can kill the whole
 group; a key canceled before its child starts is remembered so the child
 never starts.
+
+A function running in a worker thread cannot be stopped, so `cancel_keys`
+answers, per key, whether the task was stopped (marked before it started,
+or its child killed) or had already started a function there (its outcome
+stands). The worker tracks which function keys have started for that: the
+check-and-start in `run_functions` and the check-and-mark in `cancel_keys`
+take the same lock, so each key is either started or marked, never both.
 """
 
 from __future__ import annotations
@@ -89,11 +96,16 @@ class FunctionBatch:
             task killing its process (``os._exit``, a segfault, the OOM
             killer) costs only that task; the client asks for it when a
             worker died with the chunk on it.
+        key: The Dask task's key (the chunk's), under which the keys this
+            chunk started are remembered once it returns.
     """
 
-    def __init__(self, items: list[tuple[str, bytes]], isolated: bool = False) -> None:
+    def __init__(
+        self, items: list[tuple[str, bytes]], isolated: bool = False, key: str = ""
+    ) -> None:
         self.items = items
         self.isolated = isolated
+        self.key = key  # the Dask task's key: what `cancel_keys` is told
 
 
 class ExecutableJob:
@@ -120,14 +132,41 @@ _FORGET_CANCELED_AFTER = 600.0  # seconds a canceled-but-unseen key is remembere
 _lock = threading.Lock()
 _children: dict[str, subprocess.Popen[bytes]] = {}
 _canceled: dict[str, float] = {}
+# Function keys started in a worker thread, chunk still running: item -> chunk.
+_running: dict[str, str] = {}
+# Chunk key -> the keys it started, once it returned: covers the moment
+# between its return and Dask holding its result (then `cancel_keys` sees
+# the result in the worker's data). Bounded, oldest first out.
+_returned: dict[str, frozenset[str]] = {}
+_RETURNED_KEPT = 1024
 
 
 # -- cancellation registry ------------------------------------------------------
 
 
-def _mark_canceled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
-    """Remember ``keys`` as canceled; return the children running for them."""
+def _note_returned(chunk: str, started: Sequence[str]) -> None:
+    """Remember what ``chunk`` started; call with ``_lock`` held."""
+    if chunk and started:
+        _returned[chunk] = frozenset(started)
+        while len(_returned) > _RETURNED_KEPT:
+            del _returned[next(iter(_returned))]
+
+
+def _mark_canceled(
+    keys: Sequence[str], chunks: Sequence[str], held: Any
+) -> tuple[list[tuple[str, subprocess.Popen[bytes]]], list[str]]:
+    """Cancel ``keys`` here: the children running for them, and the unstoppable.
+
+    A key with a child (an executable, or an isolated function) is marked
+    and its child returned, to be killed. A key whose function started in a
+    worker thread here, running or finished (its chunk returned, or its
+    result held in ``held``, the worker's data), cannot be stopped: it is
+    returned as unstoppable and not marked. Any other key is marked, so it
+    never starts here.
+    """
     now = time.monotonic()
+    found: list[tuple[str, subprocess.Popen[bytes]]] = []
+    unstoppable: list[str] = []
     with _lock:
         if _canceled:
             stale = [
@@ -135,38 +174,57 @@ def _mark_canceled(keys: Sequence[str]) -> list[subprocess.Popen[bytes]]:
             ]
             for key in stale:
                 del _canceled[key]
-        found = []
-        for key in keys:
-            _canceled[key] = now
+        for key, chunk in zip(keys, chunks, strict=True):
             child = _children.get(key)
             if child is not None:
-                found.append(child)
-        return found
+                _canceled[key] = now
+                found.append((key, child))
+            elif (
+                key in _running
+                or key in _returned.get(chunk, ())
+                or (chunk and chunk in held)
+            ):
+                unstoppable.append(key)
+            else:
+                _canceled[key] = now
+        return found, unstoppable
 
 
-def _take_canceled(key: str) -> bool:
-    """Tell whether ``key`` was canceled, and forget it (it is being seen)."""
-    with _lock:
-        return _canceled.pop(key, None) is not None
-
-
-async def cancel_keys(keys: list[str], grace: float) -> int:
+async def cancel_keys(
+    keys: list[str],
+    grace: float,
+    chunks: list[str] | None = None,
+    dask_worker: Any = None,
+) -> tuple[list[str], list[str]]:
     """Cancel tasks by key on this worker; run through ``client.run``.
 
     Children running for the keys get SIGTERM on their whole process group,
     then SIGKILL after ``grace`` seconds; keys not started yet are remembered
-    so they never start. It is a coroutine so Dask runs it on the worker's
-    event loop without blocking it during the grace period.
+    so they never start. A function already started here in a worker thread
+    (running, or finished with its result not yet collected) cannot be
+    stopped: its key is returned, and its outcome stands. It is a coroutine
+    so Dask runs it on the worker's event loop without blocking it during
+    the grace period.
 
     Args:
         keys: Item keys (unique per submission) of the tasks to cancel.
         grace: Seconds between SIGTERM and SIGKILL.
+        chunks: The key of the Dask task carrying each item (same order);
+            ``None`` when unknown (every key is then marked or killed).
+        dask_worker: The Dask worker, passed by ``client.run``: a chunk
+            whose result it holds ran here.
 
     Returns:
-        How many running children were signalled.
+        The keys whose children were killed here (they were running here, so
+        nowhere else), and the keys that started here in a worker thread and
+        could not be stopped.
     """
-    children = _mark_canceled(keys)
-    groups = [c.pid for c in children if signal_group(c.pid, signal.SIGTERM)]
+    held = getattr(dask_worker, "data", None) or {}
+    children, unstoppable = _mark_canceled(
+        keys, chunks if chunks is not None else [""] * len(keys), held
+    )
+    killed = [key for key, _ in children]
+    groups = [c.pid for _, c in children if signal_group(c.pid, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -179,7 +237,7 @@ async def cancel_keys(keys: list[str], grace: float) -> int:
     while groups and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
         groups = [g for g in groups if group_alive(g)]
-    return len(children)
+    return killed, unstoppable
 
 
 # -- outcomes -------------------------------------------------------------------
@@ -270,23 +328,34 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         One `Outcome` per item, in order.
     """
     items = batch.items
+    chunk = getattr(batch, "key", "")
     if batch.isolated:
-        return [_run_isolated(key, blob) for key, blob in items]
+        return [_run_isolated(key, blob, chunk) for key, blob in items]
     outcomes: list[Outcome | None] = [None] * len(items)
     pending: list[tuple[int, Any]] = []
-    for index, (key, blob) in enumerate(items):
-        if _take_canceled(key):
-            outcomes[index] = (CANCELED, None, "", "", "")
-            continue
-        started = _start_item(blob)
-        if isinstance(started, tuple):
-            outcomes[index] = started
-        else:
-            pending.append((index, started))
-    if pending:
-        done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
-        for (index, _), outcome in zip(pending, done, strict=True):
-            outcomes[index] = outcome
+    begun: list[str] = []
+    try:
+        for index, (key, blob) in enumerate(items):
+            with _lock:  # atomic with cancel_keys: marked, or started, not both
+                if _canceled.pop(key, None) is not None:
+                    outcomes[index] = (CANCELED, None, "", "", "")
+                    continue
+                _running[key] = chunk
+            begun.append(key)
+            started = _start_item(blob)
+            if isinstance(started, tuple):
+                outcomes[index] = started
+            else:
+                pending.append((index, started))
+        if pending:
+            done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
+            for (index, _), outcome in zip(pending, done, strict=True):
+                outcomes[index] = outcome
+    finally:
+        with _lock:
+            for key in begun:
+                _running.pop(key, None)
+            _note_returned(chunk, begun)
     return [o if o is not None else (CANCELED, None, "", "", "") for o in outcomes]
 
 
@@ -295,7 +364,7 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
 _ISOLATED_MAIN = "from reference._dask_worker import isolated_main; isolated_main()"
 
 
-def _run_isolated(key: str, blob: bytes) -> Outcome:
+def _run_isolated(key: str, blob: bytes, chunk: str = "") -> Outcome:
     """Run one function task in a child process of this worker.
 
     The child is registered under ``key`` like an executable's, so a cancel
@@ -323,7 +392,9 @@ def _run_isolated(key: str, blob: bytes) -> Outcome:
     finally:
         with _lock:
             _children.pop(key, None)
-            _canceled.pop(key, None)
+            # Canceled while running: it was killed, and said so. Else it ran.
+            if _canceled.pop(key, None) is None:
+                _note_returned(chunk, [key])
         signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
     if child.returncode == 0:
         try:
@@ -406,11 +477,15 @@ def run_executable(job: ExecutableJob) -> Outcome:
             )
         )
 
+    spawned = False
+
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        nonlocal spawned
         with _lock:  # atomic with cancel_keys: canceled before start, never starts
             if _canceled.pop(key, None) is not None:
                 raise _CanceledBeforeStart
             child = start()
+            spawned = True
             _children[key] = child
             return child
 
@@ -427,7 +502,9 @@ def run_executable(job: ExecutableJob) -> Outcome:
     finally:
         with _lock:
             _children.pop(key, None)
-            _canceled.pop(key, None)
+            # Canceled while running: it was killed, and said so. Else it ran.
+            if _canceled.pop(key, None) is None and spawned:
+                _note_returned(key, [key])
     if task["exit_code"] is None:  # bad options, capture files or spawn
         return _failure(task["exception"], stderr=task["stderr"])
     results = (task["stdout"], task["stderr"], task["exit_code"], task.get("exception"))

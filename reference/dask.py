@@ -15,7 +15,9 @@ in one round trip, reports every task on the loop thread and drops the
 futures, so Dask releases them. Cancels are collected and sent to every
 worker in one ``client.run`` call, which marks the tasks there so they never
 start and kills the process groups of canceled executables (see
-`reference._dask_worker`); CANCELED is reported after it. When a worker dies,
+`reference._dask_worker`); each worker answers which tasks it had already
+started in a thread, which cannot be stopped. CANCELED is reported after the
+answer, only for the others. When a worker dies,
 the function tasks it held run again, one by one, each in a child process of
 a worker, so that the one that killed it fails alone.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -35,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -86,6 +89,7 @@ _CONNECT_TIMEOUT = 60.0  # starting a LocalCluster on a loaded machine is slow
 _CLOSE_TIMEOUT = 20.0
 _EXIT_GRACE = 5.0  # seconds an owned cluster's workers get to exit after close
 _REMOTE_SLACK = 5.0  # seconds a cancel round trip may take on top of kill_grace
+_CANCELED = _worker.CANCELED
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
 _MAX_LOSSES = 3  # worker deaths a task survives (re-run isolated) before it fails
@@ -94,7 +98,7 @@ _MAX_LOSSES = 3  # worker deaths a task survives (re-run isolated) before it fai
 class _Entry(Job):
     """One accepted task and where it is on the cluster."""
 
-    __slots__ = ("chunk", "key", "kind", "losses")
+    __slots__ = ("asking", "chunk", "held", "key", "kind", "losses", "skipped")
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
@@ -103,6 +107,12 @@ class _Entry(Job):
         self.key = ""  # unique per submission: names the task to the workers
         self.chunk: _Chunk | None = None  # set once dispatched
         self.losses = 0  # how many workers died while its chunk was on them
+        # A cancel on its way to the workers: resolved with cancel_task's answer.
+        self.asking: asyncio.Future[bool] | None = None
+        # What arrived for it while the cancel was on its way, to apply once
+        # the answer says it was not stopped (its outcome then stands).
+        self.held: Callable[[], None] | None = None
+        self.skipped = False  # the held outcome says a worker skipped it
 
 
 @dataclass(eq=False)
@@ -136,14 +146,19 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     the backend's ``_work_dir``, so a remote cluster needs a shared file
     system for them).
 
-    A canceled task is reported CANCELED once every worker has the cancel:
-    a task that has not started then never starts; a running executable's
-    process group is killed first (TERM, then KILL after ``kill_grace``); a
-    running function cannot be interrupted, so it runs on and its result is
-    discarded. A worker that dies costs only the task that killed it: the
-    function tasks it held run again, each alone in a child process of a
-    worker, where the one at fault fails with `spec.WorkerLostError`; an
-    executable on a dead worker fails with it. An owned cluster runs with
+    ``cancel_task`` returns True only for a task reported CANCELED, which
+    it did not run or was stopped: a task that has not started is marked on
+    every worker first and never starts; a running executable's process
+    group is killed first (TERM, then KILL after ``kill_grace``). A function
+    that has started in a worker thread cannot be interrupted: its cancel
+    returns False and its own outcome is reported. So does a cancel whose
+    answer a worker does not give within ``2 * (kill_grace + 5)`` seconds:
+    the backend cannot know, so it says False.
+
+    A worker that dies costs only the task that killed it: the function
+    tasks it held run again, each alone in a child process of a worker,
+    where the one at fault fails with `spec.WorkerLostError`; an executable
+    on a dead worker fails with it. An owned cluster runs with
     ``allowed_failures=0``, so Dask reports a death at once instead of
     re-running the whole chunk elsewhere. RUNNING is not reported: Dask does
     not tell a client when a task starts without a round trip per task.
@@ -232,7 +247,6 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         self._stopper: asyncio.Task[None] | None = None
         self._dispatch_wake: asyncio.Event | None = None
         self._consume_wake: asyncio.Event | None = None
-        self._kill_keys: list[str] = []
         self._kill_waiters: list[_Entry] = []
         self._futures_to_cancel: list[Any] = []
         self._direct_gather = True
@@ -305,6 +319,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         await asyncio.shield(self._stopper)
 
     async def _stop(self) -> None:
+        asking = [e.asking for e in self._jobs.values() if e.asking is not None]
         for entry in self._jobs.values():
             entry.canceled = True  # from now on, results that arrive are dropped
         await _cancel_and_wait(self._dispatcher)
@@ -314,18 +329,23 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         if self._client is not None and self._ac is not None:
             # Every task sent to Dask: running executables are killed, and
             # functions not started yet are marked so they never start.
-            keys = [e.key for e in self._jobs.values() if e.chunk is not None]
-            keys.extend(self._kill_keys)
+            sent = [e for e in self._jobs.values() if e.chunk is not None]
+            keys = [e.key for e in sent]
+            chunks = [cast(_Chunk, e.chunk).key for e in sent]
             futures = [c.future for c in self._chunks.values() if c.future is not None]
             try:
                 await asyncio.wait_for(
-                    self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
+                    self._cancel_remote(keys, chunks, futures),
+                    self._kill_grace + _REMOTE_SLACK,
                 )
             except Exception:
                 logger.exception("backend %r: canceling on Dask failed", self.name)
         self._pending.clear()
         self._cancel_all()
         self._kill_waiters.clear()
+        for answer in asking:  # each is reported CANCELED now
+            if not answer.done():
+                answer.set_result(True)
         for task_ in (self._consumer, self._flusher, self._starter):
             await _cancel_and_wait(task_)
         self._chunks.clear()
@@ -473,12 +493,14 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             items.append((entry.key, blob))
             members.append(entry)
             if len(items) >= size:
-                chunks.append(self._new_chunk(members, isolated=isolated))
-                batches.append(_worker.FunctionBatch(items, isolated=isolated))
+                chunk = self._new_chunk(members, isolated=isolated)
+                chunks.append(chunk)
+                batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
                 items, members = [], []
         if items:
-            chunks.append(self._new_chunk(members, isolated=isolated))
-            batches.append(_worker.FunctionBatch(items, isolated=isolated))
+            chunk = self._new_chunk(members, isolated=isolated)
+            chunks.append(chunk)
+            batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
         if chunks:
             self._submit(_worker.run_functions, chunks, batches)
 
@@ -653,6 +675,12 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         if not isinstance(outcomes, list):  # an executable's one outcome
             outcomes = [outcomes]
         for entry, outcome in zip(chunk.entries, outcomes, strict=True):
+            if entry.asking is not None and self._owes_result(entry):
+                # A cancel is on its way: whether this outcome stands depends
+                # on the workers' answer (`_resolve`), so it waits for it.
+                entry.held = functools.partial(self._settle_member, entry, outcome)
+                entry.skipped = outcome[0] == _CANCELED
+                continue
             if not self._owes_result(entry):
                 if entry.canceled and entry.kind is TaskKind.FUNCTION:
                     # Canceled, and it either ran already or the worker's
@@ -661,18 +689,21 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                     # to be killed: `_flush_cancels` reports it.)
                     self._finish(entry, TaskState.CANCELED)
                 continue
-            try:
-                if entry.kind is TaskKind.EXECUTABLE:
-                    self._settle_executable(entry, outcome)
-                else:
-                    self._settle_function(entry, outcome)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:
-                # Loading what the worker sent ran the task's own code (a
-                # __reduce__ raising, even CancelledError or SystemExit): that
-                # fails this task only; the chunk's others are still reported.
-                self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
+            self._settle_member(entry, outcome)
+
+    def _settle_member(self, entry: _Entry, outcome: _worker.Outcome) -> None:
+        try:
+            if entry.kind is TaskKind.EXECUTABLE:
+                self._settle_executable(entry, outcome)
+            else:
+                self._settle_function(entry, outcome)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            # Loading what the worker sent ran the task's own code (a
+            # __reduce__ raising, even CancelledError or SystemExit): that
+            # fails this task only; the chunk's others are still reported.
+            self._fail(entry, StandInError(type(exc).__qualname__, str(exc)))
 
     def _settle_function(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome
@@ -687,7 +718,15 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         elif status == _worker.FAILED:
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker canceled the task unasked"))
+            self._skipped(entry)
+
+    def _skipped(self, entry: _Entry) -> None:
+        """A worker skipped the task: a cancel whose answer did not come marked it.
+
+        It did not run and will not: CANCELED is true.
+        """
+        entry.canceled = True
+        self._finish(entry, TaskState.CANCELED)
 
     def _settle_executable(self, entry: _Entry, outcome: _worker.Outcome) -> None:
         status, payload, stderr, type_name, message = outcome
@@ -702,7 +741,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             task.update(stdout=None, exit_code=None)
             self._fail(entry, _load_exception(payload, type_name, message), stderr)
         else:
-            self._fail(entry, BackendError("the worker canceled the task unasked"))
+            self._skipped(entry)
 
     def _settle_error(self, future: Any, exc: BaseException) -> None:
         chunk = self._chunks.pop(future.key, None)
@@ -711,11 +750,12 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         if isinstance(exc, KilledWorker):
             self._settle_lost(chunk, exc)
             return
-        # Canceled members are skipped by _fail: `_flush_cancels` reports
-        # them once the workers know, as a failed Dask task proves nothing
-        # about whether one of them could still start.
+        # Members with a cancel on its way wait for its answer (`_resolve`).
         for entry in chunk.entries:
-            self._fail(entry, exc)
+            if entry.asking is not None and self._owes_result(entry):
+                entry.held = functools.partial(self._fail, entry, exc)
+            else:
+                self._fail(entry, exc)
 
     def _settle_lost(self, chunk: _Chunk, exc: KilledWorker) -> None:
         """A worker died with ``chunk`` on it: fail only the task at fault (RS-12).
@@ -738,32 +778,51 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         for entry in chunk.entries:
             if not self._owes_result(entry):
                 continue
-            entry.losses += 1
-            if entry.kind is TaskKind.FUNCTION and entry.losses < _MAX_LOSSES:
+            if entry.asking is not None:
+                # Decided once the cancel's answer is in (`_resolve`).
+                entry.held = functools.partial(self._lose, entry, lost)
+            elif self._lost_again(entry, lost):
                 again.append(entry)
-            else:
-                self._fail(entry, lost)
         if again:
             self._submit_functions(again, 1, isolated=True)
+
+    def _lost_again(self, entry: _Entry, lost: WorkerLostError) -> bool:
+        """Count a loss; whether ``entry`` runs again (else it failed here)."""
+        entry.losses += 1
+        if entry.kind is TaskKind.FUNCTION and entry.losses < _MAX_LOSSES:
+            return True
+        self._fail(entry, lost)
+        return False
+
+    def _lose(self, entry: _Entry, lost: WorkerLostError) -> None:
+        if self._lost_again(entry, lost):
+            self._submit_functions([entry], 1, isolated=True)
 
     # -- cancellation ------------------------------------------------------------
 
     async def cancel_task(self, uid: str) -> bool:
-        """Cancel a task; ``True`` iff it will be reported CANCELED.
+        """Cancel a task; ``True`` iff it will be (or has been) reported CANCELED.
 
-        Returns at once: the CANCELED state comes on a later loop turn, and
-        only once it is true. A task not yet sent to Dask is reported at
-        once. For one already sent, the cancel goes to every worker first
-        (`_flush_cancels`): a task that has not started is then marked there
-        and never starts (CN-6); a function that had started runs on and its
-        result is discarded; a running executable's process group is killed
-        before CANCELED is reported (CN-5).
+        A task not yet sent to Dask is reported CANCELED on the next loop
+        turn. For one already sent, the cancel goes to every worker
+        (`_flush_cancels`, cancels made meanwhile share the call) and this
+        waits for their answer: a task that had not started is marked there
+        and never starts (CN-6), and a running executable's (or isolated
+        re-run's) process group is killed: ``True``, CANCELED. A function
+        that had started in a worker thread cannot be stopped: ``False``, and
+        its own outcome (DONE or FAILED) is reported. If a worker does not
+        answer within ``2 * (kill_grace + 5)`` seconds or answers with an
+        error, the backend cannot know: ``False``, and whatever the task's
+        outcome turns out to be is reported (CANCELED only if a worker that
+        got the mark skipped it).
 
         Args:
             uid: The task's uid.
 
         Returns:
-            ``False`` for unknown or finished uids, ``True`` otherwise.
+            ``True`` when the task is reported CANCELED exactly once (CN-4);
+            ``False`` for unknown or finished uids, and for a task the
+            workers could not stop or did not answer for.
         """
         entry = self._job(uid)
         if entry is None:
@@ -771,46 +830,117 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         if entry.canceled:
             return True
         loop = asyncio.get_running_loop()
-        chunk = entry.chunk
-        if chunk is None:  # still queued here: it never reaches Dask
+        if entry.chunk is None:  # still queued here: it never reaches Dask
             self._cancel_soon(entry, loop)
-        else:
-            entry.canceled = True
-            # Reported by _flush_cancels once the workers have the cancel, or
-            # by _settle_outcomes if the chunk's outcome comes first.
-            self._kill_keys.append(entry.key)
+            return True
+        answer = entry.asking
+        if answer is None:
+            answer = entry.asking = loop.create_future()
             self._kill_waiters.append(entry)
-            chunk.live -= 1
-            if chunk.live == 0 and chunk.future is not None:
-                self._futures_to_cancel.append(chunk.future)
             if self._flusher is None or self._flusher.done():
                 self._flusher = loop.create_task(self._flush_cancels())
-        return True
+        try:
+            # Bounded: a flush in progress, then the one carrying this cancel.
+            return await asyncio.wait_for(
+                asyncio.shield(answer), 2 * (self._kill_grace + _REMOTE_SLACK) + 1
+            )
+        except asyncio.TimeoutError:
+            if answer.done():
+                return answer.result()
+            answer.set_result(False)  # so `_resolve` lets its outcome stand
+            if entry.asking is answer:
+                # No answer came: its outcome, if it arrived, stands now
+                # (delivered on a later loop turn, not from in here: ST-5).
+                entry.asking = None
+                held, entry.held = entry.held, None
+                if held is not None:
+                    loop.call_soon(self._apply_held, entry, held)
+            return False
+
+    def _apply_held(self, entry: _Entry, held: Callable[[], None]) -> None:
+        if self._owes_result(entry):
+            held()
 
     async def _flush_cancels(self) -> None:
         """Send the cancels collected so far in one call; repeat until none."""
-        while self._kill_keys or self._futures_to_cancel:
-            keys, self._kill_keys = self._kill_keys, []
-            futures, self._futures_to_cancel = self._futures_to_cancel, []
+        while self._kill_waiters or self._futures_to_cancel:
             waiters, self._kill_waiters = self._kill_waiters, []
+            futures, self._futures_to_cancel = self._futures_to_cancel, []
+            keys = [e.key for e in waiters]
+            chunks = [cast(_Chunk, e.chunk).key for e in waiters]
+            answers: dict[str, Any] | None = None
             try:
-                await asyncio.wait_for(
-                    self._cancel_remote(keys, futures), self._kill_grace + _REMOTE_SLACK
+                answers = await asyncio.wait_for(
+                    self._cancel_remote(keys, chunks, futures),
+                    self._kill_grace + _REMOTE_SLACK,
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("backend %r: canceling on Dask failed", self.name)
+            killed: set[str] = set()
+            unstoppable: set[str] = set()
+            complete = answers is not None and bool(answers)
+            for reply in (answers or {}).values():
+                if isinstance(reply, (tuple, list)) and len(reply) == 2:
+                    killed.update(reply[0])
+                    unstoppable.update(reply[1])
+                else:  # a worker failed to answer: it may hold the task
+                    complete = False
             for entry in waiters:
-                self._finish(entry, TaskState.CANCELED)
+                chunk = cast(_Chunk, entry.chunk)
+                if entry.held is not None and not (
+                    entry.kind is TaskKind.EXECUTABLE or chunk.isolated
+                ):
+                    # A thread-run function's outcome says for certain whether
+                    # it ran, whatever a worker may have forgotten since.
+                    stopped = entry.skipped
+                elif entry.key in killed:  # it ran there, so nowhere else
+                    stopped = True
+                elif complete:
+                    stopped = entry.key not in unstoppable
+                else:  # cannot know, unless its outcome says it was skipped
+                    stopped = entry.held is not None and entry.skipped
+                try:
+                    self._resolve(entry, stopped)
+                except Exception:  # a bug here must not strand the others
+                    logger.exception("backend %r: resolving a cancel", self.name)
 
-    async def _cancel_remote(self, keys: list[str], futures: list[Any]) -> None:
+    def _resolve(self, entry: _Entry, stopped: bool) -> None:
+        """Apply the workers' answer to a cancel: CANCELED, or the outcome stands."""
+        answer = entry.asking
+        entry.asking = None
+        held, entry.held = entry.held, None
+        if answer is not None and answer.done():
+            stopped = answer.result()  # cancel_task gave up waiting: it said False
+        if self._jobs.get(entry.uid) is not entry:  # shutdown reported it
+            stopped = entry.canceled
+        elif stopped:
+            entry.canceled = True
+            self._finish(entry, TaskState.CANCELED)
+            chunk = entry.chunk
+            if chunk is not None:
+                chunk.live -= 1
+                if chunk.live == 0 and chunk.future is not None:
+                    # Every member is canceled: Dask may drop the task.
+                    self._futures_to_cancel.append(chunk.future)
+        elif held is not None:
+            self._apply_held(entry, held)  # it arrived meanwhile: it stands
+        if answer is not None and not answer.done():
+            answer.set_result(stopped)
+
+    async def _cancel_remote(
+        self, keys: list[str], chunks: list[str], futures: list[Any]
+    ) -> dict[str, Any] | None:
+        """Cancel Dask futures, and ``keys`` on every worker: each worker's answer."""
         if futures:
             await self._client.cancel(futures, force=True)
-        if keys:
-            await self._client.run(
-                _worker.cancel_keys, keys, self._kill_grace, on_error="return"
-            )
+        if not keys:
+            return None
+        answers: dict[str, Any] = await self._client.run(
+            _worker.cancel_keys, keys, self._kill_grace, chunks, on_error="return"
+        )
+        return answers
 
 
 def _unsendable_error(
