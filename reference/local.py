@@ -88,9 +88,9 @@ class _Job(Job):
         self.call: tuple[Any, ...] | None = None
         self.worker: Any = None
         # Thread pools: a puller has taken it (under the queue's lock), and
-        # the (loop, asyncio task) of its running coroutine, to cancel it.
+        # (loop, puller) while its coroutine runs, for JobQueue.stop to cancel it.
         self.pulled = False
-        self.coro: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self.coro: tuple[asyncio.AbstractEventLoop, Any] | None = None
         # Set by a pool thread once the function has returned or raised.
         self.ended = False
         # ``async_on_loop``: the asyncio task running the coroutine, and
@@ -1049,7 +1049,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
     def _stop_coroutine(
         self,
         job: _Job,
-        running: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]],
+        running: tuple[asyncio.AbstractEventLoop, Callable[[], None]],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Cancel an ``async def`` function on its worker thread's loop.
@@ -1060,9 +1060,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
         it ends (its result discarded); after ``kill_grace`` a warning says
         so.
         """
-        worker_loop, task = running
+        worker_loop, cancel = running
         with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
-            worker_loop.call_soon_threadsafe(task.cancel)
+            worker_loop.call_soon_threadsafe(cancel)
         job.kill_timer = loop.call_later(self._kill_grace, self._warn_unstopped, job)
 
     def _warn_unstopped(self, job: _Job) -> None:
@@ -1100,7 +1100,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 job.canceled = True
                 if not isinstance(running, str):  # a coroutine in a pool thread
                     with contextlib.suppress(RuntimeError):
-                        running[0].call_soon_threadsafe(running[1].cancel)
+                        running[0].call_soon_threadsafe(running[1])
             self._fn_queue.close()  # pullers take no further job
             self._to_dispatch.clear()
             self._exec_queue.clear()

@@ -1,0 +1,233 @@
+"""``async def`` functions in a thread pool: awaited inside the puller's task.
+
+A pool thread's puller is one asyncio task on the thread's own loop, and an
+``async def`` job is awaited inside it (no task and no ``run_until_complete``
+of its own). These tests pin what a job must still see: a running loop and a
+current task in a coroutine, none in a sync function, its own copy of the
+context, exceptions of the futures it awaits, and cancels meant for it only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from _ref_helpers import Recorder
+
+from reference import LocalExecutionBackend, _workers
+from spec import TaskState
+
+_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("_VAR", default="unset")
+
+
+async def _add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+def _sync_runs_its_own_loop() -> tuple[int, bool]:
+    try:
+        asyncio.get_running_loop()
+        saw_loop = True
+    except RuntimeError:
+        saw_loop = False
+    return asyncio.run(_add(1, 2)), saw_loop
+
+
+async def _sees_loop_and_task() -> bool:
+    await asyncio.sleep(0)
+    return asyncio.get_running_loop() is not None and asyncio.current_task() is not None
+
+
+async def _sets_var() -> str:
+    _VAR.set("set by the first job")
+    await asyncio.sleep(0)
+    return _VAR.get()
+
+
+async def _reads_var() -> str:
+    await asyncio.sleep(0)
+    return _VAR.get()
+
+
+async def _await_failing_future(catch: bool) -> str:
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(future.set_exception, KeyError("from afar"))
+    try:
+        await future
+    except KeyError:
+        if catch:
+            return "caught"
+        raise
+    return "not raised"
+
+
+async def _backend(workers: int, recorder: Recorder) -> LocalExecutionBackend:
+    backend = LocalExecutionBackend(ThreadPoolExecutor(workers))
+    backend.register_callback(recorder)
+    return backend
+
+
+@pytest.mark.asyncio
+async def test_a_sync_function_sees_no_running_loop_and_may_start_its_own(
+    recorder: Recorder,
+) -> None:
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "async", "function": _sees_loop_and_task},
+        {"uid": "sync", "function": _sync_runs_its_own_loop},
+        {"uid": "async-again", "function": _sees_loop_and_task},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["async", "sync", "async-again"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert [recorder.final(t["uid"]) for t in tasks] == [TaskState.DONE] * 3
+    assert tasks[0]["return_value"] is True
+    assert tasks[1]["return_value"] == (3, False)
+    assert tasks[2]["return_value"] is True
+
+
+@pytest.mark.asyncio
+async def test_each_coroutine_gets_its_own_copy_of_the_context(
+    recorder: Recorder,
+) -> None:
+    backend = await _backend(1, recorder)  # one thread: the same puller runs both
+    tasks: list[dict[str, Any]] = [
+        {"uid": "sets", "function": _sets_var},
+        {"uid": "reads", "function": _reads_var},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["sets", "reads"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert tasks[0]["return_value"] == "set by the first job"
+    assert tasks[1]["return_value"] == "unset"
+
+
+@pytest.mark.asyncio
+async def test_an_awaited_future_s_exception_reaches_the_coroutine(
+    recorder: Recorder,
+) -> None:
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "catches", "function": _await_failing_future, "args": (True,)},
+        {"uid": "raises", "function": _await_failing_future, "args": (False,)},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["catches", "raises"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("catches") is TaskState.DONE
+    assert tasks[0]["return_value"] == "caught"
+    assert recorder.final("raises") is TaskState.FAILED
+    assert isinstance(tasks[1]["exception"], KeyError)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("swallow", [False, True], ids=["stops", "swallows"])
+@pytest.mark.parametrize("spin", [False, True], ids=["sleeps", "spins"])
+async def test_a_cancel_reaches_only_the_coroutine_it_was_meant_for(
+    recorder: Recorder, swallow: bool, spin: bool
+) -> None:
+    started = threading.Event()
+
+    async def victim() -> str:
+        started.set()
+        try:
+            if spin:  # bare yields: the cancel must be thrown in, not awaited
+                while True:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            if not swallow:
+                raise
+        return "swallowed"
+
+    async def next_on_the_same_thread() -> tuple[str, int]:
+        for _ in range(5):
+            await asyncio.sleep(0.001)
+        if sys.version_info < (3, 11):
+            return "finished", 0
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        current = asyncio.current_task()
+        assert current is not None
+        # No cancel meant for the victim is left pending on this one.
+        return "finished", current.cancelling()
+
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "victim", "function": victim},
+        {"uid": "next", "function": next_on_the_same_thread},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        assert await asyncio.to_thread(started.wait, 10)
+        assert await backend.cancel_task("victim") is True
+        await recorder.wait(["victim", "next"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("victim") is TaskState.CANCELED
+    assert recorder.final("next") is TaskState.DONE
+    assert tasks[1]["return_value"] == ("finished", 0)
+    assert not recorder.violations
+
+
+class _Job:
+    def __init__(self, function: Any) -> None:
+        self.task = {"function": function}
+        self.canceled = False
+        self.pulled = False
+        self.coro: Any = None
+        self.ended = False
+
+
+def test_a_late_cancel_does_not_hit_the_puller_s_next_coroutine() -> None:
+    """A cancel that arrives after its coroutine ended is dropped, not passed on."""
+    first_started, release_first = threading.Event(), threading.Event()
+    second_started, release_second = threading.Event(), threading.Event()
+
+    async def first() -> str:
+        first_started.set()
+        while not release_first.is_set():
+            await asyncio.sleep(0.001)
+        return "first"
+
+    async def second() -> str:
+        second_started.set()
+        while not release_second.is_set():
+            await asyncio.sleep(0.001)
+        return "second"
+
+    notices: list[tuple[Any, int, Any, str | None]] = []
+    queue = _workers.JobQueue(notices.append, 1)
+    jobs = [_Job(first), _Job(second)]
+    assert queue.put(jobs) == 1
+    puller = threading.Thread(target=queue.pull)
+    puller.start()
+    try:
+        assert first_started.wait(10)
+        stopper = queue.stop(jobs[0])
+        assert not isinstance(stopper, str)
+        worker_loop, cancel = stopper
+        release_first.set()  # it ends on its own before the cancel is run
+        assert second_started.wait(10)
+        worker_loop.call_soon_threadsafe(cancel)
+        release_second.set()
+    finally:
+        release_first.set()
+        release_second.set()
+        puller.join(10)
+    assert not puller.is_alive()
+    outcomes = [(notice[0], notice[1]) for notice in notices if notice[1] != 0]
+    assert outcomes == [(jobs[0], _workers.STOPPED), (jobs[1], _workers.DONE)]
+    assert notices[-1][2] == "second"
