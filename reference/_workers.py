@@ -11,6 +11,7 @@ its worker processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
@@ -287,19 +288,26 @@ class JobQueue:
             with self._lock:
                 job.coro = None
             puller.job = None
-            if job.canceled:
+            if puller.cancel_requested():
+                # Meant for this job (ours, or its own current_task().cancel()):
+                # one not thrown in yet would hit the next job, so take it here.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
                 puller.forget_cancels()
 
 
 class _Puller:
     """A puller's asyncio task and the coroutine job it is awaiting, if any."""
 
-    __slots__ = ("job", "task")
+    __slots__ = ("_cancelling", "_uncancel", "job", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         assert task is not None  # _pull runs as a task
         self.task = task
         self.job: Any = None
+        # Python 3.11+ counts cancel requests; 3.10 cannot tell.
+        self._cancelling: Callable[[], int] | None = getattr(task, "cancelling", None)
+        self._uncancel: Callable[[], int] | None = getattr(task, "uncancel", None)
 
     def cancel(self, job: Any) -> None:
         """Throw `asyncio.CancelledError` into ``job``'s coroutine, if it still runs.
@@ -310,11 +318,14 @@ class _Puller:
         if self.job is job:
             self.task.cancel()
 
+    def cancel_requested(self) -> bool:
+        """Whether a cancel request is left on the task (Python 3.11+)."""
+        return self._cancelling is not None and self._cancelling() > 0
+
     def forget_cancels(self) -> None:
         """Clear the cancel requests that were meant for the job just ended."""
-        uncancel = getattr(self.task, "uncancel", None)  # Python 3.11+
-        if uncancel is not None:
-            while uncancel() > 0:
+        if self._uncancel is not None:
+            while self._uncancel() > 0:
                 pass
 
 

@@ -231,3 +231,33 @@ def test_a_late_cancel_does_not_hit_the_puller_s_next_coroutine() -> None:
     outcomes = [(notice[0], notice[1]) for notice in notices if notice[1] != 0]
     assert outcomes == [(jobs[0], _workers.STOPPED), (jobs[1], _workers.DONE)]
     assert notices[-1][2] == "second"
+
+
+@pytest.mark.asyncio
+async def test_a_job_that_cancels_its_own_task_leaves_the_next_job_alone(
+    recorder: Recorder,
+) -> None:
+    async def cancels_itself_and_returns() -> str:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()  # and returns before any await could take it
+        return "returned"
+
+    async def next_on_the_same_thread() -> str:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return "finished"
+
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "self", "function": cancels_itself_and_returns},
+        {"uid": "next", "function": next_on_the_same_thread},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["self", "next"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("self") in (TaskState.DONE, TaskState.FAILED)
+    assert recorder.final("next") is TaskState.DONE
+    assert tasks[1]["return_value"] == "finished"
