@@ -175,12 +175,35 @@ class Job:
 JobT = TypeVar("JobT", bound=Job)
 
 
-class AwaitableBackend:
-    """``await backend`` and ``async with backend``, on `_start` and ``shutdown``.
+class BackendFacade:
+    """What every reference backend shows the engine besides its jobs.
 
-    Shared by the reference backends and the chaos wrapper; each supplies
-    `_start` (make the backend ready; return it) and ``shutdown``.
+    ``await backend`` and ``async with backend`` (on `_start` and
+    ``shutdown``), the one state callback and the state map. Shared by the
+    reference backends and the chaos wrapper; each supplies `_start` (make the
+    backend ready; return it), ``shutdown``, and sets ``_callback`` in its
+    ``__init__``.
     """
+
+    _callback: Callable[[Any, str], None]
+
+    def register_callback(self, func: Callable[[Any, str], None]) -> None:
+        """Set the one callback that receives ``(task, state)`` (LC-4).
+
+        Args:
+            func: Called on the event-loop thread with the submitted task dict
+                and a `TaskState`.
+
+        Raises:
+            TypeError: If ``func`` is not callable.
+        """
+        if not callable(func):
+            raise TypeError(f"callback must be callable, got {type(func).__name__}")
+        self._callback = func
+
+    def get_task_states_map(self) -> TaskStatesMapping:
+        """Return the task-state names the engine compares with (LC-7)."""
+        return TASK_STATES_MAP
 
     async def _start(self) -> Self:  # pragma: no cover - always overridden
         raise NotImplementedError
@@ -207,7 +230,7 @@ class AwaitableBackend:
         await self.shutdown()
 
 
-class BackendBase(AwaitableBackend, Generic[JobT]):
+class BackendBase(BackendFacade, Generic[JobT]):
     """Common base of the reference backends (not part of the public API).
 
     Subclasses implement ``submit_tasks``, ``cancel_task`` and ``shutdown``
@@ -245,24 +268,6 @@ class BackendBase(AwaitableBackend, Generic[JobT]):
         return self
 
     # -- engine-facing hooks -------------------------------------------------
-
-    def register_callback(self, func: Callable[[Any, str], None]) -> None:
-        """Set the one callback that receives ``(task, state)`` (LC-4).
-
-        Args:
-            func: Called on the event-loop thread with the submitted task dict
-                and a `TaskState`.
-
-        Raises:
-            TypeError: If ``func`` is not callable.
-        """
-        if not callable(func):
-            raise TypeError(f"callback must be callable, got {type(func).__name__}")
-        self._callback = func
-
-    def get_task_states_map(self) -> TaskStatesMapping:
-        """Return the task-state names the engine compares with (LC-7)."""
-        return TASK_STATES_MAP
 
     def task_state_cb(self, task: dict[str, Any], state: str) -> None:
         """Observe every reported state before the callback; does nothing here."""

@@ -35,9 +35,7 @@ from typing import Any, ClassVar
 from typing_extensions import Self
 
 from reference._base import (
-    TASK_STATES_MAP,
-    AwaitableBackend,
-    TaskStatesMapping,
+    BackendFacade,
     duration,
 )
 from spec import (
@@ -176,7 +174,7 @@ class _HeldBatch:
         return uid in self._uids
 
 
-class ChaosBackend(AwaitableBackend):
+class ChaosBackend(BackendFacade):
     """Wraps a backend and takes, reproducibly, every liberty the contract allows.
 
     For engine authors: run your engine over it with several seeds, and a
@@ -512,24 +510,6 @@ class ChaosBackend(AwaitableBackend):
 
     def task_state_cb(self, task: dict[str, Any], state: str) -> None:
         """Observe every state this backend delivers, before the callback."""
-
-    def register_callback(self, func: Callable[[Any, str], None]) -> None:
-        """Set the one callback that receives ``(task, state)`` (LC-4).
-
-        Args:
-            func: Called on the event-loop thread with the submitted task dict
-                and a `TaskState`.
-
-        Raises:
-            TypeError: If ``func`` is not callable.
-        """
-        if not callable(func):
-            raise TypeError(f"callback must be callable, got {type(func).__name__}")
-        self._callback = func
-
-    def get_task_states_map(self) -> TaskStatesMapping:
-        """Return the task-state names the engine compares with (LC-7)."""
-        return TASK_STATES_MAP
 
     # -- submission ----------------------------------------------------------
 
