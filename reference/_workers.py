@@ -305,7 +305,7 @@ class _Puller:
         assert task is not None  # _pull runs as a task
         self.task = task
         self.job: Any = None
-        # Python 3.11+ counts cancel requests; 3.10 cannot tell.
+        # Python 3.11+ counts cancel requests.
         self._cancelling: Callable[[], int] | None = getattr(task, "cancelling", None)
         self._uncancel: Callable[[], int] | None = getattr(task, "uncancel", None)
 
@@ -319,8 +319,11 @@ class _Puller:
             self.task.cancel()
 
     def cancel_requested(self) -> bool:
-        """Whether a cancel request is left on the task (Python 3.11+)."""
-        return self._cancelling is not None and self._cancelling() > 0
+        """Whether a cancel request is left on the task."""
+        if self._cancelling is not None:
+            return self._cancelling() > 0
+        # Python 3.10 counts nothing; its tasks show a cancel not thrown in yet.
+        return bool(getattr(self.task, "_must_cancel", False))
 
     def forget_cancels(self) -> None:
         """Clear the cancel requests that were meant for the job just ended."""
