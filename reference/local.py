@@ -392,6 +392,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._fn_queue = _workers.JobQueue(self._push, width)
         self._runners: set[asyncio.Task[None]] = set()
         self._spawn_budget = _SPAWNS_PER_TURN
+        self._spawn_waiters: deque[asyncio.Future[None]] = deque()
         # Notices from worker threads; drained on the loop, one wake-up per burst.
         self._notices: deque[_Notice] = deque()
         self._wake_pending = False
@@ -493,6 +494,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             # Callbacks owed by the old loop will never come.
             self._wake_pending = False
             self._spawn_budget = _SPAWNS_PER_TURN
+            self._spawn_waiters.clear()
         accepted = self._accept(tasks, _Job)
         if not accepted:
             return
@@ -935,18 +937,35 @@ class LocalExecutionBackend(BackendBase[_Job]):
     async def _spawn_slot(self) -> None:
         """Wait for a turn of the loop with spawns to spare.
 
-        Each spawn is a blocking fork/exec on the loop thread: a burst of them
-        in one loop turn would stall the loop (SC-3), while one per turn
-        would starve the children of throughput.
+        Each spawn blocks the loop thread until the child has executed: a
+        burst of them in one loop turn would stall the loop (SC-3), while
+        one per turn would starve the children of throughput. Runners past
+        this turn's budget queue up and are woken in order, a turn's worth
+        at a time (never polling: 64 runners spinning on ``sleep(0)`` cost
+        more than the spawns).
         """
-        while self._spawn_budget <= 0:
-            await asyncio.sleep(0)
+        loop = self._bound_loop()
+        if self._spawn_budget <= 0:
+            waiter = loop.create_future()
+            self._spawn_waiters.append(waiter)
+            await waiter  # its spawn was counted by the refill that woke it
+            return
         if self._spawn_budget == _SPAWNS_PER_TURN:
-            self._bound_loop().call_soon(self._refill_spawn_budget)
+            loop.call_soon(self._refill_spawn_budget)
         self._spawn_budget -= 1
 
     def _refill_spawn_budget(self) -> None:
-        self._spawn_budget = _SPAWNS_PER_TURN
+        budget = _SPAWNS_PER_TURN
+        waiters = self._spawn_waiters
+        while waiters and budget:
+            waiter = waiters.popleft()
+            if not waiter.done():  # else its runner was cancelled
+                waiter.set_result(None)
+                budget -= 1
+        self._spawn_budget = budget
+        if budget < _SPAWNS_PER_TURN:
+            # The woken runners spawn on the next turn: refill after it.
+            self._bound_loop().call_soon(self._refill_spawn_budget)
 
     def _terminate(self, job: _Job) -> None:
         """Stop a running child: TERM now, KILL after the grace, then drain.
