@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from subprocess import PIPE
-from typing import IO, Any
+from typing import Any
 
 from typing_extensions import Self
 
@@ -839,15 +839,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
             return
         if job.grant is not None:
             options, command = self._placed(job, job.grant, options, command)
-        out: int | IO[bytes] = PIPE
-        err: int | IO[bytes] = PIPE
+        out = err = PIPE
         paths = ("", "")
         if options.capture_stdio:
             # Fixed now: a _work_dir changed while the task runs must not
             # change where its output goes, nor the paths it reports.
             paths = self._capture_paths(self._work_dir, job.uid)
             try:
-                out, err = ex.open_capture(paths)
+                out, err = ex.open_capture_fds(paths)
             except OSError as exc:
                 self._fail(job, exc)
                 return
@@ -860,10 +859,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._fail(job, ex.spawn_error(exc, task, options))
             return
         finally:
-            if not isinstance(out, int):
-                out.close()
-            if not isinstance(err, int):
-                err.close()
+            if out != PIPE:  # capture files: the child has its own copies
+                os.close(out)
+                os.close(err)
         if job.canceled or self._closed:
             # Cancelled while starting; its CANCELED is already on its way.
             self._kill_now(job, child)
