@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from subprocess import DEVNULL, PIPE
 from typing import IO, Any, cast
 
@@ -411,7 +411,8 @@ def _start_watched(
                 child_fds.append(target.fileno())
         proc = None
         if cwd is None and min(child_fds) > 2:
-            pid = _posix_spawn(command, env, child_fds[0], child_fds[1])
+            closing = () if _CLOSEFROM is not None else _inheritable(loop)
+            pid = _posix_spawn(command, env, child_fds[0], child_fds[1], closing)
         else:
             # A cwd (no chdir action in os.posix_spawn), or descriptors in
             # the 0-2 range (a parent that closed its own stdio): subprocess
@@ -458,14 +459,19 @@ _CLOSEFROM: int | None = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)
 
 
 def _posix_spawn(
-    command: str | list[str], env: Mapping[Any, Any] | None, out: int, err: int
+    command: str | list[str],
+    env: Mapping[Any, Any] | None,
+    out: int,
+    err: int,
+    closing: Iterable[int] = (),
 ) -> int:
     """``os.posix_spawn`` the child in a new session; return its pid.
 
-    Descriptors other than 0-2 do not reach the child: Python opens its own
-    non-inheritable (PEP 446), and where ``os.POSIX_SPAWN_CLOSEFROM``
-    exists (Python >= 3.13) every other one is closed as ``subprocess``'s
-    ``close_fds`` would.
+    Descriptors other than 0-2 do not reach the child, as with
+    ``subprocess``'s ``close_fds``: Python opens its own non-inheritable
+    (PEP 446); where ``os.POSIX_SPAWN_CLOSEFROM`` exists (Python >= 3.13)
+    every other one is closed in the child, and elsewhere ``closing``, the
+    inheritable ones (`_inheritable`).
     """
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
     path = _resolve(argv[0], env)
@@ -476,6 +482,8 @@ def _posix_spawn(
     ]
     if _CLOSEFROM is not None:
         actions.append((_CLOSEFROM, 3))
+    else:
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in closing]
     return os.posix_spawn(
         path,
         argv,
@@ -484,6 +492,39 @@ def _posix_spawn(
         setsid=True,
         setsigdef=_RESTORED,
     )
+
+
+_fd_scans: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _inheritable(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """This process's inheritable descriptors above 2, as of this loop turn.
+
+    Without ``POSIX_SPAWN_CLOSEFROM`` (Python < 3.13) they must be closed in
+    each child one by one. Python makes none by itself, but a process can
+    inherit some (a pipe its own parent left open) or make them
+    (``os.dup2``, ``os.set_inheritable``). Listing them costs about 25 us,
+    so the list is kept for the rest of the loop turn: the spawns of one
+    turn (a handful) share it.
+    """
+    found = _fd_scans.get(loop)
+    if found is None:
+        found = []
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:  # no /proc: only what Python itself opened is safe
+            names = []
+        for name in names:
+            fd = int(name)
+            if fd > 2:
+                with contextlib.suppress(OSError):  # the listing's own fd
+                    if os.get_inheritable(fd):
+                        found.append(fd)
+        _fd_scans[loop] = found
+        loop.call_soon(_fd_scans.pop, loop, None)
+    return found
 
 
 def _resolve(executable: str, env: Mapping[Any, Any] | None) -> str:
