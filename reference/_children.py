@@ -74,6 +74,13 @@ class Child:
         """Release the child's pipes and handles; reap it if it has exited."""
         raise NotImplementedError
 
+    def poll(self) -> None:
+        """Reap the child now if it has exited, so its pid no longer counts.
+
+        A child whose pipes are still open may not have been reaped yet; an
+        unreaped leader keeps its process group "alive" to signals.
+        """
+
     def stop_reading(self) -> None:
         """Stop waiting for the pipes' end: close them, keep what was read.
 
@@ -210,6 +217,10 @@ class _PidfdChild(Child):
             return
         if pid:
             self._code = os.waitstatus_to_exitcode(status)
+
+    def poll(self) -> None:
+        if self._code is None:
+            self._reap(block=False)
 
     def _event(self, fd: int, events: int) -> None:
         sink = self._pipes.get(fd)

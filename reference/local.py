@@ -979,6 +979,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         child = job.child
         if child is None or job.kill_timer is not None:
             return
+        child.poll()  # an exited leader is no reason to wait the grace
         in_group = ex.signal_group(child.pid, signal.SIGTERM)
         escaped = ex.signal_marked(
             signal.SIGTERM, self._marks(job), skip_groups=(child.pid,)

@@ -11,6 +11,7 @@ behind: no descriptor, no zombie.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _ref_helpers import Recorder
+from _ref_helpers import Recorder, read_pid
 
 from reference import LocalExecutionBackend, _children
-from spec import TaskState
+from spec import TaskState, TaskTimeoutError
 
 pytestmark = pytest.mark.asyncio
 
@@ -347,3 +348,33 @@ async def test_shell_pipelines_see_sigpipe_as_usual() -> None:
     recorder = await run([task])
     assert recorder.final("t") is TaskState.DONE
     assert (task["stdout"], task["stderr"]) == ("y\ny\n", "")
+
+
+async def test_a_timed_out_task_whose_leader_exited_skips_the_grace(
+    tmp_path: Path,
+) -> None:
+    # The leader exits at once; a descendant in its own session, with a
+    # cleared environment (no mark: nothing can find it), holds stdout.
+    # At the timeout the leader is reaped first, so nothing is left to
+    # signal and the drain starts at once: no 30 s grace is waited for.
+    pid_file = tmp_path / "escaped.pid"
+    task = {
+        "uid": "t",
+        "executable": (
+            f"env -i setsid sh -c 'echo $$. > {pid_file}; exec sleep 60' & echo started"
+        ),
+        "task_backend_specific_kwargs": {"timeout": 1},
+    }
+    recorder = Recorder()
+    try:
+        async with LocalExecutionBackend(kill_grace=30.0) as backend:
+            backend.register_callback(recorder)
+            await backend.submit_tasks([task])
+            await read_pid(pid_file)
+            await recorder.wait(["t"], timeout=15)
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text().strip().rstrip(".")), signal.SIGKILL)
+    assert recorder.final("t") is TaskState.FAILED
+    assert task["stdout"] == "started\n"
+    assert isinstance(task["exception"], TaskTimeoutError)
