@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from subprocess import PIPE
-from typing import IO, Any
+from typing import Any
 
 from typing_extensions import Self
 
@@ -392,6 +392,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._fn_queue = _workers.JobQueue(self._push, width)
         self._runners: set[asyncio.Task[None]] = set()
         self._spawn_budget = _SPAWNS_PER_TURN
+        self._spawn_waiters: deque[asyncio.Future[None]] = deque()
         # Notices from worker threads; drained on the loop, one wake-up per burst.
         self._notices: deque[_Notice] = deque()
         self._wake_pending = False
@@ -493,6 +494,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             # Callbacks owed by the old loop will never come.
             self._wake_pending = False
             self._spawn_budget = _SPAWNS_PER_TURN
+            self._spawn_waiters.clear()
         accepted = self._accept(tasks, _Job)
         if not accepted:
             return
@@ -837,15 +839,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
             return
         if job.grant is not None:
             options, command = self._placed(job, job.grant, options, command)
-        out: int | IO[bytes] = PIPE
-        err: int | IO[bytes] = PIPE
+        out = err = PIPE
         paths = ("", "")
         if options.capture_stdio:
             # Fixed now: a _work_dir changed while the task runs must not
             # change where its output goes, nor the paths it reports.
             paths = self._capture_paths(self._work_dir, job.uid)
             try:
-                out, err = ex.open_capture(paths)
+                out, err = ex.open_capture_fds(paths)
             except OSError as exc:
                 self._fail(job, exc)
                 return
@@ -858,10 +859,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._fail(job, ex.spawn_error(exc, task, options))
             return
         finally:
-            if not isinstance(out, int):
-                out.close()
-            if not isinstance(err, int):
-                err.close()
+            if out != PIPE:  # capture files: the child has its own copies
+                os.close(out)
+                os.close(err)
         if job.canceled or self._closed:
             # Cancelled while starting; its CANCELED is already on its way.
             self._kill_now(job, child)
@@ -935,18 +935,35 @@ class LocalExecutionBackend(BackendBase[_Job]):
     async def _spawn_slot(self) -> None:
         """Wait for a turn of the loop with spawns to spare.
 
-        Each spawn is a blocking fork/exec on the loop thread: a burst of them
-        in one loop turn would stall the loop (SC-3), while one per turn
-        would starve the children of throughput.
+        Each spawn blocks the loop thread until the child has executed: a
+        burst of them in one loop turn would stall the loop (SC-3), while
+        one per turn would starve the children of throughput. Runners past
+        this turn's budget queue up and are woken in order, a turn's worth
+        at a time (never polling: 64 runners spinning on ``sleep(0)`` cost
+        more than the spawns).
         """
-        while self._spawn_budget <= 0:
-            await asyncio.sleep(0)
+        loop = self._bound_loop()
+        if self._spawn_budget <= 0:
+            waiter = loop.create_future()
+            self._spawn_waiters.append(waiter)
+            await waiter  # its spawn was counted by the refill that woke it
+            return
         if self._spawn_budget == _SPAWNS_PER_TURN:
-            self._bound_loop().call_soon(self._refill_spawn_budget)
+            loop.call_soon(self._refill_spawn_budget)
         self._spawn_budget -= 1
 
     def _refill_spawn_budget(self) -> None:
-        self._spawn_budget = _SPAWNS_PER_TURN
+        budget = _SPAWNS_PER_TURN
+        waiters = self._spawn_waiters
+        while waiters and budget:
+            waiter = waiters.popleft()
+            if not waiter.done():  # else its runner was cancelled
+                waiter.set_result(None)
+                budget -= 1
+        self._spawn_budget = budget
+        if budget < _SPAWNS_PER_TURN:
+            # The woken runners spawn on the next turn: refill after it.
+            self._bound_loop().call_soon(self._refill_spawn_budget)
 
     def _terminate(self, job: _Job) -> None:
         """Stop a running child: TERM now, KILL after the grace, then drain.
@@ -962,6 +979,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         child = job.child
         if child is None or job.kill_timer is not None:
             return
+        child.poll()  # an exited leader is no reason to wait the grace
         in_group = ex.signal_group(child.pid, signal.SIGTERM)
         escaped = ex.signal_marked(
             signal.SIGTERM, self._marks(job), skip_groups=(child.pid,)
