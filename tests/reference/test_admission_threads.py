@@ -61,6 +61,8 @@ class _Job:
         self.ended = False
         self.coro: Any = None
         self.stopped_before_start = False
+        self.started = threading.Event()
+        self.gate: threading.Event | None = None
         self._grant: Grant | None = None
         self.task = {"function": self.run, "args": (), "kwargs": {}}
 
@@ -103,6 +105,9 @@ class _Job:
             if w.running > w.cores:
                 w.errors.append(f"{w.running} cores running of {w.cores}")
             w.ran.append(self.index)
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(10)
         time.sleep(0.0005 * (self.index % 3))
         with w.lock:
             w.running -= self.cores
@@ -249,3 +254,43 @@ def test_a_puller_hands_back_a_job_it_does_not_run_and_goes_on() -> None:
     _check(world, loop, jobs)
     assert world.admitted == [0, 1, 2]
     assert loop.launched == {1}
+
+
+def test_a_canceled_head_is_skipped_when_cores_come_back_in_a_thread() -> None:
+    world = _World(1)
+    loop = _Loop(world, 1)
+    first, canceled, last = (_Job(world, i, 1, 0, True) for i in range(3))
+    first.gate = threading.Event()
+    try:
+        loop.admit([first, canceled, last])
+        assert first.started.wait(10)
+        loop.cancel(canceled)  # waiting at the head, holding nothing
+        assert canceled.stopped_before_start
+        first.gate.set()  # its core goes to the next head that is owed it
+        loop.run_until(3)
+    finally:
+        loop.close()
+    _check(world, loop, [first, canceled, last])
+    assert world.ran == [0, 2]
+
+
+def test_a_canceled_job_holding_a_grant_gives_it_back_once() -> None:
+    # Two cores, one puller: the second job is admitted (it holds a core)
+    # but waits for a thread; canceled there, its core comes back from the
+    # loop, and the puller skips it.
+    world = _World(2)
+    loop = _Loop(world, 1)
+    first, canceled, last = (_Job(world, i, 1, 0, True) for i in range(3))
+    first.gate = threading.Event()
+    try:
+        loop.admit([first, canceled, last])
+        assert first.started.wait(10)
+        assert canceled.grant is not None and not canceled.pulled
+        loop.cancel(canceled)
+        assert canceled.grant is None
+        first.gate.set()
+        loop.run_until(3)
+    finally:
+        loop.close()
+    _check(world, loop, [first, canceled, last])
+    assert world.ran == [0, 2]
