@@ -6,6 +6,11 @@ is free, and no later job overtakes it. That order is what makes RQ-5 hold
 (a large request is never starved by a stream of small ones), at the price of
 some idle capacity while the head waits. A demand larger than the whole
 capacity never enters the queue (RQ-2): the caller fails it at once.
+
+The pool is shared by the event loop and the thread pool's pullers, which
+admit jobs themselves (`reference._workers.JobQueue`); its ``lock`` makes
+each step (take the head, give a grant back) one. A demand of cores alone
+gets a shared `Grant`, so the default path (one core a task) builds none.
 """
 
 from __future__ import annotations
@@ -91,6 +96,13 @@ class ResourcePool(Generic[_J]):
 
     Args:
         capacity: What there is to hand out.
+
+    Attributes:
+        capacity: What there is to hand out.
+        lock: Held for every call where threads share the pool.
+        free_cores: Cores not held by any job.
+        waiting: The queued jobs, oldest first, each with what it needs
+            (read it only holding ``lock``; `enqueue` may add to it).
     """
 
     __slots__ = (

@@ -134,14 +134,23 @@ class JobQueue:
 
     With a `ResourcePool` (resource accounting), jobs wait in the pool, in
     arrival order with every other kind of job, and the pullers admit them
-    themselves (`admit` does it on the event loop): a puller that has run a
-    job gives back its ``grant`` and takes the next job whose demand fits,
-    under the pool's lock, which this queue then shares, with no trip
-    through the event loop. Pool jobs also need ``grant`` (what they hold)
-    and ``threaded`` (true for a job the pullers run; any other admitted
-    job, an executable say, is pushed back to the backend as `ADMITTED`).
-    The grant of a job a puller has taken (``pulled``) is released by that
-    puller, any other one by the backend.
+    themselves, under the pool's lock, which this queue then shares: a
+    puller that has run a job hands its grant to the job at the head when
+    that job asks for the same cores (the default path: one core each), or
+    gives it back and takes the head if it fits; either way with no trip
+    through the event loop. When more is free than it takes and the next
+    head fits too, it starts one more puller, which does the same in turn.
+    The event loop admits with `admit` (new jobs) and after `release`
+    (grants it gives back). Pool jobs also need ``grant`` (what they hold)
+    and ``threaded`` (true for a job the pullers run; any other job a
+    puller admits, an executable say, is pushed to the backend as
+    `ADMITTED`, holding its grant). The grant of a job a puller has taken
+    (``pulled``) is given back by that puller, as it asks for its next job;
+    any other grant by the backend, as it reports the job.
+
+    ``pull`` calls ``_next(None)`` first, then ``_next(job)`` with the job
+    it has just run: that call is where its grant comes back, so it must
+    follow every job, whatever its outcome.
 
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
@@ -150,7 +159,7 @@ class JobQueue:
 
     Attributes:
         spawn: Submits one more `pull` to the pool (set by the backend);
-            a puller that frees more than it takes starts pullers with it.
+            a puller that frees more than it takes starts a puller with it.
     """
 
     __slots__ = (

@@ -277,3 +277,27 @@ async def test_shutdown_with_jobs_waiting_ready_and_running(
     }
     assert all(recorder.final(t["uid"]) is not None for t in tasks)
     assert all(recorder.final(f"w{i}") is TaskState.CANCELED for i in range(5))
+
+
+async def test_an_admission_that_finds_the_lock_busy_is_tried_again(
+    recorder: Recorder,
+) -> None:
+    # The loop never waits for the pool's lock (a puller holding it may have
+    # lost the GIL); it queues the jobs and admits them on a later turn.
+    backend = LocalExecutionBackend(ThreadPoolExecutor(2), cores=2)
+    backend.register_callback(recorder)
+    pool = backend._resources
+    assert pool is not None
+    tasks = [{"uid": f"t{i}", "function": abs, "args": (-i,)} for i in range(20)]
+    try:
+        with pool.lock:  # as a puller would hold it
+            await backend.submit_tasks(tasks)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert len(pool) == len(tasks)  # queued, none admitted yet
+            assert recorder.events == []
+        await recorder.wait([t["uid"] for t in tasks], timeout=20)
+        await _whole_again(backend, 2)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 15)
+    assert [t["return_value"] for t in tasks] == list(range(20))
