@@ -782,8 +782,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 self._spawn_puller()
             except Exception as exc:  # e.g. the executor was shut down under us
                 stranded: list[_Job] = queue.retire(wanted - started)
-                for job in stranded:
-                    self._fail(job, exc)
+                # Their cores come back as they fail: admit the next on a
+                # later turn, not by recursing once per task.
+                launching, self._launching = self._launching, True
+                try:
+                    for job in stranded:
+                        self._fail(job, exc)
+                finally:
+                    self._launching = launching
                 return
 
     def _spawn_puller(self) -> None:

@@ -10,7 +10,9 @@ that a puller needs no loop turn to take the next job.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -301,3 +303,28 @@ async def test_an_admission_that_finds_the_lock_busy_is_tried_again(
     finally:
         await asyncio.wait_for(backend.shutdown(), 15)
     assert [t["return_value"] for t in tasks] == list(range(20))
+
+
+async def test_an_executor_shut_down_under_the_backend_fails_every_waiting_task(
+    recorder: Recorder,
+) -> None:
+    # Each failed task gives its core back, which admits the next one, whose
+    # puller cannot be started either: that must not recurse once per task.
+    pool = ThreadPoolExecutor(2)
+    pool.shutdown()
+    backend = LocalExecutionBackend(pool, cores=2)
+    backend.register_callback(recorder)
+    tasks = [{"uid": f"t{i}", "function": int} for i in range(3000)]
+    depth = len(inspect.stack(0))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 150)  # a few frames a task would exceed it
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait([t["uid"] for t in tasks], timeout=30)
+        assert _free(backend) == 2
+    finally:
+        sys.setrecursionlimit(limit)
+        await asyncio.wait_for(backend.shutdown(), 15)
+    assert {recorder.final(t["uid"]) for t in tasks} == {TaskState.FAILED}
+    assert isinstance(tasks[-1]["exception"], RuntimeError)
+    assert recorder.violations == []
