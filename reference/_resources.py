@@ -101,8 +101,10 @@ class ResourcePool(Generic[_J]):
         capacity: What there is to hand out.
         lock: Held for every call where threads share the pool.
         free_cores: Cores not held by any job.
-        waiting: The queued jobs, oldest first, each with what it needs
-            (read it only holding ``lock``; `enqueue` may add to it).
+        waiting: The queued jobs, oldest first, each as ``(job, need)``:
+            cores, whole GPUs, MB (0 when memory is not accounted) and, for
+            a demand of cores alone, the shared `Grant` it will get. Read it
+            holding ``lock``; `enqueue` may add to it meanwhile.
     """
 
     __slots__ = (

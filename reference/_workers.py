@@ -241,12 +241,12 @@ class JobQueue:
     ) -> tuple[list[Any], int] | None:
         """Queue jobs for their resources, then admit what fits (event loop).
 
-        The event loop never waits for the lock: a puller that lost the GIL
-        while holding it would stall the loop until the interpreter switches
-        threads again (milliseconds). The jobs are queued at once (a deque
-        append needs no lock) and, if the lock is busy, ``None`` asks the
-        caller to try the admission again on a later loop turn; until then
-        the pullers may admit the new jobs themselves.
+        It never waits for the lock, as it runs for every batch: a puller
+        that lost the GIL while holding it would stall the event loop until
+        the interpreter switches threads again (milliseconds). The jobs are
+        queued at once (a deque append needs no lock) and, if the lock is
+        busy, ``None`` asks the caller to try the admission again on a later
+        loop turn; until then the pullers may admit the new jobs themselves.
 
         Args:
             jobs: New jobs, in arrival order.
