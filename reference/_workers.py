@@ -148,9 +148,9 @@ class JobQueue:
     (``pulled``) is given back by that puller, as it asks for its next job;
     any other grant by the backend, as it reports the job.
 
-    ``pull`` calls ``_next(None)`` first, then ``_next(job)`` with the job
-    it has just run: that call is where its grant comes back, so it must
-    follow every job, whatever its outcome.
+    ``pull`` calls ``_next(None)`` (``_next_admitted`` with a pool) first,
+    then again with the job it has just run: that call is where its grant
+    comes back, so it must follow every job, whatever its outcome.
 
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
@@ -303,11 +303,11 @@ class JobQueue:
     def _next(self, done: Any = None) -> Any:
         """The next job for this puller, or ``None``: the puller then stops.
 
+        Without a pool; `_next_admitted` is its counterpart with one.
+
         Args:
-            done: The job this puller has just run, whose grant it gives back.
+            done: The job this puller has just run (``None`` at its start).
         """
-        if self._pool is not None:
-            return self._next_admitted(done)
         if done is None:
             with self._lock:
                 self._starting -= 1  # this puller has started
@@ -332,10 +332,10 @@ class JobQueue:
             return job
 
     def _next_admitted(self, done: Any) -> Any:
-        # One lock for all of it: give back what ``done`` held, take the
-        # oldest job that may run (admitted earlier, else the pool's head if
-        # it fits now: RQ-5), and wake one more puller if what is free fits
-        # the next head too.
+        # `_next` with a pool. One lock for all of it: give back what
+        # ``done`` held, take the oldest job that may run (admitted earlier,
+        # else the pool's head if it fits now: RQ-5), and wake one more
+        # puller if what is free fits the next head too.
         pool = self._pool
         assert pool is not None
         waiting = pool.waiting
@@ -468,8 +468,9 @@ class JobQueue:
         # run_until_complete (about 18 us a job before).
         puller = _Puller(asyncio.current_task())
         push = self._push
+        next_job = self._next if self._pool is None else self._next_admitted
         job = None
-        while (job := self._next(job)) is not None:
+        while (job := next_job(job)) is not None:
             task = job.task
             push((job, RUNNING, None, None))
             is_coroutine = False
