@@ -75,6 +75,9 @@ TARGETS = [
            "engine", "engine", "engine-ours-local-thread-sync", None, 0.7),
     Target("T15", "Engine + Dask 2x1, async fn >= 0.3x engine + Noop",
            "engine", "engine", "engine-ours-dask", None, 0.3),
+    Target("T16", "Local threads, sync fn, resources on >= 0.9x off",
+           "throughput", "sync-fn", "ours-local-thread-res", "ours-local-thread",
+           0.9),
 ]  # fmt: skip
 
 
@@ -440,6 +443,8 @@ SUMMARY_END = "<!-- benchmark-summary:end -->"
 _SUMMARY_ROWS = [
     (("T1", "T2"), "Local, async functions, threads", "async-fn", "ours-local-thread"),
     (("T3",), "Local, sync functions, threads", "sync-fn", "ours-local-thread"),
+    (("T16",), "Local, sync functions, threads, resources on", "sync-fn",
+     "ours-local-thread-res"),
     (("T5",), "Local, async functions, processes", "async-fn", "ours-local-process"),
     (("T6",), "Local, sync functions, processes", "sync-fn", "ours-local-process"),
     (("T4", "T12"), "Local, `/bin/true` executables", "exec", "ours-local"),
@@ -459,6 +464,7 @@ _SHORT = {
     "T7": "bare call_soon loop (>= 0.5x)",
     "T11": "(>= 615/s)",
     "T12": "bare posix_spawn loop (>= 0.9x)",
+    "T16": "resources off, same pool (>= 0.9x)",
 }
 
 # (target id, what, engine subject key) for the summary's engine rows.

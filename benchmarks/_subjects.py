@@ -128,7 +128,7 @@ async def _ours_noop() -> Runner:
 
 
 def _ours_local(
-    make_pool: Callable[[], Executor] | None,
+    make_pool: Callable[[], Executor] | None, **options: Any
 ) -> Callable[[], Awaitable[Runner]]:
     async def build() -> Runner:
         try:
@@ -136,7 +136,10 @@ def _ours_local(
         except ImportError as exc:
             raise Unavailable("reference.LocalExecutionBackend not built yet") from exc
         executor = make_pool() if make_pool is not None else None
-        backend = LocalExecutionBackend(executor=executor)
+        try:
+            backend = LocalExecutionBackend(executor=executor, **options)
+        except TypeError as exc:  # an older backend without these options
+            raise Unavailable(f"LocalExecutionBackend({options}): {exc}") from exc
         return BackendRunner(await backend)
 
     return build
@@ -347,6 +350,10 @@ class Subject:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+RES = "ours-local-thread-res"
+"""The local backend on threads with resource accounting on (T16)."""
+
+
 def _warm() -> int:
     threads, processes = pool_sizes()
     return 4 * max(threads, processes)
@@ -380,6 +387,10 @@ def subjects(
                 _ours_local(th), w, baseline=tl),
         Subject("ours-local-process", "ours Local (processes)", "ours", a,
                 _ours_local(pr), w, baseline=pl),
+        # T16: resource accounting on (a task counts one core of the
+        # machine's), against the same backend with it off.
+        Subject(RES, "ours Local (threads), resources on", "ours", a,
+                _ours_local(th, resources=True), w, baseline="ours-local-thread"),
         Subject("orig-local-thread", "0.6 Local (threads)", "orig", a,
                 _orig_local(th), w, orig_async_n, baseline=tl),
         Subject("orig-local-process", "0.6 Local (processes)", "orig", a,
@@ -393,6 +404,8 @@ def subjects(
                 _ours_local(th), w, baseline="raw-thread"),
         Subject("ours-local-process", "ours Local (processes)", "ours", s,
                 _ours_local(pr), w, baseline="raw-process"),
+        Subject(RES, "ours Local (threads), resources on", "ours", s,
+                _ours_local(th, resources=True), w, baseline="ours-local-thread"),
         # 0.6 runs every function with asyncio.run: sync ones all fail, fast.
         Subject("orig-local-thread", "0.6 Local (threads)", "orig", s,
                 _orig_local(th), 0, orig_sync_n, baseline="raw-thread"),

@@ -6,13 +6,20 @@ is free, and no later job overtakes it. That order is what makes RQ-5 hold
 (a large request is never starved by a stream of small ones), at the price of
 some idle capacity while the head waits. A demand larger than the whole
 capacity never enters the queue (RQ-2): the caller fails it at once.
+
+The pool is shared by the event loop and the thread pool's pullers, which
+admit jobs themselves (`reference._workers.JobQueue`); its ``lock`` makes
+each step (take the head, give a grant back) one. A demand of cores alone
+gets a shared `Grant`, so the default path (one core a task) builds none.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,6 +28,10 @@ from spec import ResourceCapacity, ResourceDemand
 __all__ = ["Grant", "ResourcePool", "capacity_from"]
 
 _J = TypeVar("_J")
+
+_Need = tuple[int, int, int, "Grant | None"]
+"""A queued demand as the pool compares it: cores, whole GPUs, MB (0 when
+memory is not accounted), and the shared grant of a demand of cores alone."""
 
 
 @dataclass(frozen=True)
@@ -78,30 +89,132 @@ def capacity_from(
 class ResourcePool(Generic[_J]):
     """Admits queued jobs, in arrival order, while their demands fit.
 
+    The methods do not lock: where several threads share a pool (the local
+    backend's event loop and its pool threads), each call is made holding
+    `lock`, and `JobQueue` does so. One lock for the free resources and the
+    queue makes "the head fits, take it" one step, whichever thread asks.
+
     Args:
         capacity: What there is to hand out.
+
+    Attributes:
+        capacity: What there is to hand out.
+        lock: Held for every call where threads share the pool.
+        free_cores: Cores not held by any job.
+        waiting: The queued jobs, oldest first, each as ``(job, need)``:
+            cores, whole GPUs, MB (0 when memory is not accounted) and, for
+            a demand of cores alone, the shared `Grant` it will get. Read it
+            holding ``lock``; `enqueue` may add to it meanwhile.
     """
 
-    __slots__ = ("_free_cores", "_free_gpus", "_free_memory", "_queue", "capacity")
+    __slots__ = (
+        "_free_gpus",
+        "_free_memory",
+        "_last_demand",
+        "_last_need",
+        "_plain",
+        "capacity",
+        "free_cores",
+        "lock",
+        "waiting",
+    )
 
     def __init__(self, capacity: ResourceCapacity) -> None:
         self.capacity = capacity
-        self._free_cores = capacity.cores
+        self.lock = threading.Lock()
+        self.free_cores = capacity.cores
         self._free_gpus: list[str] = list(capacity.gpus)
-        self._free_memory = capacity.memory
-        self._queue: deque[tuple[_J, ResourceDemand]] = deque()
+        # MB free; held at 0 when memory is not accounted (every demand then
+        # counts 0 MB, so it is never compared).
+        self._free_memory = capacity.memory or 0
+        # Jobs waiting for resources, oldest first, each with its need.
+        self.waiting: deque[tuple[_J, _Need]] = deque()
+        # Grants of cores alone, shared: the default path builds none per task.
+        self._plain: dict[int, Grant] = {}
+        self._last_demand: ResourceDemand | None = None
+        self._last_need: _Need = (0, 0, 0, None)
 
     def __len__(self) -> int:
         """How many jobs wait for resources."""
-        return len(self._queue)
+        return len(self.waiting)
+
+    def _need(self, demand: ResourceDemand) -> _Need:
+        # What the pool compares and hands out for ``demand``; one per demand
+        # object, so a batch sharing the default demand shares one.
+        if demand is self._last_demand:
+            return self._last_need
+        gpus = math.ceil(demand.gpus) if demand.gpus else 0
+        memory = demand.memory if self.capacity.memory is not None else 0
+        plain = None
+        if not gpus and not memory:
+            plain = self._plain.get(demand.cores)
+            if plain is None:
+                plain = self._plain[demand.cores] = Grant(demand.cores, (), 0)
+        need = (demand.cores, gpus, memory, plain)
+        self._last_demand, self._last_need = demand, need
+        return need
 
     def enqueue(self, job: _J, demand: ResourceDemand) -> None:
         """Queue ``job``; it must fit the whole capacity (check `fits` first)."""
-        self._queue.append((job, demand))
+        self.waiting.append((job, self._need(demand)))
+
+    def enqueue_all(self, pairs: Iterable[tuple[_J, ResourceDemand]]) -> None:
+        """Queue each ``(job, demand)`` in order, as `enqueue` does."""
+        append = self.waiting.append
+        last: ResourceDemand | None = None
+        need = self._last_need
+        for job, demand in pairs:
+            if demand is not last:  # a batch mostly shares one demand
+                last, need = demand, self._need(demand)
+            append((job, need))
 
     def fits(self, demand: ResourceDemand) -> bool:
         """Whether ``demand`` could ever run here (fits the whole capacity)."""
         return demand.fits(self.capacity)
+
+    def take(self, skip: Callable[[_J], bool]) -> tuple[_J, Grant] | None:
+        """Take the job at the head of the queue if its demand fits now.
+
+        No other job is looked at: none overtakes the head (RQ-5).
+
+        Args:
+            skip: Jobs it is true for (canceled ones) leave the queue
+                without being given anything.
+
+        Returns:
+            The job and what it now holds, or ``None`` (queue empty, or the
+            head does not fit).
+        """
+        queue = self.waiting
+        while queue:
+            job, (cores, gpus, memory, plain) = queue[0]
+            if skip(job):
+                queue.popleft()
+                continue
+            if cores > self.free_cores or (
+                plain is None
+                and (gpus > len(self._free_gpus) or memory > self._free_memory)
+            ):
+                return None
+            queue.popleft()
+            self.free_cores -= cores
+            if plain is not None:
+                return job, plain  # cores alone: a shared grant
+            held = tuple(self._free_gpus[:gpus])
+            del self._free_gpus[:gpus]
+            self._free_memory -= memory
+            return job, Grant(cores, held, memory)
+        return None
+
+    def head_fits(self) -> bool:
+        """Whether the job at the head of the queue would fit now."""
+        if not self.waiting:
+            return False
+        cores, gpus, memory, plain = self.waiting[0][1]
+        return cores <= self.free_cores and (
+            plain is not None
+            or (gpus <= len(self._free_gpus) and memory <= self._free_memory)
+        )
 
     def admit(self, skip: Callable[[_J], bool]) -> list[tuple[_J, Grant]]:
         """Take the jobs at the head of the queue whose demands fit now.
@@ -109,40 +222,21 @@ class ResourcePool(Generic[_J]):
         Stops at the first that does not fit, so no job overtakes another.
 
         Args:
-            skip: Jobs it is true for (canceled ones) leave the queue
-                without being given anything.
+            skip: As for `take`.
         """
         admitted: list[tuple[_J, Grant]] = []
-        queue = self._queue
-        while queue:
-            job, demand = queue[0]
-            if skip(job):
-                queue.popleft()
-                continue
-            gpus = demand.whole_gpus
-            memory = demand.memory if self._free_memory is not None else 0
-            if (
-                demand.cores > self._free_cores
-                or gpus > len(self._free_gpus)
-                or (self._free_memory is not None and memory > self._free_memory)
-            ):
-                break
-            queue.popleft()
-            self._free_cores -= demand.cores
-            held = tuple(self._free_gpus[:gpus])
-            del self._free_gpus[:gpus]
-            if self._free_memory is not None:
-                self._free_memory -= memory
-            admitted.append((job, Grant(demand.cores, held, memory)))
+        while (taken := self.take(skip)) is not None:
+            admitted.append(taken)
         return admitted
 
     def release(self, grant: Grant) -> None:
         """Give back what a finished job held."""
-        self._free_cores += grant.cores
-        self._free_gpus.extend(grant.gpus)
-        if self._free_memory is not None:
+        self.free_cores += grant.cores
+        if grant.gpus:
+            self._free_gpus.extend(grant.gpus)
+        if grant.memory:
             self._free_memory += grant.memory
 
     def clear(self) -> None:
         """Forget every queued job (shutdown)."""
-        self._queue.clear()
+        self.waiting.clear()

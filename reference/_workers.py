@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import operator
 import os
 import pickle
 import threading
@@ -31,9 +32,11 @@ from collections.abc import (
 )
 from typing import Any
 
-from spec import StandInError
+from reference._resources import ResourcePool
+from spec import ResourceDemand, StandInError
 
 __all__ = [
+    "ADMITTED",
     "DONE",
     "FAILED",
     "LOST",
@@ -56,6 +59,12 @@ FAILED = 2
 LOST = 3
 STOPPED = 4
 """A cancelled task's worker (or coroutine) has stopped: report CANCELED now."""
+ADMITTED = 5
+"""A puller admitted a job it does not run (its resources are held): launch it."""
+
+
+_is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
+"""Whether a job waiting for resources was canceled (it is then skipped)."""
 
 
 class _LoopHolder:
@@ -123,21 +132,63 @@ class JobQueue:
     can cancel it on its loop) and ``ended``, which the puller sets once the
     function has returned or raised, before it pushes the outcome.
 
+    With a `ResourcePool` (resource accounting), jobs wait in the pool, in
+    arrival order with every other kind of job, and the pullers admit them
+    themselves, under the pool's lock, which this queue then shares: a
+    puller that has run a job hands its grant to the job at the head when
+    that job asks for the same cores (the default path: one core each), or
+    gives it back and takes the head if it fits; either way with no trip
+    through the event loop. When more is free than it takes and the next
+    head fits too, it starts one more puller, which does the same in turn.
+    The event loop admits with `admit` (new jobs) and after `release`
+    (grants it gives back). Pool jobs also need ``grant`` (what they hold)
+    and ``threaded`` (true for a job the pullers run; any other job a
+    puller admits, an executable say, is pushed to the backend as
+    `ADMITTED`, holding its grant). The grant of a job a puller has taken
+    (``pulled``) is given back by that puller, as it asks for its next job;
+    any other grant by the backend, as it reports the job.
+
+    ``pull`` calls ``_next(None)`` (``_next_admitted`` with a pool) first,
+    then again with the job it has just run: that call is where its grant
+    comes back, so it must follow every job, whatever its outcome.
+
     Args:
         push: The backend's thread-safe ``push((job, kind, value, text))``.
         width: Most pullers at once: the pool's worker count.
+        pool: The resources jobs must hold to run, or ``None``.
+
+    Attributes:
+        spawn: Submits one more `pull` to the pool (set by the backend);
+            a puller that frees more than it takes starts a puller with it.
     """
 
-    __slots__ = ("_jobs", "_lock", "_pullers", "_push", "closed", "width")
+    __slots__ = (
+        "_jobs",
+        "_lock",
+        "_pool",
+        "_pullers",
+        "_push",
+        "_starting",
+        "closed",
+        "spawn",
+        "width",
+    )
 
     def __init__(
-        self, push: Callable[[tuple[Any, int, Any, str | None]], None], width: int
+        self,
+        push: Callable[[tuple[Any, int, Any, str | None]], None],
+        width: int,
+        pool: ResourcePool[Any] | None = None,
     ) -> None:
         self._jobs: deque[Any] = deque()
-        self._lock = threading.Lock()
+        self._pool = pool
+        self._lock = threading.Lock() if pool is None else pool.lock
         self._pullers = 0
+        # Pullers submitted that have not yet asked for a job.
+        self._starting = 0
         self._push = push
         self.closed = False
+        self.spawn: Callable[[], object] | None = None
         self.width = width
 
     def put(self, jobs: Iterable[Any]) -> int:
@@ -149,11 +200,16 @@ class JobQueue:
             if self.closed:
                 return 0
             self._jobs.extend(jobs)
-            wanted = min(self.width - self._pullers, len(self._jobs))
-            if wanted <= 0:
-                return 0
-            self._pullers += wanted
-            return wanted
+            return self._wanted()
+
+    def _wanted(self) -> int:
+        # Under the lock: pullers to add for the jobs ready to run.
+        wanted = min(self.width - self._pullers, len(self._jobs))
+        if wanted <= 0:
+            return 0
+        self._pullers += wanted
+        self._starting += wanted
+        return wanted
 
     def retire(self, count: int) -> list[Any]:
         """Forget ``count`` pullers that could not be submitted.
@@ -163,6 +219,7 @@ class JobQueue:
         """
         with self._lock:
             self._pullers -= count
+            self._starting -= count
             if self._pullers > 0:
                 return []
             stranded = list(self._jobs)
@@ -174,8 +231,86 @@ class JobQueue:
         with self._lock:
             self.closed = True
             self._jobs.clear()
+            if self._pool is not None:
+                self._pool.clear()
 
-    def _next(self) -> Any:
+    # -- resource accounting -------------------------------------------------
+
+    def admit(
+        self, jobs: Sequence[Any], demands: Sequence[ResourceDemand]
+    ) -> tuple[list[Any], int] | None:
+        """Queue jobs for their resources, then admit what fits (event loop).
+
+        It never waits for the lock, as it runs for every batch: a puller
+        that lost the GIL while holding it would stall the event loop until
+        the interpreter switches threads again (milliseconds). The jobs are
+        queued at once (a deque append needs no lock) and, if the lock is
+        busy, ``None`` asks the caller to try the admission again on a later
+        loop turn; until then the pullers may admit the new jobs themselves.
+
+        Args:
+            jobs: New jobs, in arrival order.
+            demands: What each asks for; each fits the pool's whole capacity.
+
+        Returns:
+            The admitted jobs that are not for the pullers (the caller
+            launches them), and how many new pullers the caller must submit
+            for the admitted ones that are; ``None`` if the lock was busy.
+        """
+        pool = self._pool
+        assert pool is not None  # only a queue with a pool admits
+        if self.closed:
+            return [], 0
+        pool.enqueue_all(zip(jobs, demands, strict=True))
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            others: list[Any] = []
+            if pool.waiting:
+                self._admit_locked(pool, others)
+            return others, self._wanted()
+        finally:
+            self._lock.release()
+
+    def release(self, job: Any) -> bool:
+        """Give back the grant of a job no puller took (event loop).
+
+        Returns:
+            Whether jobs still wait for resources (the caller admits them).
+        """
+        pool = self._pool
+        assert pool is not None
+        with self._lock:
+            grant = job.grant
+            if grant is not None:
+                job.grant = None
+                pool.release(grant)
+            return not self.closed and bool(pool.waiting)
+
+    def _admit_locked(self, pool: ResourcePool[Any], others: list[Any]) -> None:
+        # Under the lock: every head job that fits now, in order; the
+        # pullers' own go to the ready queue, the rest to ``others``.
+        ready = self._jobs
+        take = pool.take
+        while (taken := take(_is_canceled)) is not None:
+            job, grant = taken
+            job.grant = grant
+            if job.threaded:
+                ready.append(job)
+            else:
+                others.append(job)
+
+    def _next(self, done: Any = None) -> Any:
+        """The next job for this puller, or ``None``: the puller then stops.
+
+        Without a pool; `_next_admitted` is its counterpart with one.
+
+        Args:
+            done: The job this puller has just run (``None`` at its start).
+        """
+        if done is None:
+            with self._lock:
+                self._starting -= 1  # this puller has started
         jobs = self._jobs
         while True:
             try:
@@ -195,6 +330,104 @@ class JobQueue:
                     continue
                 job.pulled = True
             return job
+
+    def _next_admitted(self, done: Any) -> Any:
+        # `_next` with a pool. One lock for all of it: give back what
+        # ``done`` held, take the oldest job that may run (admitted earlier,
+        # else the pool's head if it fits now: RQ-5), and wake one more
+        # puller if what is free fits the next head too.
+        pool = self._pool
+        assert pool is not None
+        waiting = pool.waiting
+        others: list[Any] | None = None
+        job: Any = None
+        wake = False
+        with self._lock:
+            if done is None:
+                self._starting -= 1  # this puller has started
+            elif (grant := done.grant) is not None:
+                done.grant = None  # released once, here: a puller took it
+                if not self._jobs and waiting and not self.closed:
+                    head, need = waiting[0]
+                    if need[3] is grant and head.threaded and not head.canceled:
+                        # The default path: the head asks for exactly the
+                        # cores that came back. It takes them over, and the
+                        # pool's counts do not change.
+                        waiting.popleft()
+                        head.grant = grant
+                        head.pulled = True
+                        job = head
+                if job is None:
+                    pool.release(grant)
+            if job is None:
+                if self.closed:
+                    self._pullers -= 1
+                    return None
+                job, others = self._take_locked(pool)
+            if (
+                job is not None
+                and pool.free_cores
+                and waiting
+                and not self._starting
+                and self._pullers < self.width
+                and pool.head_fits()
+            ):
+                # More is free than this puller takes (a bigger grant came
+                # back, or a puller left while the loop queued more): one more
+                # puller, which wakes the next in turn if more still fits.
+                self._pullers += 1
+                self._starting += 1
+                wake = True
+        if others:
+            for admitted in others:
+                self._push((admitted, ADMITTED, None, None))
+        if wake:
+            self._start(1)
+        return job
+
+    def _take_locked(self, pool: ResourcePool[Any]) -> tuple[Any, list[Any] | None]:
+        # Under the lock: the oldest job ready (admitted earlier), else the
+        # pool's head if it fits now. Jobs the pullers do not run that are
+        # admitted on the way are returned for the event loop. No job: this
+        # puller stops.
+        ready = self._jobs
+        others: list[Any] | None = None
+        job: Any = None
+        while ready:
+            job = ready.popleft()
+            # Canceled while ready: it never starts (CN-6); the backend
+            # gives back its grant as it reports it CANCELED.
+            if not job.canceled:
+                break
+            job = None
+        if job is None:
+            take = pool.take
+            while (taken := take(_is_canceled)) is not None:
+                job, grant = taken
+                job.grant = grant
+                if job.threaded:
+                    break
+                # An executable, say: the event loop launches it.
+                (others := others or []).append(job)
+                job = None
+        if job is None:
+            self._pullers -= 1
+        else:
+            job.pulled = True
+        return job, others
+
+    def _start(self, count: int) -> None:
+        # From a pool thread; the caller is a live puller, so a job left
+        # without a new puller still has it.
+        for started in range(count):
+            try:
+                assert self.spawn is not None  # set by the backend
+                self.spawn()
+            except Exception:  # the executor was shut down under us
+                with self._lock:
+                    self._pullers -= count - started
+                    self._starting -= count - started
+                return
 
     def stop(
         self, job: Any
@@ -235,7 +468,9 @@ class JobQueue:
         # run_until_complete (about 18 us a job before).
         puller = _Puller(asyncio.current_task())
         push = self._push
-        while (job := self._next()) is not None:
+        next_job = self._next if self._pool is None else self._next_admitted
+        job = None
+        while (job := next_job(job)) is not None:
             task = job.task
             push((job, RUNNING, None, None))
             is_coroutine = False

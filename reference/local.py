@@ -34,10 +34,12 @@ from reference._children import Child, spawn
 from reference._procpool import ProcessPool
 from reference._resources import Grant, ResourcePool, capacity_from
 from spec import (
+    RESOURCE_KEYS,
     BackendState,
     Capability,
     CapabilityNotSupportedError,
     ResourceCapacity,
+    ResourceDemand,
     ResourceUnavailableError,
     TaskState,
     WorkerLostError,
@@ -54,6 +56,9 @@ _DRAIN_CHUNK = 256
 _SPAWNS_PER_TURN = 8
 
 _Notice = tuple["_Job", int, Any, "str | None"]
+
+# What a task without a resource request asks for (one core); shared.
+_ONE_CORE = ResourceDemand()
 
 
 class _Job(Job):
@@ -75,6 +80,7 @@ class _Job(Job):
         "pulled",
         "ranks",
         "started",
+        "threaded",
         "timed_out",
         "worker",
     )
@@ -84,6 +90,8 @@ class _Job(Job):
         # With resource accounting: what it holds while it runs, and its ranks.
         self.grant: Grant | None = None
         self.ranks = 1
+        # Run by the thread pool's pullers, which admit it themselves.
+        self.threaded = False
         # Process pools: the validated call, and where it runs (_procpool's mark).
         self.call: tuple[Any, ...] | None = None
         self.worker: Any = None
@@ -362,7 +370,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             option is not None for option in (cores, gpus, memory, mpi_launcher)
         )
         self._resources: ResourcePool[_Job] | None = (
-            ResourcePool(capacity_from(cores, gpus, memory)) if accounting else None
+            self._new_pool(capacity_from(cores, gpus, memory)) if accounting else None
         )
         if accounting:
             self.capabilities = self.capabilities | {Capability.RESOURCES}
@@ -389,7 +397,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._exec_queue: deque[_Job] = deque()
         # Function jobs for a thread pool, run by a few long-lived pullers.
         width = 1 if executor is None else _pool_width(executor)
-        self._fn_queue = _workers.JobQueue(self._push, width)
+        self._fn_queue = _workers.JobQueue(self._push, width, self._resources)
+        self._fn_queue.spawn = self._spawn_puller
         self._runners: set[asyncio.Task[None]] = set()
         self._spawn_budget = _SPAWNS_PER_TURN
         self._spawn_waiters: deque[asyncio.Future[None]] = deque()
@@ -510,18 +519,44 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if self._closed:
             return
         pending = self._to_dispatch
-        ready: list[_Job] = []
-        for _ in range(min(len(pending), _DISPATCH_CHUNK)):
-            job = pending.popleft()
-            if job.canceled:
-                continue
-            if self._resources is None:
-                ready.append(job)
-            else:
-                self._wait_for_resources(job, self._resources)
-        if self._resources is not None:
-            ready.extend(self._admitted(self._resources))
-        self._launch(ready)
+        count = min(len(pending), _DISPATCH_CHUNK)
+        pool = self._resources
+        if pool is None:
+            ready: list[_Job] = []
+            for _ in range(count):
+                job = pending.popleft()
+                if not job.canceled:
+                    ready.append(job)
+            self._launch(ready)
+        else:
+            jobs: list[_Job] = []
+            demands: list[ResourceDemand] = []
+            # The default path, inline: a thread-pool function task with no
+            # request asks for one core, which any capacity can give.
+            plain = self._procs is None and not self._async_on_loop
+            for _ in range(count):
+                job = pending.popleft()
+                if job.canceled:
+                    continue
+                task = job.task
+                if (
+                    plain
+                    and not task.get("task_backend_specific_kwargs")
+                    and task.get("function") is not None
+                ):
+                    try:
+                        function_call(task)  # a malformed call fails here
+                    except Exception as exc:
+                        self._fail(job, exc)
+                        continue
+                    job.threaded = True
+                    jobs.append(job)
+                    demands.append(_ONE_CORE)
+                elif (demand := self._wait_for_resources(job, pool)) is not None:
+                    jobs.append(job)
+                    demands.append(demand)
+            self._last_function = None  # keep no task's function past its turn
+            self._admit(jobs, demands)
         if pending and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self._bound_loop().call_soon(self._dispatch)
@@ -573,17 +608,49 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._start_runners()
 
     # -- resource accounting (capability "resources") ----------------------------
+    #
+    # Every job waits in one queue (the pool's), in arrival order, until its
+    # demand fits. Jobs for the thread pool are admitted by the pullers
+    # themselves: a puller gives back what its job held and takes the next
+    # job that fits under one lock, with no trip through the event loop
+    # (_workers.JobQueue). Executables, process-pool and on-loop jobs are
+    # admitted the same way, by whoever frees the resources, and launched
+    # here; their grants come back here too, in _finish.
 
-    def _wait_for_resources(self, job: _Job, pool: ResourcePool[_Job]) -> None:
-        """Queue ``job`` for its resources, or fail it if it can never run."""
+    @staticmethod
+    def _new_pool(capacity: ResourceCapacity) -> ResourcePool[_Job]:
+        """The pool resources are handed out from (a seam for the mutants)."""
+        return ResourcePool(capacity)
+
+    def _wait_for_resources(
+        self, job: _Job, pool: ResourcePool[_Job]
+    ) -> ResourceDemand | None:
+        """Check ``job``'s request: its demand, or ``None`` if it failed.
+
+        A request that can never run fails at once (RQ-2), a malformed one
+        names what is wrong (RQ-3). Also marks the jobs the pullers run.
+        """
         task = job.task
         options = task.get("task_backend_specific_kwargs")
+        is_function = task.get("function") is not None
+        if is_function:
+            try:
+                call = function_call(task)  # a malformed call fails here
+            except Exception as exc:
+                self._fail(job, exc)
+                return None
+            job.threaded = self._procs is None and not (
+                self._async_on_loop and self._is_coroutine_function(call[0])
+            )
+        if options is None or (
+            isinstance(options, dict) and options.keys().isdisjoint(RESOURCE_KEYS)
+        ):
+            return _ONE_CORE  # the default path: one core fits any capacity
         try:
             demand = resource_demand(options if isinstance(options, dict) else None)
         except ValueError as exc:
             self._fail(job, exc)  # RQ-3
-            return
-        is_function = task.get("function") is not None
+            return None
         if is_function and (demand.ranks > 1 or demand.gpus > 0):
             self._fail(
                 job,
@@ -593,7 +660,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                     f"{demand.gpus:g} GPU(s); run it as an executable",
                 ),
             )
-            return
+            return None
         if demand.ranks > 1 and self._mpi_launcher is None:
             self._fail(
                 job,
@@ -603,7 +670,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                     'the backend with mpi_launcher=["mpiexec", "-n", "{ranks}"]',
                 ),
             )
-            return
+            return None
         if not pool.fits(demand):
             capacity = pool.capacity
             memory = (
@@ -620,25 +687,31 @@ class LocalExecutionBackend(BackendBase[_Job]):
                     f"GPU(s) and {memory} in all"
                 ),
             )
-            return
+            return None
         job.ranks = demand.ranks
-        pool.enqueue(job, demand)
+        return demand
 
-    def _admitted(self, pool: ResourcePool[_Job]) -> list[_Job]:
-        """The queued jobs whose resources are free now, each holding its grant."""
-        ready = []
-        for job, grant in pool.admit(skip=self._not_owed):
-            job.grant = grant
-            ready.append(job)
-        return ready
+    def _admit(
+        self, jobs: Sequence[_Job] = (), demands: Sequence[ResourceDemand] = ()
+    ) -> None:
+        """Queue ``jobs`` for their ``demands``; start every job that fits now."""
+        admitted = self._fn_queue.admit(jobs, demands)
+        if admitted is None:  # a puller holds the lock: admit on a later turn
+            self._admit_soon()
+            return
+        others, pullers = admitted
+        self._launch(others)
+        self._start_pullers(pullers)
 
-    def _not_owed(self, job: _Job) -> bool:
-        return not self._owes_result(job)
+    def _admit_soon(self) -> None:
+        if not self._admission_scheduled:
+            self._admission_scheduled = True
+            self._bound_loop().call_soon(self._admit_waiting)
 
     def _admit_waiting(self) -> None:
         self._admission_scheduled = False
         if self._resources is not None and not self._closed:
-            self._launch(self._admitted(self._resources))
+            self._admit()
 
     def _is_coroutine_function(self, func: Callable[..., Any]) -> bool:
         # An engine submits the same few functions over and over: remember
@@ -700,17 +773,29 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 self._report(job.task, TaskState.RUNNING)
 
     def _start_in_threads(self, jobs: list[_Job]) -> None:
+        self._start_pullers(self._fn_queue.put(jobs))
+
+    def _start_pullers(self, wanted: int) -> None:
         queue = self._fn_queue
-        wanted = queue.put(jobs)
         for started in range(wanted):
             try:
-                assert self._executor is not None  # a thread pool has one
-                self._executor.submit(queue.pull)
+                self._spawn_puller()
             except Exception as exc:  # e.g. the executor was shut down under us
                 stranded: list[_Job] = queue.retire(wanted - started)
-                for job in stranded:
-                    self._fail(job, exc)
+                # Their cores come back as they fail: admit the next on a
+                # later turn, not by recursing once per task.
+                launching, self._launching = self._launching, True
+                try:
+                    for job in stranded:
+                        self._fail(job, exc)
+                finally:
+                    self._launching = launching
                 return
+
+    def _spawn_puller(self) -> None:
+        """Submit one more puller to the thread pool (from any thread)."""
+        assert self._executor is not None  # a thread pool has one
+        self._executor.submit(self._fn_queue.pull)
 
     # -- notices from workers --------------------------------------------------
 
@@ -733,6 +818,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             notices.clear()
             return
         report = self._report
+        admitted: list[_Job] = []
         for _ in range(min(len(notices), _DRAIN_CHUNK)):
             job, kind, value, text = notices.popleft()
             if kind == _workers.STOPPED:
@@ -760,27 +846,31 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 task["exception"] = value
                 task["stderr"] = text
                 self._finish(job, TaskState.FAILED)
+            elif kind == _workers.ADMITTED:
+                # A puller admitted it (it holds its resources); it is not
+                # one the pullers run.
+                admitted.append(job)
             else:
                 self._worker_lost(job, value)
+        self._launch(admitted)
         if notices and not self._wake_pending:
             self._wake_pending = True
             self._bound_loop().call_soon(self._drain)
 
     def _finish(self, job: _Job, state: TaskState) -> bool:
-        grant = job.grant
-        if grant is not None and self._resources is not None:
-            job.grant = None
-            self._resources.release(grant)
+        # A job a puller took gives back its grant in that puller, as the
+        # function returns (_workers.JobQueue); any other grant comes back here.
+        waiting = (
+            job.grant is not None and not job.pulled and self._fn_queue.release(job)
+        )
         reported = super()._finish(job, state)
-        if grant is not None and self._resources is not None and not self._closed:
+        if waiting and not self._closed:
             if self._launching:
                 # Inside _launch (a job failed as it was handed over): admit
                 # on a later turn rather than recursing.
-                if not self._admission_scheduled:
-                    self._admission_scheduled = True
-                    self._bound_loop().call_soon(self._admit_waiting)
-            elif len(self._resources):
-                self._launch(self._admitted(self._resources))
+                self._admit_soon()
+            else:
+                self._admit()
         return reported
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
@@ -1119,11 +1209,10 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 if not isinstance(running, str):  # a coroutine in a pool thread
                     with contextlib.suppress(RuntimeError):
                         running[0].call_soon_threadsafe(running[1])
-            self._fn_queue.close()  # pullers take no further job
+            # Pullers take no further job, and none waits for resources.
+            self._fn_queue.close()
             self._to_dispatch.clear()
             self._exec_queue.clear()
-            if self._resources is not None:
-                self._resources.clear()
             if self._procs is not None:
                 self._procs.close()  # busy workers get TERM, then KILL
             if self._executor is not None:

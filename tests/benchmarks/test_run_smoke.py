@@ -101,6 +101,19 @@ def test_engine_rows_pair_each_subject_with_its_ceiling(
     assert ids["T13"]["measured"] == rows["engine-ours-local-thread"]["ratio"]
 
 
+def test_resource_accounting_is_measured_against_it_off(
+    quick_run: tuple[dict, str],
+) -> None:
+    doc, _ = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}
+    for workload in ("async-fn", "sync-fn"):
+        row = rows[(workload, "ours-local-thread-res")]
+        assert row["status"] == "ok", row
+        assert row["baseline"] == "ours-local-thread" and row["ratio"] > 0
+    t16 = {t["id"]: t for t in doc["targets"]}["T16"]
+    assert t16["measured"] == rows[("sync-fn", "ours-local-thread-res")]["ratio"]
+
+
 def test_exec_has_the_bare_posix_spawn_baseline(quick_run: tuple[dict, str]) -> None:
     doc, _ = quick_run
     rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}

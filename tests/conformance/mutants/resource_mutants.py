@@ -44,19 +44,19 @@ class _AcceptsAnything(ResourcePool[Any]):
 class OversizedWaitsForever(_Accounting):
     """RQ-2: a request larger than the capacity is queued, and never runs."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._resources = _AcceptsAnything(self.capacity)
+    @staticmethod
+    def _new_pool(capacity: ResourceCapacity) -> ResourcePool[Any]:
+        return _AcceptsAnything(capacity)
 
 
 class IgnoresMalformedRequests(_Accounting):
     """RQ-3: a malformed request is read as the default one (one core)."""
 
-    def _wait_for_resources(self, job: Any, pool: Any) -> None:
+    def _wait_for_resources(self, job: Any, pool: Any) -> Any:
         options = job.task.get("task_backend_specific_kwargs") or {}
         for key in ("ranks", "cores_per_rank", "gpus_per_rank", "mem_per_rank"):
             options.pop(key, None)
-        super()._wait_for_resources(job, pool)
+        return super()._wait_for_resources(job, pool)
 
 
 class SharesFirstGpu(_Accounting):
@@ -69,30 +69,26 @@ class SharesFirstGpu(_Accounting):
 
 
 class _GreedyPool(ResourcePool[Any]):
-    """Admits any queued job that fits, letting small ones overtake big ones."""
+    """Takes the first queued job that fits, letting small ones overtake big ones."""
 
-    def admit(self, skip: Any) -> list[tuple[Any, Grant]]:
-        admitted = []
-        kept: list[tuple[Any, ResourceDemand]] = []
-        while self._queue:
-            job, demand = self._queue.popleft()
+    def take(self, skip: Any) -> tuple[Any, Grant] | None:
+        for entry in list(self.waiting):
+            job, (cores, *_) = entry
             if skip(job):
-                continue
-            if demand.cores <= self._free_cores:
-                self._free_cores -= demand.cores
-                admitted.append((job, Grant(demand.cores, (), 0)))
-            else:
-                kept.append((job, demand))
-        self._queue.extend(kept)
-        return admitted
+                self.waiting.remove(entry)
+            elif cores <= self.free_cores:
+                self.waiting.remove(entry)
+                self.free_cores -= cores
+                return job, Grant(cores, (), 0)
+        return None
 
 
 class StarvesLargeRequests(_Accounting):
     """RQ-5: one-core tasks overtake a task that needs every core, forever."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._resources = _GreedyPool(self.capacity)
+    @staticmethod
+    def _new_pool(capacity: ResourceCapacity) -> ResourcePool[Any]:
+        return _GreedyPool(capacity)
 
 
 class PromptAnswerInResponse(NoopExecutionBackend):
