@@ -226,7 +226,19 @@ class JobQueue:
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""
         loop = thread_loop()
-        loop.run_until_complete(self._pull(loop))
+        pulling = loop.create_task(self._pull(loop))
+        while True:
+            try:
+                loop.run_until_complete(pulling)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                # The loop lets these out of any task or callback, e.g. a
+                # task a job left behind; they stop the loop, not the puller
+                # (_pull catches its jobs' own). Left pending, the puller's
+                # job would never be reported, nor the jobs queued behind it.
+                # That task keeps its exception, logged as never retrieved.
+                if pulling.done():
+                    raise
 
     async def _pull(self, loop: asyncio.AbstractEventLoop) -> None:
         # The puller is one asyncio task on this thread's loop for as long as

@@ -261,3 +261,46 @@ async def test_a_job_that_cancels_its_own_task_leaves_the_next_job_alone(
     assert recorder.final("self") in (TaskState.DONE, TaskState.FAILED)
     assert recorder.final("next") is TaskState.DONE
     assert tasks[1]["return_value"] == "finished"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("returns", [False, True], ids=["awaits", "returns"])
+async def test_a_background_task_s_system_exit_does_not_kill_the_puller(
+    recorder: Recorder, kind: type[BaseException], returns: bool
+) -> None:
+    """SystemExit out of a job's own task escapes the loop, not the puller's job.
+
+    The loop lets SystemExit and KeyboardInterrupt out of ``run_until_complete``
+    whichever task raised them; the puller must carry on with its job and the
+    queue, or every task behind it waits forever.
+    """
+
+    spawned: list[asyncio.Task[None]] = []
+
+    async def spawns_a_raising_task() -> str:
+        async def background() -> None:
+            raise kind("from a background task")
+
+        spawned.append(asyncio.get_running_loop().create_task(background()))
+        if not returns:
+            await asyncio.sleep(0.01)  # it raises while this job is suspended
+        return "spawner"
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "spawner", "function": spawns_a_raising_task},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+        {"uid": "last", "function": _add, "args": (3, 4)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["spawner", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("spawner") is TaskState.DONE
+    assert tasks[0]["return_value"] == "spawner"
+    assert [tasks[1]["return_value"], tasks[2]["return_value"]] == [3, 7]
+    assert not recorder.violations
+    # It stays on the task that raised it (retrieved here, so none is logged).
+    assert isinstance(spawned[0].exception(), kind)
