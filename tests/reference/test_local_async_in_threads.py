@@ -304,3 +304,52 @@ async def test_a_background_task_s_system_exit_does_not_kill_the_puller(
     assert not recorder.violations
     # It stays on the task that raised it (retrieved here, so none is logged).
     assert isinstance(spawned[0].exception(), kind)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("leftover", ["callback", "task"])
+async def test_a_cancel_left_behind_by_an_ended_job_does_not_hit_the_next(
+    recorder: Recorder, leftover: str
+) -> None:
+    """A job's leftovers that cancel "its" task once it has ended hit nothing.
+
+    As a task of its own, the job's task would be done by then; sharing the
+    puller's task must not turn the cancel on the job that runs next.
+    """
+
+    left: list[asyncio.Task[None]] = []
+
+    async def leaves_a_cancel_behind() -> str:
+        current = asyncio.current_task()
+        assert current is not None
+        loop = asyncio.get_running_loop()
+        if leftover == "callback":  # e.g. a watchdog it did not call off
+            loop.call_soon(current.cancel)
+        else:
+
+            async def cancels_later() -> None:
+                current.cancel()
+
+            left.append(loop.create_task(cancels_later()))
+        return "left"  # before the loop runs what it left behind
+
+    async def next_on_the_same_thread() -> str:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return "finished"
+
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "leaves", "function": leaves_a_cancel_behind},
+        {"uid": "next", "function": next_on_the_same_thread},
+        {"uid": "last", "function": next_on_the_same_thread},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["leaves", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("leaves") is TaskState.DONE
+    assert recorder.final("next") is TaskState.DONE, tasks[1].get("exception")
+    assert recorder.final("last") is TaskState.DONE
+    assert not recorder.violations
