@@ -231,13 +231,15 @@ class JobQueue:
             try:
                 loop.run_until_complete(pulling)
                 return
-            except (SystemExit, KeyboardInterrupt):
-                # The loop lets these out of any task or callback, e.g. a
-                # task a job left behind; they stop the loop, not the puller
-                # (_pull catches its jobs' own). Left pending, the puller's
-                # job would never be reported, nor the jobs queued behind it.
-                # That task keeps its exception, logged as never retrieved.
-                if pulling.done():
+            except BaseException:
+                # The loop stopped with the puller still pending: a job
+                # called loop.stop(), or SystemExit / KeyboardInterrupt came
+                # out of a task or callback a job started (the loop lets
+                # them out of any; _pull catches its jobs' own, and that
+                # task keeps its exception, logged as never retrieved).
+                # Left pending, the puller's job would never be reported,
+                # nor the jobs queued behind it: run the loop on.
+                if pulling.done() or loop.is_closed():
                     raise
 
     async def _pull(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -353,3 +353,32 @@ async def test_a_cancel_left_behind_by_an_ended_job_does_not_hit_the_next(
     assert recorder.final("next") is TaskState.DONE, tasks[1].get("exception")
     assert recorder.final("last") is TaskState.DONE
     assert not recorder.violations
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("returns", [False, True], ids=["awaits", "returns"])
+async def test_a_job_that_stops_the_loop_does_not_stop_the_puller(
+    recorder: Recorder, returns: bool
+) -> None:
+    """loop.stop() in a job stops the puller's loop, but not the puller's job."""
+
+    async def stops_the_loop() -> str:
+        asyncio.get_running_loop().stop()
+        if not returns:
+            await asyncio.sleep(0.01)  # the loop stops while it is suspended
+        return "carried on"
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "stops", "function": stops_the_loop},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+        {"uid": "last", "function": _add, "args": (3, 4)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["stops", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert [recorder.final(t["uid"]) for t in tasks] == [TaskState.DONE] * 3
+    assert [t["return_value"] for t in tasks] == ["carried on", 3, 7]
+    assert not recorder.violations
