@@ -19,7 +19,7 @@ import pickle
 import threading
 import traceback
 import types
-from asyncio import _set_running_loop
+from asyncio import _get_running_loop, _set_running_loop
 from collections import deque
 from collections.abc import (
     Callable,
@@ -226,6 +226,10 @@ class JobQueue:
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""
         loop = thread_loop()
+        if _get_running_loop() is not None:  # e.g. an executor that runs it inline
+            raise RuntimeError(
+                "JobQueue.pull cannot run in a thread whose event loop is running"
+            )
         pulling = _PullerTask(self._pull(loop), loop=loop)
         while True:
             try:
@@ -238,7 +242,8 @@ class JobQueue:
                 # them out of any; _pull catches its jobs' own, and that
                 # task keeps its exception, logged as never retrieved).
                 # Left pending, the puller's job would never be reported,
-                # nor the jobs queued behind it: run the loop on.
+                # nor the jobs queued behind it: run the loop on (unless it
+                # is closed: trying again would spin forever).
                 if pulling.done() or loop.is_closed():
                     raise
 

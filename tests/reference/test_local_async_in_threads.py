@@ -382,3 +382,30 @@ async def test_a_job_that_stops_the_loop_does_not_stop_the_puller(
     assert [recorder.final(t["uid"]) for t in tasks] == [TaskState.DONE] * 3
     assert [t["return_value"] for t in tasks] == ["carried on", 3, 7]
     assert not recorder.violations
+
+
+def test_a_puller_in_a_thread_that_runs_a_loop_raises_rather_than_spins() -> None:
+    """E.g. an executor that runs what it is given inline, on the caller's loop."""
+
+    async def job() -> int:
+        return 1
+
+    raised: list[BaseException] = []
+
+    def pull_inside_a_running_loop() -> None:
+        async def main() -> None:
+            queue = _workers.JobQueue(lambda notice: None, 1)
+            assert queue.put([_Job(job)]) == 1
+            try:
+                queue.pull()
+            except RuntimeError as exc:
+                raised.append(exc)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=pull_inside_a_running_loop, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(raised) == 1
+    assert "event loop is running" in str(raised[0])
