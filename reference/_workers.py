@@ -20,7 +20,7 @@ import pickle
 import threading
 import traceback
 import types
-from asyncio import _set_running_loop
+from asyncio import _get_running_loop, _set_running_loop
 from collections import deque
 from collections.abc import (
     Callable,
@@ -459,7 +459,26 @@ class JobQueue:
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""
         loop = thread_loop()
-        loop.run_until_complete(self._pull(loop))
+        if _get_running_loop() is not None:  # e.g. an executor that runs it inline
+            raise RuntimeError(
+                "JobQueue.pull cannot run in a thread whose event loop is running"
+            )
+        pulling = _PullerTask(self._pull(loop), loop=loop)
+        while True:
+            try:
+                loop.run_until_complete(pulling)
+                return
+            except BaseException:
+                # The loop stopped with the puller still pending: a job
+                # called loop.stop(), or SystemExit / KeyboardInterrupt came
+                # out of a task or callback a job started (the loop lets
+                # them out of any; _pull catches its jobs' own, and that
+                # task keeps its exception, logged as never retrieved).
+                # Left pending, the puller's job would never be reported,
+                # nor the jobs queued behind it: run the loop on (unless it
+                # is closed: trying again would spin forever).
+                if pulling.done() or loop.is_closed():
+                    raise
 
     async def _pull(self, loop: asyncio.AbstractEventLoop) -> None:
         # The puller is one asyncio task on this thread's loop for as long as
@@ -516,13 +535,20 @@ class JobQueue:
                 raise asyncio.CancelledError
             job.coro = (loop, puller)
             puller.job = job
+        # Its own copy of the context, as an asyncio task would have, marked
+        # as this job's: so are the callbacks and tasks it starts, which run
+        # in (copies of) it, and _PullerTask.cancel can tell their requests.
+        context = contextvars.copy_context()
+        token = object()  # not the job: what it leaves behind must not hold it
+        context.run(_JOB_TOKEN.set, token)
+        puller.task.awaiting = token
         try:
-            # Its own copy of the context, as an asyncio task would have.
-            return await _in_context(contextvars.copy_context(), coro)
+            return await _in_context(context, coro)
         finally:
             with self._lock:
                 job.coro = None
             puller.job = None
+            puller.task.awaiting = None
             if puller.cancel_requested():
                 # Meant for this job (ours, or its own current_task().cancel()):
                 # one not thrown in yet would hit the next job, so take it here.
@@ -531,13 +557,43 @@ class JobQueue:
                 puller.forget_cancels()
 
 
+_JOB_TOKEN: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "_JOB_TOKEN", default=None
+)
+"""In a coroutine job's context: a token of that job (see `_PullerTask`)."""
+
+
+class _PullerTask(asyncio.Task[None]):
+    """A puller's task: it drops the cancels a job left behind once it ended.
+
+    A job's coroutine runs inside this task, so ``asyncio.current_task()`` in
+    it, and in the callbacks and tasks it starts, is this task. As a task of
+    its own, the job's task would be done when such a leftover (a watchdog
+    not called off, a task holding it) cancels it, and nothing would happen;
+    here the cancel would hit the job the puller runs by then. So a request
+    made in a job's context while that job is not the one being awaited is
+    dropped. Requests from outside any job's context pass (`_Puller.cancel`
+    bypasses this check anyway).
+    """
+
+    awaiting: object | None = None
+    """The token of the job being awaited (`_JOB_TOKEN`), if any."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the task, unless a job that has ended asks (then return False)."""
+        requester = _JOB_TOKEN.get()
+        if requester is not None and requester is not self.awaiting:
+            return False
+        return super().cancel(msg)
+
+
 class _Puller:
     """A puller's asyncio task and the coroutine job it is awaiting, if any."""
 
     __slots__ = ("_cancelling", "_uncancel", "job", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        assert task is not None  # _pull runs as a task
+        assert isinstance(task, _PullerTask)  # _pull runs as one (pull)
         self.task = task
         self.job: Any = None
         # Python 3.11+ counts cancel requests.
@@ -551,7 +607,7 @@ class _Puller:
         in ``job``, or already past it (then there is nothing to stop).
         """
         if self.job is job:
-            self.task.cancel()
+            asyncio.Task.cancel(self.task)  # the backend's: no leftover's check
 
     def cancel_requested(self) -> bool:
         """Whether a cancel request is left on the task."""

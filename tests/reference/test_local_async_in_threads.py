@@ -261,3 +261,151 @@ async def test_a_job_that_cancels_its_own_task_leaves_the_next_job_alone(
     assert recorder.final("self") in (TaskState.DONE, TaskState.FAILED)
     assert recorder.final("next") is TaskState.DONE
     assert tasks[1]["return_value"] == "finished"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("returns", [False, True], ids=["awaits", "returns"])
+async def test_a_background_task_s_system_exit_does_not_kill_the_puller(
+    recorder: Recorder, kind: type[BaseException], returns: bool
+) -> None:
+    """SystemExit out of a job's own task escapes the loop, not the puller's job.
+
+    The loop lets SystemExit and KeyboardInterrupt out of ``run_until_complete``
+    whichever task raised them; the puller must carry on with its job and the
+    queue, or every task behind it waits forever.
+    """
+
+    spawned: list[asyncio.Task[None]] = []
+
+    async def spawns_a_raising_task() -> str:
+        async def background() -> None:
+            raise kind("from a background task")
+
+        spawned.append(asyncio.get_running_loop().create_task(background()))
+        if not returns:
+            await asyncio.sleep(0.01)  # it raises while this job is suspended
+        return "spawner"
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "spawner", "function": spawns_a_raising_task},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+        {"uid": "last", "function": _add, "args": (3, 4)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["spawner", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("spawner") is TaskState.DONE
+    assert tasks[0]["return_value"] == "spawner"
+    assert [tasks[1]["return_value"], tasks[2]["return_value"]] == [3, 7]
+    assert not recorder.violations
+    # It stays on the task that raised it (retrieved here, so none is logged).
+    assert isinstance(spawned[0].exception(), kind)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("leftover", ["callback", "task"])
+async def test_a_cancel_left_behind_by_an_ended_job_does_not_hit_the_next(
+    recorder: Recorder, leftover: str
+) -> None:
+    """A job's leftovers that cancel "its" task once it has ended hit nothing.
+
+    As a task of its own, the job's task would be done by then; sharing the
+    puller's task must not turn the cancel on the job that runs next.
+    """
+
+    left: list[asyncio.Task[None]] = []
+
+    async def leaves_a_cancel_behind() -> str:
+        current = asyncio.current_task()
+        assert current is not None
+        loop = asyncio.get_running_loop()
+        if leftover == "callback":  # e.g. a watchdog it did not call off
+            loop.call_soon(current.cancel)
+        else:
+
+            async def cancels_later() -> None:
+                current.cancel()
+
+            left.append(loop.create_task(cancels_later()))
+        return "left"  # before the loop runs what it left behind
+
+    async def next_on_the_same_thread() -> str:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return "finished"
+
+    backend = await _backend(1, recorder)
+    tasks: list[dict[str, Any]] = [
+        {"uid": "leaves", "function": leaves_a_cancel_behind},
+        {"uid": "next", "function": next_on_the_same_thread},
+        {"uid": "last", "function": next_on_the_same_thread},
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["leaves", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("leaves") is TaskState.DONE
+    assert recorder.final("next") is TaskState.DONE, tasks[1].get("exception")
+    assert recorder.final("last") is TaskState.DONE
+    assert not recorder.violations
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("returns", [False, True], ids=["awaits", "returns"])
+async def test_a_job_that_stops_the_loop_does_not_stop_the_puller(
+    recorder: Recorder, returns: bool
+) -> None:
+    """loop.stop() in a job stops the puller's loop, but not the puller's job."""
+
+    async def stops_the_loop() -> str:
+        asyncio.get_running_loop().stop()
+        if not returns:
+            await asyncio.sleep(0.01)  # the loop stops while it is suspended
+        return "carried on"
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "stops", "function": stops_the_loop},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+        {"uid": "last", "function": _add, "args": (3, 4)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["stops", "next", "last"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert [recorder.final(t["uid"]) for t in tasks] == [TaskState.DONE] * 3
+    assert [t["return_value"] for t in tasks] == ["carried on", 3, 7]
+    assert not recorder.violations
+
+
+def test_a_puller_in_a_thread_that_runs_a_loop_raises_rather_than_spins() -> None:
+    """E.g. an executor that runs what it is given inline, on the caller's loop."""
+
+    async def job() -> int:
+        return 1
+
+    raised: list[BaseException] = []
+
+    def pull_inside_a_running_loop() -> None:
+        async def main() -> None:
+            queue = _workers.JobQueue(lambda notice: None, 1)
+            assert queue.put([_Job(job)]) == 1
+            try:
+                queue.pull()
+            except RuntimeError as exc:
+                raised.append(exc)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=pull_inside_a_running_loop, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(raised) == 1
+    assert "event loop is running" in str(raised[0])
