@@ -155,6 +155,9 @@ async def rejects_uid_in_flight(h: Harness) -> None:
             "SB-4",
             f"uid {uid!r} resubmitted while in flight",
         )
+        # Released first: a backend with one worker, held by the blocker,
+        # could not run the resubmitted task.
+        h.release_all()
         await _nothing_accepted(h, [other], "SB-4")
     h.release_all()
     await h.wait_terminal([uid])

@@ -17,6 +17,11 @@ def thread_pool() -> LocalExecutionBackend:
     return LocalExecutionBackend(ThreadPoolExecutor(4))
 
 
+def one_thread() -> LocalExecutionBackend:
+    """A thread pool of one: the suite must not need two workers."""
+    return LocalExecutionBackend(ThreadPoolExecutor(1))
+
+
 def async_on_loop() -> LocalExecutionBackend:
     """``async def`` function tasks on the caller's event loop, sync ones in threads."""
     return LocalExecutionBackend(ThreadPoolExecutor(4), async_on_loop=True)

@@ -9,7 +9,13 @@ process-pool and the ``async_on_loop=True`` configurations through
 from __future__ import annotations
 
 import pytest
-from local_pools import async_on_loop, process_pool, thread_pool, with_resources
+from local_pools import (
+    async_on_loop,
+    one_thread,
+    process_pool,
+    thread_pool,
+    with_resources,
+)
 
 import spec
 from conformance import Outcome, run
@@ -30,7 +36,7 @@ class TestLocalThreadPoolConformance(ConformanceSuite):
         return thread_pool
 
 
-@pytest.mark.parametrize("factory", [process_pool, async_on_loop])
+@pytest.mark.parametrize("factory", [process_pool, async_on_loop, one_thread])
 def test_local_configuration_conforms(factory: BackendFactory) -> None:
     report = run(factory)
     assert report.ok, report.to_text()
