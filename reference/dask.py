@@ -635,11 +635,21 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                         # Many callbacks in one turn would stall the loop (SC-3).
                         reported = 0
                         await asyncio.sleep(0)
+        gathered = {f.key for f in finished}
         for future in batch:
-            if future.status == "finished":
+            if future.key in gathered:
+                continue
+            status = future.status
+            if status not in ("error", "cancelled"):
+                # "lost" (or "pending", or "finished" again): its result was
+                # on a worker that died before it was fetched, and Dask runs
+                # it again. Not an error: it is watched again and reported
+                # when it comes back (issue 11's flake failed its tasks here).
+                if self._ac is not None:
+                    self._ac.add(future)
                 continue
             error: BaseException
-            if future.status == "cancelled":
+            if status == "cancelled":
                 error = WorkerLostError(
                     "Dask canceled the task without being asked to "
                     "(lost connection to the scheduler?)"

@@ -141,6 +141,14 @@ def exit_worker(code: int = 7) -> None:
     os._exit(code)
 
 
+def exit_worker_when(path: str, limit: float = 60.0, code: int = 7) -> None:
+    """Wait (at most ``limit`` s) until ``path`` exists, then kill this process."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not os.path.exists(path):
+        time.sleep(0.01)
+    os._exit(code)
+
+
 def note_start(directory: str, uid: str, seconds: float = 0.0) -> str:
     """Record when this task started (``<directory>/<uid>``), sleep, return uid."""
     with open(os.path.join(directory, uid), "w") as f:
