@@ -189,3 +189,25 @@ class UnpicklesToCancelledError:
 
 def return_cancel_bomb() -> UnpicklesToCancelledError:
     return UnpicklesToCancelledError()
+
+
+def span(path: str, seconds: float) -> str:
+    """Hold the task ``seconds``; write ``"<start> <end>"`` (epoch s) to ``path``."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(f"{start} {time.time()}")
+    return path
+
+
+def peak_overlap(spans: list[tuple[float, float, int]]) -> int:
+    """The most cores held at once by ``(start, end, cores)`` spans."""
+    events = sorted(
+        [(s, c) for s, _, c in spans] + [(e, -c) for _, e, c in spans],
+        key=lambda ev: (ev[0], ev[1]),  # an end before a start at the same time
+    )
+    held = peak = 0
+    for _, change in events:
+        held += change
+        peak = max(peak, held)
+    return peak
