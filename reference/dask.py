@@ -193,6 +193,16 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             chunking.
         kill_grace: Seconds between SIGTERM and SIGKILL when an executable
             is canceled or times out.
+        resources: Honour resource requests (``ranks``, ``cores_per_rank``,
+            ``gpus_per_rank``, ``mem_per_rank``); implied by ``cores``,
+            ``gpus`` or ``memory``. Needs the backend's own cluster, which
+            is then one worker with ``cores`` threads declaring the Dask
+            resources ``CPU``, ``GPU`` and ``MEMORY`` (MB); the backend
+            declares the ``resources`` capability (docs/dask.md#resources).
+        cores: Cores to hand out; ``os.cpu_count()`` when ``None``.
+        gpus: GPU ids to hand out; those in ``CUDA_VISIBLE_DEVICES`` when
+            ``None``.
+        memory: MB to hand out; ``None`` leaves memory unaccounted.
         **cluster_kwargs: Passed to `distributed.LocalCluster` when the
             backend owns its cluster (e.g. ``n_workers=2,
             threads_per_worker=1``).
@@ -200,15 +210,20 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
             with either, a ``client`` that is not asynchronous, a
-            ``chunk_size`` below 1, or a ``kill_grace`` that is negative,
-            NaN, infinite or above 1e9 seconds.
-        TypeError: A ``chunk_size`` that is not an int, or a ``kill_grace``
-            that is not a number.
+            ``chunk_size`` below 1, a ``kill_grace`` that is negative,
+            NaN, infinite or above 1e9 seconds, resource accounting with a
+            ``client``, an ``address`` or ``n_workers``,
+            ``threads_per_worker`` or ``resources`` cluster options, or an
+            out-of-range ``cores``, ``gpus`` or ``memory``.
+        TypeError: A ``chunk_size`` that is not an int, a ``kill_grace``
+            that is not a number, or a ``cores``, ``gpus`` or ``memory`` of
+            the wrong type.
     """
 
     # crash_isolation: a worker death fails only the task that caused it
     # (_settle_lost). Not preemptive_cancel: a running function in a worker
-    # thread cannot be stopped.
+    # thread cannot be stopped. resources is added per instance, with
+    # accounting on.
     capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
         Capability.CRASH_ISOLATION
     }
