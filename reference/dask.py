@@ -849,8 +849,11 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             try:
                 return list(await self._client.gather(futures, direct=True))
             except Exception:
-                # Workers behind a gateway or firewall: stop trying directly.
-                self._direct_gather = False
+                if not any(f.status == "error" for f in futures):
+                    # Workers behind a gateway or firewall: stop trying
+                    # directly. (Not for a task's own error, e.g. a chunk
+                    # that died with a worker while Dask recomputed it.)
+                    self._direct_gather = False
         try:
             return list(await self._client.gather(futures, direct=False))
         except Exception:
