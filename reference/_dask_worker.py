@@ -98,14 +98,22 @@ class FunctionBatch:
             worker died with the chunk on it.
         key: The Dask task's key (the chunk's), under which the keys this
             chunk started are remembered once it returns.
+        one_at_a_time: Run ``async def`` functions one after the other too,
+            not concurrently: with resource accounting the chunk holds one
+            core, and each of its tasks asked for one (RQ-1).
     """
 
     def __init__(
-        self, items: list[tuple[str, bytes]], isolated: bool = False, key: str = ""
+        self,
+        items: list[tuple[str, bytes]],
+        isolated: bool = False,
+        key: str = "",
+        one_at_a_time: bool = False,
     ) -> None:
         self.items = items
         self.isolated = isolated
         self.key = key  # the Dask task's key: what `cancel_keys` is told
+        self.one_at_a_time = one_at_a_time
 
 
 class ExecutableJob:
@@ -353,7 +361,8 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
 
     Sync functions run one after the other in this worker thread; the
     coroutines of ``async def`` functions then run concurrently on the
-    thread's persistent event loop. An isolated batch runs each task in a
+    thread's persistent event loop (one after the other as well, with
+    ``one_at_a_time``). An isolated batch runs each task in a
     child process instead (`_run_isolated`).
 
     Args:
@@ -380,6 +389,10 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
             started = _start_item(blob)
             if isinstance(started, tuple):
                 outcomes[index] = started
+            elif batch.one_at_a_time:
+                outcomes[index] = thread_loop().run_until_complete(
+                    _await_outcome(started)
+                )
             else:
                 pending.append((index, started))
         if pending:

@@ -629,6 +629,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         """
         chunks: list[_Chunk] = []
         batches: list[_worker.FunctionBatch] = []
+        accounted = self._capacity is not None  # a chunk holds one core
         items: list[tuple[str, bytes]] = []
         members: list[_Entry] = []
         if isolated:
@@ -650,12 +651,14 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             if len(items) >= size:
                 chunk = self._new_chunk(members, isolated=isolated)
                 chunks.append(chunk)
-                batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
+                batches.append(
+                    _worker.FunctionBatch(items, isolated, chunk.key, accounted)
+                )
                 items, members = [], []
         if items:
             chunk = self._new_chunk(members, isolated=isolated)
             chunks.append(chunk)
-            batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
+            batches.append(_worker.FunctionBatch(items, isolated, chunk.key, accounted))
         if chunks:
             self._submit(_worker.run_functions, chunks, batches)
 

@@ -211,3 +211,12 @@ def peak_overlap(spans: list[tuple[float, float, int]]) -> int:
         held += change
         peak = max(peak, held)
     return peak
+
+
+async def async_span(path: str, seconds: float) -> str:
+    """`span` awaiting instead of sleeping in its thread."""
+    start = time.time()
+    await asyncio.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(f"{start} {time.time()}")
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dask_helpers import Recorder, add, block, peak_overlap, span
+from _dask_helpers import Recorder, add, async_span, block, peak_overlap, span
 
 from spec import (
     Capability,
@@ -376,3 +376,28 @@ async def test_without_accounting_requests_are_ignored(address: str) -> None:
         await asyncio.wait_for(backend.shutdown(), 60)
     assert recorder.states["big"] == [TaskState.DONE]
     assert task["return_value"] == 3
+
+
+async def test_async_functions_in_one_chunk_hold_one_core_each(tmp_path: Path) -> None:
+    # A chunk holds one core; its async def tasks, one core each, must not
+    # run concurrently on the worker thread's loop (they would without
+    # accounting, where a chunk's coroutines are gathered).
+    backend = DaskExecutionBackend(cores=1, chunk_size=6)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    uids = [f"a{i}" for i in range(6)]
+    tasks = [
+        {"uid": u, "function": async_span, "args": (str(tmp_path / u), 0.1)}
+        for u in uids
+    ]
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(*uids)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert all(recorder.states[u] == [TaskState.DONE] for u in uids)
+    spans = []
+    for u in uids:
+        start, end = (float(x) for x in (tmp_path / u).read_text().split())
+        spans.append((start, end, 1))
+    assert peak_overlap(spans) == 1, sorted(spans)
