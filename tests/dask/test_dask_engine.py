@@ -65,7 +65,7 @@ async def test_requests_are_honoured_under_the_engine(tmp_path: Any) -> None:
         @flow.executable_task
         async def span(i: int, task_description: dict[str, Any] = {}) -> str:  # noqa: B006
             out = tmp_path / f"span{i}"
-            return f"s=$(date +%s.%N); sleep 0.2; echo $s $(date +%s.%N) > {out}"
+            return f"s=$(date +%s.%N); sleep 0.5; echo $s $(date +%s.%N) > {out}"
 
         results = await asyncio.wait_for(
             asyncio.gather(

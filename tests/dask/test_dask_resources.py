@@ -59,7 +59,7 @@ async def test_running_requests_never_exceed_the_cores(tmp_path: Path) -> None:
     for i in range(8):
         uid = f"e{i}"
         out = tmp_path / uid
-        body = f's=$(date +%s.%N); sleep 0.2; echo "$s $(date +%s.%N)" > "{out}"'
+        body = f's=$(date +%s.%N); sleep 0.5; echo "$s $(date +%s.%N)" > "{out}"'
         tasks.append(_shell(uid, body, cores_per_rank=1))
         cores[uid] = 1
     for i in range(4):
