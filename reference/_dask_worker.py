@@ -98,14 +98,22 @@ class FunctionBatch:
             worker died with the chunk on it.
         key: The Dask task's key (the chunk's), under which the keys this
             chunk started are remembered once it returns.
+        one_at_a_time: Run ``async def`` functions one after the other too,
+            not concurrently: with resource accounting the chunk holds one
+            core, and each of its tasks asked for one (RQ-1).
     """
 
     def __init__(
-        self, items: list[tuple[str, bytes]], isolated: bool = False, key: str = ""
+        self,
+        items: list[tuple[str, bytes]],
+        isolated: bool = False,
+        key: str = "",
+        one_at_a_time: bool = False,
     ) -> None:
         self.items = items
         self.isolated = isolated
         self.key = key  # the Dask task's key: what `cancel_keys` is told
+        self.one_at_a_time = one_at_a_time
 
 
 class ExecutableJob:
@@ -119,13 +127,25 @@ class ExecutableJob:
             own task there, never the ``client.map`` carrying others.
         work_dir: Directory for ``capture_stdio`` files.
         grace: Seconds between SIGTERM and SIGKILL at a timeout.
+        gpus: Whole GPUs the task holds (resource accounting, RQ-4).
+        gpu_pool: The worker's GPU ids, among which ``gpus`` are taken.
     """
 
-    def __init__(self, key: str, task: bytes, work_dir: str, grace: float):
+    def __init__(
+        self,
+        key: str,
+        task: bytes,
+        work_dir: str,
+        grace: float,
+        gpus: int = 0,
+        gpu_pool: tuple[str, ...] = (),
+    ):
         self.key = key
         self.task = task
         self.work_dir = work_dir
         self.grace = grace
+        self.gpus = gpus
+        self.gpu_pool = gpu_pool
 
 
 _FORGET_CANCELED_AFTER = 600.0  # seconds a canceled-but-unseen key is remembered
@@ -139,6 +159,29 @@ _running: dict[str, str] = {}
 # the result in the worker's data). Bounded, oldest first out.
 _returned: dict[str, frozenset[str]] = {}
 _RETURNED_KEPT = 1024
+# GPU ids free on this worker, per pool (the ids the client declared for it).
+# Dask's "GPU" resource bounds how many the running tasks hold in all; this
+# says which ones, so no two running tasks are given the same id (RQ-4).
+_free_gpus: dict[tuple[str, ...], list[str]] = {}
+
+
+def _take_gpus(pool: tuple[str, ...], count: int) -> tuple[str, ...]:
+    """Hand out ``count`` ids of ``pool`` exclusively until `_give_gpus`."""
+    with _lock:
+        free = _free_gpus.setdefault(pool, list(pool))
+        if count > len(free):  # Dask's accounting forbids it; never share
+            raise RuntimeError(
+                f"asked for {count} GPU(s) of {list(pool)}, but only "
+                f"{free} are free on this worker"
+            )
+        taken = tuple(free[:count])
+        del free[:count]
+        return taken
+
+
+def _give_gpus(pool: tuple[str, ...], ids: tuple[str, ...]) -> None:
+    with _lock:
+        _free_gpus.setdefault(pool, []).extend(ids)
 
 
 # -- cancellation registry ------------------------------------------------------
@@ -318,7 +361,8 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
 
     Sync functions run one after the other in this worker thread; the
     coroutines of ``async def`` functions then run concurrently on the
-    thread's persistent event loop. An isolated batch runs each task in a
+    thread's persistent event loop (one after the other as well, with
+    ``one_at_a_time``). An isolated batch runs each task in a
     child process instead (`_run_isolated`).
 
     Args:
@@ -345,6 +389,10 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
             started = _start_item(blob)
             if isinstance(started, tuple):
                 outcomes[index] = started
+            elif batch.one_at_a_time:
+                outcomes[index] = thread_loop().run_until_complete(
+                    _await_outcome(started)
+                )
             else:
                 pending.append((index, started))
         if pending:
@@ -477,6 +525,19 @@ def run_executable(job: ExecutableJob) -> Outcome:
             )
         )
 
+    gpus: tuple[str, ...] = ()
+    if job.gpus:
+        try:
+            gpus = _take_gpus(job.gpu_pool, job.gpus)
+        except RuntimeError as exc:
+            return _failure(exc)
+        # Only its own GPUs: env replaces the whole environment, so start
+        # from the task's own env, or the worker's.
+        options = task.setdefault("task_backend_specific_kwargs", {})
+        env = options.get("env")
+        env = dict(os.environ if env is None else env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        options["env"] = env
     spawned = False
 
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
@@ -500,6 +561,8 @@ def run_executable(job: ExecutableJob) -> Outcome:
     except _CanceledBeforeStart:
         return (CANCELED, None, "", "", "")
     finally:
+        if gpus:
+            _give_gpus(job.gpu_pool, gpus)
         with _lock:
             _children.pop(key, None)
             # Canceled while running: it was killed, and said so. Else it ran.

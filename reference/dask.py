@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -53,14 +53,20 @@ from reference._base import (
     function_call,
 )
 from reference._executables import build_command, parse_options
+from reference._resources import capacity_from
 from spec import (
     BackendError,
     BackendState,
     Capability,
+    CapabilityNotSupportedError,
+    ResourceCapacity,
+    ResourceDemand,
+    ResourceUnavailableError,
     StandInError,
     TaskKind,
     TaskState,
     WorkerLostError,
+    resource_demand,
     task_kind,
 )
 
@@ -75,7 +81,7 @@ except ImportError as _missing:  # pragma: no cover - exercised with a fake impo
         f"({_missing})"
     ) from _missing
 
-__all__ = ["DaskExecutionBackend", "shared_local_backend"]
+__all__ = ["DaskExecutionBackend", "shared_local_backend", "shared_resources_backend"]
 
 # distributed is only partly annotated; its entry points are used untyped.
 _dd: Any = _distributed
@@ -93,12 +99,24 @@ _CANCELED = _worker.CANCELED
 _EXEC_FIELDS = ("uid", "executable", "arguments", "capture_stdio")
 _EXEC_OPTIONS = ("shell", "cwd", "env", "timeout")
 _MAX_LOSSES = 3  # worker deaths a task survives (re-run isolated) before it fails
+_ONE_CORE = ResourceDemand()  # a task without a request
+# LocalCluster options the backend sets itself when it accounts resources.
+_ACCOUNTING_OPTIONS = ("n_workers", "threads_per_worker", "nthreads", "resources")
 
 
 class _Entry(Job):
     """One accepted task and where it is on the cluster."""
 
-    __slots__ = ("asking", "chunk", "held", "key", "kind", "losses", "skipped")
+    __slots__ = (
+        "asking",
+        "chunk",
+        "demand",
+        "held",
+        "key",
+        "kind",
+        "losses",
+        "skipped",
+    )
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
@@ -113,6 +131,7 @@ class _Entry(Job):
         # the answer says it was not stopped (its outcome then stands).
         self.held: Callable[[], None] | None = None
         self.skipped = False  # the held outcome says a worker skipped it
+        self.demand = _ONE_CORE  # its resource request, once checked
 
 
 @dataclass(eq=False)
@@ -124,6 +143,7 @@ class _Chunk:
     future: Any = None
     live: int = 0  # members not canceled; at 0 the Dask future is canceled
     isolated: bool = False  # each member runs in a child process of the worker
+    resources: dict[str, int] | None = None  # Dask resources it holds, if accounted
 
 
 class DaskExecutionBackend(BackendBase[_Entry]):
@@ -173,6 +193,16 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             chunking.
         kill_grace: Seconds between SIGTERM and SIGKILL when an executable
             is canceled or times out.
+        resources: Honour resource requests (``ranks``, ``cores_per_rank``,
+            ``gpus_per_rank``, ``mem_per_rank``); implied by ``cores``,
+            ``gpus`` or ``memory``. Needs the backend's own cluster, which
+            is then one worker with ``cores`` threads declaring the Dask
+            resources ``CPU``, ``GPU`` and ``MEMORY`` (MB); the backend
+            declares the ``resources`` capability (docs/dask.md#resources).
+        cores: Cores to hand out; ``os.cpu_count()`` when ``None``.
+        gpus: GPU ids to hand out; those in ``CUDA_VISIBLE_DEVICES`` when
+            ``None``.
+        memory: MB to hand out; ``None`` leaves memory unaccounted.
         **cluster_kwargs: Passed to `distributed.LocalCluster` when the
             backend owns its cluster (e.g. ``n_workers=2,
             threads_per_worker=1``).
@@ -180,15 +210,20 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     Raises:
         ValueError: Both ``client`` and ``address`` given, ``cluster_kwargs``
             with either, a ``client`` that is not asynchronous, a
-            ``chunk_size`` below 1, or a ``kill_grace`` that is negative,
-            NaN, infinite or above 1e9 seconds.
-        TypeError: A ``chunk_size`` that is not an int, or a ``kill_grace``
-            that is not a number.
+            ``chunk_size`` below 1, a ``kill_grace`` that is negative,
+            NaN, infinite or above 1e9 seconds, resource accounting with a
+            ``client``, an ``address`` or ``n_workers``,
+            ``threads_per_worker`` or ``resources`` cluster options, or an
+            out-of-range ``cores``, ``gpus`` or ``memory``.
+        TypeError: A ``chunk_size`` that is not an int, a ``kill_grace``
+            that is not a number, or a ``cores``, ``gpus`` or ``memory`` of
+            the wrong type.
     """
 
     # crash_isolation: a worker death fails only the task that caused it
     # (_settle_lost). Not preemptive_cancel: a running function in a worker
-    # thread cannot be stopped.
+    # thread cannot be stopped. resources is added per instance, with
+    # accounting on.
     capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
         Capability.CRASH_ISOLATION
     }
@@ -201,6 +236,10 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         *,
         chunk_size: int | None = None,
         kill_grace: float = 2.0,
+        resources: bool = False,
+        cores: int | None = None,
+        gpus: Sequence[str] | None = None,
+        memory: int | None = None,
         **cluster_kwargs: Any,
     ) -> None:
         super().__init__(name)
@@ -225,6 +264,24 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         # The one duration validator: NaN, inf and negatives are refused here.
         grace = duration("kill_grace", kill_grace, zero_ok=True)
+        self._capacity: ResourceCapacity | None = None
+        if resources or any(option is not None for option in (cores, gpus, memory)):
+            if client is not None or address is not None:
+                raise ValueError(
+                    "resource accounting (resources, cores, gpus, memory) needs "
+                    "the backend's own cluster, whose worker it declares the "
+                    "resources of: give neither client nor address"
+                )
+            clash = sorted(set(cluster_kwargs) & set(_ACCOUNTING_OPTIONS))
+            if clash:
+                raise ValueError(
+                    f"LocalCluster options {', '.join(clash)} cannot be given with "
+                    "resource accounting: the backend's cluster is then one "
+                    "worker with `cores` threads and the resources given"
+                )
+            # Same defaults and checks as the local backend's.
+            self._capacity = capacity_from(cores, gpus, memory)
+            self.capabilities = self.capabilities | {Capability.RESOURCES}
         self._client: Any = client
         self._address = address
         self._cluster_kwargs = cluster_kwargs
@@ -295,11 +352,37 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 "scheduler_kwargs": {"allowed_failures": 0},
             }
             options.update(self._cluster_kwargs)
+            capacity = self._capacity
+            if capacity is not None:
+                # One worker holds the whole capacity, so any request that
+                # fits it fits one Dask worker (a task runs on one worker).
+                declared = {"CPU": capacity.cores, "GPU": len(capacity.gpus)}
+                if capacity.memory is not None:
+                    declared["MEMORY"] = capacity.memory
+                options.update(
+                    n_workers=1,
+                    threads_per_worker=capacity.cores,
+                    resources={k: v for k, v in declared.items() if v},
+                )
             self._cluster = await _dd.LocalCluster(asynchronous=True, **options)
             target: Any = self._cluster
         else:
             target = self._address
         self._client = await _dd.Client(target, asynchronous=True, set_as_default=False)
+
+    @property
+    def capacity(self) -> ResourceCapacity:
+        """The cores, GPU ids and memory handed out to running tasks.
+
+        Raises:
+            AttributeError: Resource accounting is off (no ``resources``).
+        """
+        if self._capacity is None:
+            raise AttributeError(
+                f"backend {self.name!r} does not account resources; "
+                "construct it with resources=True (or cores, gpus, memory)"
+            )
+        return self._capacity
 
     async def _refresh_nthreads(self) -> None:
         threads = await self._client.nthreads()
@@ -437,30 +520,102 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         backlog = len(self._pending)
         functions: list[_Entry] = []
         executables: list[_Entry] = []
-        while self._pending and len(functions) + len(executables) < _SLICE:
+        accounted: list[_Entry] = []  # with resource accounting: in order
+        while self._pending and (
+            len(functions) + len(executables) + len(accounted) < _SLICE
+        ):
             entry = self._pending.popleft()
             if not self._owes_result(entry):
                 continue
-            if entry.kind is TaskKind.FUNCTION:
+            if self._capacity is not None:
+                accounted.append(entry)
+            elif entry.kind is TaskKind.FUNCTION:
                 functions.append(entry)
             else:
                 executables.append(entry)
+        size = self._chunk_size or max(
+            1, min(_MAX_CHUNK, backlog // (4 * self._nthreads))
+        )
         try:
+            if accounted:
+                self._submit_in_order(self._requested(accounted), size)
             if functions:
-                size = self._chunk_size or max(
-                    1, min(_MAX_CHUNK, backlog // (4 * self._nthreads))
-                )
                 self._submit_functions(functions, size)
             if executables:
                 self._submit_executables(executables)
         except Exception as exc:  # a bug here must fail tasks, never strand them
             logger.exception("backend %r: dispatching to Dask failed", self.name)
-            for entry in (*functions, *executables):
+            for entry in (*functions, *executables, *accounted):
                 chunk = entry.chunk
                 if chunk is None or chunk.future is None:
                     if chunk is not None:
                         self._chunks.pop(chunk.key, None)
                     self._fail(entry, BackendError(f"dispatch failed: {exc!r}"))
+
+    def _submit_in_order(self, entries: list[_Entry], size: int) -> None:
+        """Send accounted tasks to Dask in submission order (RQ-5).
+
+        Dask starts the tasks waiting for resources on a worker by priority,
+        and never lets one overtake another that does not fit yet; the
+        priority follows the order of submission. So each run of tasks of one
+        sort goes in its own call, in order: one-core functions chunked,
+        larger function requests and executables one per Dask task.
+        """
+
+        def sort(entry: _Entry) -> int:
+            if entry.kind is not TaskKind.FUNCTION:
+                return 2
+            return 0 if entry.demand == _ONE_CORE else 1
+
+        for group, run in itertools.groupby(entries, key=sort):
+            members = list(run)
+            if group == 2:
+                self._submit_executables(members)
+            else:
+                self._submit_functions(members, size if group == 0 else 1)
+
+    def _requested(self, entries: list[_Entry]) -> list[_Entry]:
+        """Check each task's resource request; those that may run, in order.
+
+        A malformed request fails naming key and value (RQ-3), one that can
+        never fit fails at once (RQ-2).
+        """
+        capacity = cast(ResourceCapacity, self._capacity)
+        runnable: list[_Entry] = []
+        for entry in entries:
+            options = entry.task.get("task_backend_specific_kwargs")
+            try:
+                demand = resource_demand(options if isinstance(options, dict) else None)
+            except ValueError as exc:
+                self._fail(entry, exc)
+                continue
+            refusal = _refusal(entry, demand, capacity)
+            if refusal is not None:
+                self._fail(entry, refusal)
+                continue
+            entry.demand = demand
+            runnable.append(entry)
+        return runnable
+
+    def _dask_resources(self, members: list[_Entry]) -> dict[str, int] | None:
+        """The Dask resources a Dask task running ``members`` holds, if accounted.
+
+        A chunk runs its members one after another in one thread, so it
+        holds the largest request among them (chunks hold one-core tasks, or
+        one task).
+        """
+        if self._capacity is None:
+            return None
+        cores = max(e.demand.cores for e in members)
+        gpus = max(e.demand.whole_gpus for e in members)
+        held = {"CPU": cores}
+        if gpus:
+            held["GPU"] = gpus
+        if self._capacity.memory is not None:
+            memory = max(e.demand.memory for e in members)
+            if memory:
+                held["MEMORY"] = memory
+        return held
 
     def _submit_functions(
         self, entries: list[_Entry], size: int, *, isolated: bool = False
@@ -474,6 +629,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         """
         chunks: list[_Chunk] = []
         batches: list[_worker.FunctionBatch] = []
+        accounted = self._capacity is not None  # a chunk holds one core
         items: list[tuple[str, bytes]] = []
         members: list[_Entry] = []
         if isolated:
@@ -495,12 +651,14 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             if len(items) >= size:
                 chunk = self._new_chunk(members, isolated=isolated)
                 chunks.append(chunk)
-                batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
+                batches.append(
+                    _worker.FunctionBatch(items, isolated, chunk.key, accounted)
+                )
                 items, members = [], []
         if items:
             chunk = self._new_chunk(members, isolated=isolated)
             chunks.append(chunk)
-            batches.append(_worker.FunctionBatch(items, isolated, chunk.key))
+            batches.append(_worker.FunctionBatch(items, isolated, chunk.key, accounted))
         if chunks:
             self._submit(_worker.run_functions, chunks, batches)
 
@@ -536,9 +694,13 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                 continue
             chunk = self._new_chunk([entry], key=entry.key)
             chunks.append(chunk)
-            jobs.append(
-                _worker.ExecutableJob(entry.key, blob, self._work_dir, self._kill_grace)
+            job = _worker.ExecutableJob(
+                entry.key, blob, self._work_dir, self._kill_grace
             )
+            if self._capacity is not None and entry.demand.whole_gpus:
+                job.gpus = entry.demand.whole_gpus
+                job.gpu_pool = self._capacity.gpus
+            jobs.append(job)
         if chunks:
             self._submit(_worker.run_executable, chunks, jobs)
 
@@ -547,7 +709,13 @@ class DaskExecutionBackend(BackendBase[_Entry]):
     ) -> _Chunk:
         if key is None:
             key = f"asyncflow-{self._token}-c{next(self._counter)}"
-        chunk = _Chunk(key, members, live=len(members), isolated=isolated)
+        chunk = _Chunk(
+            key,
+            members,
+            live=len(members),
+            isolated=isolated,
+            resources=self._dask_resources(members),
+        )
         for entry in members:
             entry.chunk = chunk
         self._chunks[key] = chunk
@@ -558,11 +726,24 @@ class DaskExecutionBackend(BackendBase[_Entry]):
 
         Payloads are bytes pickled per task, so a refusal is rare (a key Dask
         rejects, a lost connection); retrying each chunk alone keeps it to
-        the chunk at fault.
+        the chunk at fault. Chunks holding different resources go in
+        separate calls (``resources`` is per call), in order, so Dask's
+        priorities keep the submission order (RQ-5).
         """
+        resources = chunks[0].resources
+        if resources is not None:
+            for at, chunk in enumerate(chunks):
+                if chunk.resources != resources:
+                    self._submit(function, chunks[:at], payloads[:at])
+                    self._submit(function, chunks[at:], payloads[at:])
+                    return
         try:
             futures = self._client.map(
-                function, payloads, key=[c.key for c in chunks], pure=False
+                function,
+                payloads,
+                key=[c.key for c in chunks],
+                pure=False,
+                resources=resources,
             )
         except Exception as exc:
             if len(chunks) > 1:
@@ -635,11 +816,21 @@ class DaskExecutionBackend(BackendBase[_Entry]):
                         # Many callbacks in one turn would stall the loop (SC-3).
                         reported = 0
                         await asyncio.sleep(0)
+        gathered = {f.key for f in finished}
         for future in batch:
-            if future.status == "finished":
+            if future.key in gathered:
+                continue
+            status = future.status
+            if status not in ("error", "cancelled"):
+                # "lost" (or "pending", or "finished" again): its result was
+                # on a worker that died before it was fetched, and Dask runs
+                # it again. Not an error: it is watched again and reported
+                # when it comes back (issue 11's flake failed its tasks here).
+                if self._ac is not None:
+                    self._ac.add(future)
                 continue
             error: BaseException
-            if future.status == "cancelled":
+            if status == "cancelled":
                 error = WorkerLostError(
                     "Dask canceled the task without being asked to "
                     "(lost connection to the scheduler?)"
@@ -661,8 +852,11 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             try:
                 return list(await self._client.gather(futures, direct=True))
             except Exception:
-                # Workers behind a gateway or firewall: stop trying directly.
-                self._direct_gather = False
+                if not any(f.status == "error" for f in futures):
+                    # Workers behind a gateway or firewall: stop trying
+                    # directly. (Not for a task's own error, e.g. a chunk
+                    # that died with a worker while Dask recomputed it.)
+                    self._direct_gather = False
         try:
             return list(await self._client.gather(futures, direct=False))
         except Exception:
@@ -943,6 +1137,37 @@ class DaskExecutionBackend(BackendBase[_Entry]):
         return answers
 
 
+def _refusal(
+    entry: _Entry, demand: ResourceDemand, capacity: ResourceCapacity
+) -> BackendError | None:
+    """Why a task with a valid ``demand`` can never run here, if it cannot."""
+    if entry.kind is TaskKind.FUNCTION and (demand.ranks > 1 or demand.gpus > 0):
+        # As on the local backend: CUDA reads CUDA_VISIBLE_DEVICES once per
+        # process, and a worker outlives its tasks.
+        return CapabilityNotSupportedError(
+            "ranks and GPUs for function tasks",
+            f"task {entry.uid!r} asks for {demand.ranks} rank(s) and "
+            f"{demand.gpus:g} GPU(s); run it as an executable",
+        )
+    if demand.ranks > 1:
+        return CapabilityNotSupportedError(
+            "ranks > 1 on Dask",
+            f"task {entry.uid!r} asks for {demand.ranks} ranks; the Dask backend "
+            "has no MPI launcher (use cores_per_rank for one multi-core process)",
+        )
+    if not demand.fits(capacity):
+        memory = (
+            "unaccounted memory" if capacity.memory is None else f"{capacity.memory} MB"
+        )
+        return ResourceUnavailableError(  # RQ-2: never left pending in Dask
+            f"task {entry.uid!r} asks for {demand.cores} core(s), "
+            f"{demand.whole_gpus} GPU(s) and {demand.memory} MB; the backend "
+            f"has {capacity.cores} core(s), {len(capacity.gpus)} GPU(s) and "
+            f"{memory} in all"
+        )
+    return None
+
+
 def _unsendable_error(
     uid: str, parts: Iterable[tuple[str, Any]], exc: Exception
 ) -> TypeError:
@@ -1028,8 +1253,10 @@ async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
 # -- a shared LocalCluster, for the conformance suite and tests --------------------
 
 _shared_lock = threading.Lock()
-_shared_host: subprocess.Popen[bytes] | None = None
-_shared_address_: str | None = None
+# Per kind of shared cluster: its host process and its scheduler's address.
+_shared_hosts: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+# The capacity of the "resources" kind: one worker declaring it as resources.
+_SHARED_CAPACITY = ResourceCapacity(cores=2, gpus=("0", "1"), memory=1024)
 
 # The host forks before it imports anything: the intermediate process exits at
 # once, so the process running the cluster is no descendant of the caller.
@@ -1038,23 +1265,38 @@ import os, sys
 if os.fork():
     os._exit(0)
 from reference.dask import _host_shared_cluster
-_host_shared_cluster(int(sys.argv[1]))
+_host_shared_cluster(sys.argv[1])
 """
 
 
-def _host_shared_cluster(n_workers: int) -> None:
+def _host_shared_cluster(kind: str) -> None:
     """Run the shared cluster in the host process until its lifeline closes.
 
     Not for direct use: `_shared_address` starts it. Prints the scheduler's
     address on stdout, then waits for end-of-file on stdin, which comes when
     the process that started it closes it or exits, however it exits.
+
+    Args:
+        kind: ``"plain"``: two workers of one thread; ``"resources"``: one
+            worker with `_SHARED_CAPACITY`'s threads, declared as resources.
     """
+    options: dict[str, Any] = {"n_workers": 2, "threads_per_worker": 1}
+    if kind == "resources":
+        capacity = _SHARED_CAPACITY
+        options = {
+            "n_workers": 1,
+            "threads_per_worker": capacity.cores,
+            "resources": {
+                "CPU": capacity.cores,
+                "GPU": len(capacity.gpus),
+                "MEMORY": capacity.memory,
+            },
+        }
     cluster = _dd.LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
         processes=True,
         dashboard_address=":0",
         scheduler_kwargs={"allowed_failures": 0},
+        **options,
     )
     try:
         sys.stdout.write(f"{cluster.scheduler_address}\n")
@@ -1064,7 +1306,7 @@ def _host_shared_cluster(n_workers: int) -> None:
         cluster.close(timeout=_CLOSE_TIMEOUT)
 
 
-def _shared_address(n_workers: int) -> str:
+def _shared_address(kind: str = "plain") -> str:
     """Start the shared cluster once (in a process of its own); its address.
 
     The cluster runs outside this process's tree of children: its worker
@@ -1072,13 +1314,12 @@ def _shared_address(n_workers: int) -> str:
     died, are no children of a backend, so they never look like processes a
     backend left behind (SD-5). It closes when this interpreter exits.
     """
-    global _shared_host, _shared_address_
     with _shared_lock:
-        if _shared_address_ is None:
+        if kind not in _shared_hosts:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
             host = subprocess.Popen(
-                [sys.executable, "-c", _HOST_CODE, str(n_workers)],
+                [sys.executable, "-c", _HOST_CODE, kind],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -1090,19 +1331,20 @@ def _shared_address(n_workers: int) -> str:
             host.wait()  # the intermediate process, exited right after its fork
             if not line:
                 raise BackendError("the shared Dask cluster did not start")
-            _shared_host, _shared_address_ = host, line
-            atexit.register(_close_shared)
-        return _shared_address_
+            if not _shared_hosts:
+                atexit.register(_close_shared)
+            _shared_hosts[kind] = (host, line)
+        return _shared_hosts[kind][1]
 
 
 def _close_shared() -> None:
-    """Close the shared cluster's lifeline: its host closes it and exits."""
-    global _shared_host, _shared_address_
+    """Close the shared clusters' lifelines: each host closes its cluster and exits."""
     with _shared_lock:
-        if _shared_host is not None and _shared_host.stdin is not None:
-            with contextlib.suppress(OSError):
-                _shared_host.stdin.close()
-        _shared_host, _shared_address_ = None, None
+        for host, _ in _shared_hosts.values():
+            if host.stdin is not None:
+                with contextlib.suppress(OSError):
+                    host.stdin.close()
+        _shared_hosts.clear()
 
 
 async def shared_local_backend() -> DaskExecutionBackend:
@@ -1119,5 +1361,26 @@ async def shared_local_backend() -> DaskExecutionBackend:
     Returns:
         A new backend, connected to the shared cluster.
     """
-    address = await asyncio.to_thread(_shared_address, 2)
+    address = await asyncio.to_thread(_shared_address, "plain")
     return DaskExecutionBackend(address=address, name="dask")
+
+
+async def shared_resources_backend() -> DaskExecutionBackend:
+    """Return a backend with resource accounting on a process-wide cluster.
+
+    As `shared_local_backend`, but the cluster is one worker with 2 threads
+    declaring ``CPU=2, GPU=2, MEMORY=1024`` (two made-up GPU ids, "0" and
+    "1"), and the backend declares ``resources`` with that capacity::
+
+        python -m conformance reference.dask:shared_resources_backend
+
+    Returns:
+        A new backend, connected to the shared cluster.
+    """
+    address = await asyncio.to_thread(_shared_address, "resources")
+    backend = DaskExecutionBackend(address=address, name="dask-resources")
+    # The host declared these resources for its one worker (above), so the
+    # backend may account them as if it had started the cluster itself.
+    backend._capacity = _SHARED_CAPACITY
+    backend.capabilities = backend.capabilities | {Capability.RESOURCES}
+    return backend

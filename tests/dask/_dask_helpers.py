@@ -141,6 +141,14 @@ def exit_worker(code: int = 7) -> None:
     os._exit(code)
 
 
+def exit_worker_when(path: str, limit: float = 60.0, code: int = 7) -> None:
+    """Wait (at most ``limit`` s) until ``path`` exists, then kill this process."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not os.path.exists(path):
+        time.sleep(0.01)
+    os._exit(code)
+
+
 def note_start(directory: str, uid: str, seconds: float = 0.0) -> str:
     """Record when this task started (``<directory>/<uid>``), sleep, return uid."""
     with open(os.path.join(directory, uid), "w") as f:
@@ -181,3 +189,34 @@ class UnpicklesToCancelledError:
 
 def return_cancel_bomb() -> UnpicklesToCancelledError:
     return UnpicklesToCancelledError()
+
+
+def span(path: str, seconds: float) -> str:
+    """Hold the task ``seconds``; write ``"<start> <end>"`` (epoch s) to ``path``."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(f"{start} {time.time()}")
+    return path
+
+
+def peak_overlap(spans: list[tuple[float, float, int]]) -> int:
+    """The most cores held at once by ``(start, end, cores)`` spans."""
+    events = sorted(
+        [(s, c) for s, _, c in spans] + [(e, -c) for _, e, c in spans],
+        key=lambda ev: (ev[0], ev[1]),  # an end before a start at the same time
+    )
+    held = peak = 0
+    for _, change in events:
+        held += change
+        peak = max(peak, held)
+    return peak
+
+
+async def async_span(path: str, seconds: float) -> str:
+    """`span` awaiting instead of sleeping in its thread."""
+    start = time.time()
+    await asyncio.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(f"{start} {time.time()}")
+    return path

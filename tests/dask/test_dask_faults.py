@@ -18,6 +18,7 @@ from _dask_helpers import (
     Unsendable,
     add,
     exit_worker,
+    exit_worker_when,
     pid_then_sleep,
     return_cancel_bomb,
     run_batch,
@@ -191,3 +192,59 @@ async def test_an_out_of_range_timeout_fails_naming_the_option(
     error = tasks[0]["exception"]
     assert isinstance(error, (TypeError, ValueError)), repr(error)
     assert "timeout" in str(error) and repr(timeout) in str(error), str(error)
+
+
+async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives(
+    tmp_path: Path,
+) -> None:
+    # Issue 11's flake, made certain: "a" finished on the only worker, then
+    # "x" killed that worker before the consumer fetched a's result. Dask
+    # recomputes "a" on the restarted worker; it must end DONE with its value,
+    # not FAILED because its future was no longer "finished" when settled.
+    from distributed import LocalCluster
+
+    go = tmp_path / "go"
+    seen: list[str] = []
+    async with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        scheduler_kwargs={"allowed_failures": 0},
+        asynchronous=True,
+    ) as cluster:
+        backend = DaskExecutionBackend(address=cluster.scheduler_address, chunk_size=1)
+        recorder = Recorder()
+        backend.register_callback(recorder)
+        settle = backend._settle
+
+        async def settle_after_the_loss(batch: list[Any]) -> None:
+            # The first time a's future comes back finished, let "x" kill the
+            # worker holding a's result, and settle only once Dask said so.
+            entry = backend._jobs.get("a")
+            chunk = entry.chunk if entry is not None else None
+            for future in batch:
+                if chunk is not None and future.key == chunk.key and not seen:
+                    seen.append(future.status)
+                    go.touch()
+                    while future.status == "finished":
+                        await asyncio.sleep(0.01)
+                    seen.append(future.status)
+            await settle(batch)
+
+        backend._settle = settle_after_the_loss  # type: ignore[method-assign]
+        tasks: list[dict[str, Any]] = [
+            {"uid": "a", "function": add, "args": (1, 2)},
+            {"uid": "x", "function": exit_worker_when, "args": (str(go),)},
+        ]
+        try:
+            await backend.submit_tasks(tasks)
+            await recorder.wait("a", "x", timeout=120)
+        finally:
+            await asyncio.wait_for(backend.shutdown(), 60)
+    assert seen == ["finished", "lost"]
+    assert recorder.states == {"a": [TaskState.DONE], "x": [TaskState.FAILED]}, tasks[
+        0
+    ].get("exception")
+    assert tasks[0]["return_value"] == 3
+    assert isinstance(tasks[1]["exception"], WorkerLostError)
