@@ -455,7 +455,27 @@ async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
         asyncio.TimeoutError: The time ran out.
     """
     timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    async with timeout(seconds):
+    if timeout is not None:
+        async with timeout(seconds):
+            return await awaitable
+    # Python 3.10 has no asyncio.timeout, and its wait_for runs the awaitable
+    # in a task of its own (a loop turn before the caller resumes): cancel
+    # the current task at the deadline instead.
+    task = asyncio.current_task()
+    assert task is not None  # called from a coroutine run as a task
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
         return await awaitable
+    except asyncio.CancelledError:
+        if expired:
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        handle.cancel()

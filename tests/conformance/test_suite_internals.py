@@ -17,7 +17,7 @@ import pytest
 import conformance
 import spec
 from conformance import Case, ContractViolation, Event, Outcome, run, run_case
-from conformance.harness import Harness
+from conformance.harness import Harness, within
 from conformance.report import ClauseResult, Report
 from reference import LocalExecutionBackend, NoopExecutionBackend
 
@@ -341,3 +341,60 @@ def test_a_cancel_delivered_inside_the_call_is_st5_not_cn3() -> None:
     assert {v.clause_id for v in monitor.violations} == {"ST-5"}, [
         str(v) for v in monitor.violations
     ]
+
+
+# -- within(): a deadline without a loop turn -----------------------------------
+
+
+@pytest.fixture(params=["asyncio.timeout", "python 3.10 fallback"])
+def deadline_kind(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Both of `within`'s ways: ``asyncio.timeout``, and the one without it."""
+    if request.param == "python 3.10 fallback":
+        monkeypatch.delattr(asyncio, "timeout", raising=False)
+    elif not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is Python 3.11+")
+    return str(request.param)
+
+
+@pytest.mark.asyncio
+async def test_within_lets_no_loop_turn_pass_before_the_caller_resumes(
+    deadline_kind: str,
+) -> None:
+    # CN-6's check cancels right after submit: a turn in between would let
+    # a backend that completes on the next turn finish the task first.
+    turned: list[bool] = []
+    asyncio.get_running_loop().call_soon(turned.append, True)
+
+    async def returns_at_once() -> str:
+        return "value"
+
+    assert await within(returns_at_once(), 5) == "value"
+    assert turned == []
+
+
+@pytest.mark.asyncio
+async def test_within_raises_timeout_error_at_the_deadline(deadline_kind: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        await within(asyncio.sleep(30), 0.05)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.asyncio
+async def test_within_lets_an_outside_cancel_through(deadline_kind: str) -> None:
+    entered = asyncio.Event()
+
+    async def waits() -> None:
+        entered.set()
+        await asyncio.sleep(30)
+
+    async def caller() -> None:
+        await within(waits(), 20)
+
+    task = asyncio.create_task(caller())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
