@@ -21,6 +21,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from _ref_helpers import Recorder, read_pid
 
@@ -231,18 +232,11 @@ def _open_fds() -> set[int]:
 
 
 def _zombie_children() -> list[int]:
-    me = str(os.getpid()).encode()
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as file:
-                fields = file.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] == b"Z":
-            found.append(int(name))
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # reaped meanwhile
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
     return found
 
 
