@@ -1,4 +1,4 @@
-"""Resource accounting for the local backend: who may run, with which GPUs.
+"""Resource accounting: capacity, refusals, and who may run with which GPUs.
 
 `ResourcePool` hands out cores, GPU ids and memory to jobs in strict arrival
 order: the job at the head of the queue runs as soon as its demand fits what
@@ -23,9 +23,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from spec import ResourceCapacity, ResourceDemand
+from spec import (
+    CapabilityNotSupportedError,
+    ResourceCapacity,
+    ResourceDemand,
+    ResourceUnavailableError,
+)
 
-__all__ = ["Grant", "ResourcePool", "capacity_from"]
+__all__ = [
+    "Grant",
+    "ResourcePool",
+    "capacity_from",
+    "function_refusal",
+    "unavailable",
+]
 
 _J = TypeVar("_J")
 
@@ -84,6 +95,38 @@ def capacity_from(
         if memory < 0:
             raise ValueError(f"memory must be >= 0 MB, got {memory}")
     return ResourceCapacity(cores, ids, memory)
+
+
+def function_refusal(
+    uid: str, demand: ResourceDemand
+) -> CapabilityNotSupportedError | None:
+    """Why a function task cannot have ``demand``, if it cannot: ranks or GPUs.
+
+    CUDA reads ``CUDA_VISIBLE_DEVICES`` once per process, and a pool's
+    workers outlive their tasks, so a function cannot be given GPUs honestly;
+    nor can a function run as several ranks.
+    """
+    if demand.ranks > 1 or demand.gpus > 0:
+        return CapabilityNotSupportedError(
+            "ranks and GPUs for function tasks",
+            f"task {uid!r} asks for {demand.ranks} rank(s) and "
+            f"{demand.gpus:g} GPU(s); run it as an executable",
+        )
+    return None
+
+
+def unavailable(
+    uid: str, demand: ResourceDemand, capacity: ResourceCapacity
+) -> ResourceUnavailableError:
+    """The error failing a demand larger than the whole capacity (RQ-2)."""
+    memory = (
+        "unaccounted memory" if capacity.memory is None else f"{capacity.memory} MB"
+    )
+    return ResourceUnavailableError(
+        f"task {uid!r} asks for {demand.cores} core(s), {demand.whole_gpus} "
+        f"GPU(s) and {demand.memory} MB; the backend has {capacity.cores} "
+        f"core(s), {len(capacity.gpus)} GPU(s) and {memory} in all"
+    )
 
 
 class ResourcePool(Generic[_J]):

@@ -53,7 +53,7 @@ from reference._base import (
     function_call,
 )
 from reference._executables import build_command, parse_options
-from reference._resources import capacity_from
+from reference._resources import capacity_from, function_refusal, unavailable
 from spec import (
     BackendError,
     BackendState,
@@ -61,7 +61,6 @@ from spec import (
     CapabilityNotSupportedError,
     ResourceCapacity,
     ResourceDemand,
-    ResourceUnavailableError,
     StandInError,
     TaskKind,
     TaskState,
@@ -1141,14 +1140,10 @@ def _refusal(
     entry: _Entry, demand: ResourceDemand, capacity: ResourceCapacity
 ) -> BackendError | None:
     """Why a task with a valid ``demand`` can never run here, if it cannot."""
-    if entry.kind is TaskKind.FUNCTION and (demand.ranks > 1 or demand.gpus > 0):
-        # As on the local backend: CUDA reads CUDA_VISIBLE_DEVICES once per
-        # process, and a worker outlives its tasks.
-        return CapabilityNotSupportedError(
-            "ranks and GPUs for function tasks",
-            f"task {entry.uid!r} asks for {demand.ranks} rank(s) and "
-            f"{demand.gpus:g} GPU(s); run it as an executable",
-        )
+    if entry.kind is TaskKind.FUNCTION:
+        refusal = function_refusal(entry.uid, demand)
+        if refusal is not None:
+            return refusal
     if demand.ranks > 1:
         return CapabilityNotSupportedError(
             "ranks > 1 on Dask",
@@ -1156,15 +1151,7 @@ def _refusal(
             "has no MPI launcher (use cores_per_rank for one multi-core process)",
         )
     if not demand.fits(capacity):
-        memory = (
-            "unaccounted memory" if capacity.memory is None else f"{capacity.memory} MB"
-        )
-        return ResourceUnavailableError(  # RQ-2: never left pending in Dask
-            f"task {entry.uid!r} asks for {demand.cores} core(s), "
-            f"{demand.whole_gpus} GPU(s) and {demand.memory} MB; the backend "
-            f"has {capacity.cores} core(s), {len(capacity.gpus)} GPU(s) and "
-            f"{memory} in all"
-        )
+        return unavailable(entry.uid, demand, capacity)  # RQ-2: never pending in Dask
     return None
 
 

@@ -32,7 +32,13 @@ from reference._base import (
 )
 from reference._children import Child, spawn
 from reference._procpool import ProcessPool
-from reference._resources import Grant, ResourcePool, capacity_from
+from reference._resources import (
+    Grant,
+    ResourcePool,
+    capacity_from,
+    function_refusal,
+    unavailable,
+)
 from spec import (
     RESOURCE_KEYS,
     BackendState,
@@ -40,7 +46,6 @@ from spec import (
     CapabilityNotSupportedError,
     ResourceCapacity,
     ResourceDemand,
-    ResourceUnavailableError,
     TaskState,
     WorkerLostError,
     resource_demand,
@@ -651,15 +656,9 @@ class LocalExecutionBackend(BackendBase[_Job]):
         except ValueError as exc:
             self._fail(job, exc)  # RQ-3
             return None
-        if is_function and (demand.ranks > 1 or demand.gpus > 0):
-            self._fail(
-                job,
-                CapabilityNotSupportedError(
-                    "ranks and GPUs for function tasks",
-                    f"task {job.uid!r} asks for {demand.ranks} rank(s) and "
-                    f"{demand.gpus:g} GPU(s); run it as an executable",
-                ),
-            )
+        refusal = function_refusal(job.uid, demand) if is_function else None
+        if refusal is not None:
+            self._fail(job, refusal)
             return None
         if demand.ranks > 1 and self._mpi_launcher is None:
             self._fail(
@@ -672,21 +671,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             )
             return None
         if not pool.fits(demand):
-            capacity = pool.capacity
-            memory = (
-                "unaccounted memory"
-                if capacity.memory is None
-                else (f"{capacity.memory} MB")
-            )
-            self._fail(
-                job,
-                ResourceUnavailableError(  # RQ-2: never left pending
-                    f"task {job.uid!r} asks for {demand.cores} core(s), "
-                    f"{demand.whole_gpus} GPU(s) and {demand.memory} MB; the "
-                    f"backend has {capacity.cores} core(s), {len(capacity.gpus)} "
-                    f"GPU(s) and {memory} in all"
-                ),
-            )
+            self._fail(job, unavailable(job.uid, demand, pool.capacity))  # RQ-2
             return None
         job.ranks = demand.ranks
         return demand
