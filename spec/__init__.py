@@ -68,7 +68,7 @@ from spec.task import (
 )
 from spec.validation import TaskKind, task_kind, validate_batch
 
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
 """Version of the contract (the clause list and the protocols).
 
 The minor number grows when clauses are added; the major number when an

@@ -172,7 +172,7 @@ def test_standin_error_pickles() -> None:
 def test_public_names() -> None:
     for name in spec.__all__:
         assert hasattr(spec, name), name
-    assert spec.CONTRACT_VERSION == "1.1"
+    assert spec.CONTRACT_VERSION == "1.2"
 
 
 def test_registered_backends_lookup() -> None:
