@@ -128,7 +128,9 @@ class ExecutableJob:
         work_dir: Directory for ``capture_stdio`` files.
         grace: Seconds between SIGTERM and SIGKILL at a timeout.
         gpus: Whole GPUs the task holds (resource accounting, RQ-4).
-        gpu_pool: The worker's GPU ids, among which ``gpus`` are taken.
+        gpu_pool: The worker's GPU ids, among which ``gpus`` are taken; set
+            for every executable where GPUs are accounted, so one granted
+            none sees none (RQ-6).
     """
 
     def __init__(
@@ -531,8 +533,10 @@ def run_executable(job: ExecutableJob) -> Outcome:
             gpus = _take_gpus(job.gpu_pool, job.gpus)
         except RuntimeError as exc:
             return _failure(exc)
-        # Only its own GPUs: env replaces the whole environment, so start
-        # from the task's own env, or the worker's.
+    if job.gpu_pool:
+        # Only its own GPUs, none if it asked for none (RQ-4, RQ-6): env
+        # replaces the whole environment, so start from the task's own env,
+        # or the worker's.
         options = task.setdefault("task_backend_specific_kwargs", {})
         env = options.get("env")
         env = dict(os.environ if env is None else env)

@@ -696,7 +696,7 @@ class DaskExecutionBackend(BackendBase[_Entry]):
             job = _worker.ExecutableJob(
                 entry.key, blob, self._work_dir, self._kill_grace
             )
-            if self._capacity is not None and entry.demand.whole_gpus:
+            if self._capacity is not None:  # it sees only its GPUs, or none
                 job.gpus = entry.demand.whole_gpus
                 job.gpu_pool = self._capacity.gpus
             jobs.append(job)
