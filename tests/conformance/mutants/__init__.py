@@ -134,5 +134,6 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-3", resources.IgnoresMalformedRequests),
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
+    _row("RQ-6", resources.NoGpuSeesEvery),
 )
 """Every mutant, in clause order."""
