@@ -1,5 +1,7 @@
 """`ContractMonitor`: the proxy that forwards calls, records them and checks them.
 
+Its public names are listed (and documented) in `conformance.monitor`.
+
 It makes each call on the wrapped backend, records what happened in its
 `Recorder` and asks its `TaskLedger` what the observation breaks.
 """
@@ -19,16 +21,6 @@ from conformance.errors import ContractViolation, Event
 from conformance.monitor._findings import backend_state_findings, short, task_uid
 from conformance.monitor._ledger import TaskLedger
 from conformance.monitor._recorder import Recorder
-
-__all__ = [
-    "AwaitableContextMonitor",
-    "AwaitableMonitor",
-    "ContextMonitor",
-    "ContractMonitor",
-    "monitor_class",
-    "watch",
-]
-
 
 class ContractMonitor:
     """Wrap a backend and check every call and callback against the contract.
