@@ -22,6 +22,7 @@ from conformance.monitor._findings import backend_state_findings, short, task_ui
 from conformance.monitor._ledger import TaskLedger
 from conformance.monitor._recorder import Recorder
 
+
 class ContractMonitor:
     """Wrap a backend and check every call and callback against the contract.
 
