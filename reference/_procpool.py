@@ -46,6 +46,7 @@ from typing import Any
 import cloudpickle
 
 from reference import _workers
+from reference._core import CancelDecision
 from spec import StandInError
 
 __all__ = ["ProcessPool", "default_context"]
@@ -347,28 +348,29 @@ class ProcessPool:
             )
             slot.thread.start()
 
-    def cancel(self, job: Any) -> bool | None:
+    def cancel(self, job: Any) -> CancelDecision:
         """Cancel ``job``: mark it so it never starts, or stop its worker.
 
         Returns:
-            ``True`` if it was queued (it never starts: report CANCELED now),
-            ``False`` if it was running (its worker is being killed: a
-            ``STOPPED`` notice follows once the worker is dead), ``None`` if
-            its result has already come back (too late: the outcome stands).
+            `CancelDecision.NEVER_RUNS` if it was queued (report CANCELED
+            now), `CancelDecision.STOPPING` if it was running (its worker is
+            being killed: a ``STOPPED`` notice follows once the worker is
+            dead), `CancelDecision.CANNOT_STOP` if its result has already
+            come back (too late: the outcome stands).
         """
         with self._lock:
             where = job.worker
             if where is _FINISHED:
-                return None
+                return CancelDecision.CANNOT_STOP
             job.canceled = True
             if where is None:
-                return True
+                return CancelDecision.NEVER_RUNS
             slot: _Slot = where
             if slot.job is job and not slot.kill:
                 slot.kill = True
                 with contextlib.suppress(OSError):
                     os.write(slot.wake_w, b"k")
-            return False
+            return CancelDecision.STOPPING
 
     def close(self) -> None:
         """Stop taking work: queued jobs are dropped, busy workers are killed.

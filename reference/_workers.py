@@ -30,8 +30,9 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any
+from typing import Any, NamedTuple
 
+from reference._core import CancelDecision
 from reference._resources import ResourcePool
 from spec import ResourceDemand, StandInError
 
@@ -42,15 +43,31 @@ __all__ = [
     "LOST",
     "RUNNING",
     "STOPPED",
+    "CoroutineStop",
     "JobQueue",
     "call",
     "sendable",
     "thread_loop",
 ]
 
-# What JobQueue.stop found.
-NOT_STARTED = "not started"
-UNSTOPPABLE = "unstoppable"
+# What JobQueue.stop found, besides a coroutine to stop (`CoroutineStop`).
+NOT_STARTED = CancelDecision.NEVER_RUNS
+UNSTOPPABLE = CancelDecision.CANNOT_STOP
+
+
+class CoroutineStop(NamedTuple):
+    """How to stop a job's coroutine running in a pool thread (`JobQueue.stop`).
+
+    Attributes:
+        loop: The pool thread's event loop.
+        cancel: Run it on ``loop`` (``call_soon_threadsafe``) to throw
+            `asyncio.CancelledError` into the coroutine; it does nothing once
+            the coroutine has ended.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    cancel: Callable[[], None]
+
 
 # Notice kinds pushed to the backend; small ints keep the hot path cheap.
 RUNNING = 0
@@ -429,9 +446,7 @@ class JobQueue:
                     self._starting -= count - started
                 return
 
-    def stop(
-        self, job: Any
-    ) -> tuple[asyncio.AbstractEventLoop, Callable[[], None]] | str:
+    def stop(self, job: Any) -> CoroutineStop | CancelDecision:
         """Cancel ``job`` if it can be stopped; say what became of it.
 
         Under the lock, exclusive with a puller taking the job and with
@@ -442,10 +457,9 @@ class JobQueue:
             `UNSTOPPABLE`: a puller has taken it and it is not a coroutine
             (a sync function running in a thread, or one that has just
             returned); it is left alone and its outcome stands.
-            Otherwise ``(loop, cancel)`` for its running coroutine: it is
-            marked canceled, and the caller runs ``cancel`` on ``loop`` (with
-            ``call_soon_threadsafe``) to throw `asyncio.CancelledError` into
-            it; ``cancel`` does nothing once the coroutine has ended.
+            Otherwise a `CoroutineStop` for its running coroutine: it is
+            marked canceled, and the caller runs it (the job is then
+            `CancelDecision.STOPPING`).
         """
         with self._lock:
             if job.pulled and job.coro is None:
@@ -454,7 +468,7 @@ class JobQueue:
             if job.coro is None:
                 return NOT_STARTED
             loop, puller = job.coro
-            return loop, functools.partial(puller.cancel, job)
+            return CoroutineStop(loop, functools.partial(puller.cancel, job))
 
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""

@@ -103,7 +103,7 @@ async def test_a_coroutine_done_in_its_first_step_goes_straight_to_done(
     assert [t["return_value"] for t in tasks] == [i * 2 for i in range(300)]
     assert all(recorder.states(t["uid"]) == [TaskState.DONE] for t in tasks)
     # The dispatch's memo of the last function does not outlive its turn.
-    assert backend._last_function is None
+    assert backend._is_coroutine_function._last is None
 
 
 async def test_failures_keep_the_exception_and_the_traceback(

@@ -7,38 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import inspect
 import logging
-import os
-import signal
-import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from subprocess import PIPE
 from typing import Any
 
 from typing_extensions import Self
 
 from reference import _executables as ex
 from reference import _workers
-from reference._base import (
-    _RUNS_FUNCTIONS_AND_EXECUTABLES,
-    BackendBase,
-    Job,
-    duration,
-    function_call,
-)
-from reference._children import Child, spawn
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, function_call
+from reference._core import CancelDecision
 from reference._procpool import ProcessPool
 from reference._resources import (
-    Grant,
     ResourcePool,
     capacity_from,
     function_refusal,
     unavailable,
 )
+from reference.local.executables import ExecutableRunner
+from reference.local.functions import (
+    CoroutineCheck,
+    OnLoopRunner,
+    pool_like,
+    pool_width,
+)
+from reference.local.jobs import LocalJob, Notice
+from reference.local.options import LocalOptions
 from spec import (
     RESOURCE_KEYS,
     BackendState,
@@ -53,89 +49,18 @@ from spec import (
 
 __all__ = ["LocalExecutionBackend"]
 
+_PROCESS_POOL_EXTRAS = frozenset(
+    {Capability.CRASH_ISOLATION, Capability.PREEMPTIVE_CANCEL}
+)
+
 logger = logging.getLogger("reference")
 
 # Work done per event-loop turn, so a huge batch never stalls the loop (SC-3).
 _DISPATCH_CHUNK = 128
 _DRAIN_CHUNK = 256
-_SPAWNS_PER_TURN = 8
-
-_Notice = tuple["_Job", int, Any, "str | None"]
 
 # What a task without a resource request asks for (one core); shared.
 _ONE_CORE = ResourceDemand()
-
-
-class _Job(Job):
-    """The local backend's handle on one accepted task.
-
-    ``canceled`` is also read by pool threads just before a queued job would
-    start.
-    """
-
-    __slots__ = (
-        "call",
-        "child",
-        "coro",
-        "ended",
-        "grant",
-        "kill_timer",
-        "mark",
-        "on_loop",
-        "pulled",
-        "ranks",
-        "started",
-        "threaded",
-        "timed_out",
-        "worker",
-    )
-
-    def __init__(self, task: dict[str, Any]) -> None:
-        super().__init__(task)
-        # With resource accounting: what it holds while it runs, and its ranks.
-        self.grant: Grant | None = None
-        self.ranks = 1
-        # Run by the thread pool's pullers, which admit it themselves.
-        self.threaded = False
-        # Process pools: the validated call, and where it runs (_procpool's mark).
-        self.call: tuple[Any, ...] | None = None
-        self.worker: Any = None
-        # Thread pools: a puller has taken it (under the queue's lock), and
-        # (loop, puller) while its coroutine runs, for JobQueue.stop to cancel it.
-        self.pulled = False
-        self.coro: tuple[asyncio.AbstractEventLoop, Any] | None = None
-        # Set by a pool thread once the function has returned or raised.
-        self.ended = False
-        # ``async_on_loop``: the asyncio task running the coroutine, and
-        # whether that task has taken its first step.
-        self.on_loop: asyncio.Task[None] | None = None
-        self.started = False
-        self.child: Child | None = None
-        # The next step of stopping a child: KILL after the grace, then the
-        # end of the drain (see _terminate).
-        self.kill_timer: asyncio.TimerHandle | None = None
-        self.timed_out = False
-        # Set in the environment of the child and all its descendants, so the
-        # ones that leave its process group can still be found and killed.
-        self.mark: str | None = None
-
-
-def _canceled(job: _Job) -> bool:
-    return job.canceled
-
-
-def _pool_width(executor: Executor) -> int:
-    """How many threads ``executor`` runs at once: the most pullers worth keeping.
-
-    `ThreadPoolExecutor` keeps its size only in the private ``_max_workers``;
-    when that is missing (another Python, a custom executor) the stdlib's own
-    default size is the best guess. A wrong guess costs little: too many
-    pullers find the queue empty and return, too few lower parallelism.
-    """
-    width = getattr(executor, "_max_workers", None)
-    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
-        return width
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 _PROCESS_POOL_EXTRAS = frozenset(
@@ -143,33 +68,7 @@ _PROCESS_POOL_EXTRAS = frozenset(
 )
 
 
-def _pool_like(
-    executor: ProcessPoolExecutor,
-    push: Callable[[_Notice], None],
-    kill_grace: float,
-    name: str,
-) -> ProcessPool:
-    """An owned `ProcessPool` with a `ProcessPoolExecutor`'s settings.
-
-    They are read from its private attributes (the stdlib offers no public
-    way); a missing one falls back to the stdlib's own default.
-    """
-    workers = getattr(executor, "_max_workers", None)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        workers = os.cpu_count() or 1
-    return ProcessPool(
-        workers,
-        push,
-        context=getattr(executor, "_mp_context", None),
-        initializer=getattr(executor, "_initializer", None),
-        initargs=getattr(executor, "_initargs", ()),
-        max_tasks_per_child=getattr(executor, "_max_tasks_per_child", None),
-        kill_grace=kill_grace,
-        name=name,
-    )
-
-
-class LocalExecutionBackend(BackendBase[_Job]):
+class LocalExecutionBackend(BackendBase[LocalJob]):
     """Runs tasks on the local machine: functions in a pool, executables as children.
 
     Function tasks (sync or ``async def``) run in one of two kinds of pool:
@@ -333,60 +232,38 @@ class LocalExecutionBackend(BackendBase[_Job]):
         async_on_loop: bool = False,
     ) -> None:
         super().__init__(name)
-        if not isinstance(async_on_loop, bool):
-            raise TypeError(
-                f"async_on_loop must be a bool, got {type(async_on_loop).__name__}"
-            )
-        self._async_on_loop = async_on_loop
-        self._last_function: object = None
-        self._last_is_coroutine = False
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(
-                "executor must be a concurrent.futures.Executor (a "
-                "ThreadPoolExecutor or ProcessPoolExecutor), got "
-                f"{type(executor).__name__}"
-            )
-        if processes is not None:
-            if executor is not None:
-                raise TypeError(
-                    "give executor or processes, not both: processes=N runs "
-                    "function tasks in N worker processes of the backend's own"
-                )
-            if isinstance(processes, bool) or not isinstance(processes, int):
-                raise TypeError(f"processes must be an int, got {processes!r}")
-            if processes < 1:
-                raise ValueError(f"processes must be at least 1, got {processes}")
-        if isinstance(max_processes, bool) or not isinstance(max_processes, int):
-            raise TypeError(f"max_processes must be an int, got {max_processes!r}")
-        if max_processes < 1:
-            raise ValueError(f"max_processes must be at least 1, got {max_processes}")
-        self._kill_grace = duration("kill_grace", kill_grace, zero_ok=True)
-        self._shutdown_timeout = duration("shutdown_timeout", shutdown_timeout)
-        if mpi_launcher is not None and (
-            isinstance(mpi_launcher, (str, bytes))
-            or not mpi_launcher
-            or not all(isinstance(arg, str) for arg in mpi_launcher)
-        ):
-            raise TypeError(
-                f"mpi_launcher must be a non-empty list of str, got {mpi_launcher!r}"
-            )
-        self._mpi_launcher = None if mpi_launcher is None else list(mpi_launcher)
-        accounting = resources or any(
-            option is not None for option in (cores, gpus, memory, mpi_launcher)
+        options = LocalOptions.check(
+            executor,
+            processes=processes,
+            max_processes=max_processes,
+            kill_grace=kill_grace,
+            shutdown_timeout=shutdown_timeout,
+            resources=resources,
+            cores=cores,
+            gpus=gpus,
+            memory=memory,
+            mpi_launcher=mpi_launcher,
+            async_on_loop=async_on_loop,
         )
-        self._resources: ResourcePool[_Job] | None = (
-            self._new_pool(capacity_from(cores, gpus, memory)) if accounting else None
+        self._options = options
+        self._async_on_loop = options.async_on_loop
+        self._kill_grace = options.kill_grace
+        self._is_coroutine_function = CoroutineCheck()
+        self._resources: ResourcePool[LocalJob] | None = (
+            self._new_pool(capacity_from(cores, gpus, memory))
+            if options.resources
+            else None
         )
-        if accounting:
+        if options.resources:
             self.capabilities = self.capabilities | {Capability.RESOURCES}
         self._admission_scheduled = False
         self._launching = False
         self._procs: ProcessPool | None = None
         if isinstance(executor, ProcessPoolExecutor):
-            self._procs = _pool_like(executor, self._push, self._kill_grace, name)
-        elif processes is not None:
+            self._procs = pool_like(executor, self._push, self._kill_grace, name)
+        elif options.processes is not None:
             self._procs = ProcessPool(
-                processes, self._push, kill_grace=self._kill_grace, name=name
+                options.processes, self._push, kill_grace=self._kill_grace, name=name
             )
         elif executor is None:
             executor = ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}")
@@ -394,27 +271,23 @@ class LocalExecutionBackend(BackendBase[_Job]):
             # This instance isolates crashes and stops running functions.
             self.capabilities = self.capabilities | _PROCESS_POOL_EXTRAS
         self._executor: Executor | None = executor
-        self._max_processes = max_processes
         self._loop: asyncio.AbstractEventLoop | None = None
         # Accepted, not yet handed to the executor / the child runners.
-        self._to_dispatch: deque[_Job] = deque()
+        self._to_dispatch: deque[LocalJob] = deque()
         self._dispatch_scheduled = False
-        self._exec_queue: deque[_Job] = deque()
         # Function jobs for a thread pool, run by a few long-lived pullers.
-        width = 1 if executor is None else _pool_width(executor)
+        width = 1 if executor is None else pool_width(executor)
         self._fn_queue = _workers.JobQueue(self._push, width, self._resources)
         self._fn_queue.spawn = self._spawn_puller
-        self._runners: set[asyncio.Task[None]] = set()
-        self._spawn_budget = _SPAWNS_PER_TURN
-        self._spawn_waiters: deque[asyncio.Future[None]] = deque()
+        self._on_loop = OnLoopRunner(self)
+        self._executables = ExecutableRunner(
+            self, options.max_processes, self._kill_grace, options.mpi_launcher
+        )
         # Notices from worker threads; drained on the loop, one wake-up per burst.
-        self._notices: deque[_Notice] = deque()
+        self._notices: deque[Notice] = deque()
         self._wake_pending = False
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
-        # Prefix of every task mark of this backend; set by the first spawn,
-        # so that shutdown scans for leftovers only if a child ever ran.
-        self._mark_scope: str | None = None
 
     @classmethod
     async def create(
@@ -507,9 +380,8 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._loop = loop
             # Callbacks owed by the old loop will never come.
             self._wake_pending = False
-            self._spawn_budget = _SPAWNS_PER_TURN
-            self._spawn_waiters.clear()
-        accepted = self._accept(tasks, _Job)
+            self._executables.reset()
+        accepted = self._accept(tasks, LocalJob)
         if not accepted:
             return
         self._to_dispatch.extend(accepted)
@@ -527,14 +399,14 @@ class LocalExecutionBackend(BackendBase[_Job]):
         count = min(len(pending), _DISPATCH_CHUNK)
         pool = self._resources
         if pool is None:
-            ready: list[_Job] = []
+            ready: list[LocalJob] = []
             for _ in range(count):
                 job = pending.popleft()
                 if not job.canceled:
                     ready.append(job)
             self._launch(ready)
         else:
-            jobs: list[_Job] = []
+            jobs: list[LocalJob] = []
             demands: list[ResourceDemand] = []
             # The default path, inline: a thread-pool function task with no
             # request asks for one core, which any capacity can give.
@@ -560,13 +432,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
                 elif (demand := self._wait_for_resources(job, pool)) is not None:
                     jobs.append(job)
                     demands.append(demand)
-            self._last_function = None  # keep no task's function past its turn
+            self._is_coroutine_function.forget()  # keep no function past its turn
             self._admit(jobs, demands)
         if pending and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self._bound_loop().call_soon(self._dispatch)
 
-    def _launch(self, jobs: list[_Job]) -> None:
+    def _launch(self, jobs: list[LocalJob]) -> None:
         """Hand jobs to the thread pool, the process pool or the child runners."""
         if not jobs:
             return
@@ -576,19 +448,19 @@ class LocalExecutionBackend(BackendBase[_Job]):
         finally:
             self._launching = False
 
-    def _hand_over(self, jobs: list[_Job]) -> None:
+    def _hand_over(self, jobs: list[LocalJob]) -> None:
         procs = self._procs
         on_loop = self._async_on_loop
-        threaded: list[_Job] = []
-        in_processes: list[_Job] = []
-        looped: list[_Job] = []
+        threaded: list[LocalJob] = []
+        in_processes: list[LocalJob] = []
+        looped: list[LocalJob] = []
         for job in jobs:
             task = job.task
             try:
                 if task.get("function") is not None:
                     call = function_call(task)  # a malformed call fails here
                     if on_loop and self._is_coroutine_function(call[0]):
-                        self._start_on_loop(job, call)
+                        self._on_loop.start(job, call)
                         looped.append(job)
                     elif procs is not None:
                         job.call = call
@@ -596,7 +468,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
                     else:
                         threaded.append(job)
                 elif task.get("executable") is not None:
-                    self._exec_queue.append(job)
+                    self._executables.queue.append(job)
                 else:
                     self._fail(job, self._unrunnable(task))
             except Exception as exc:  # a bad call; a custom executor's submit failing
@@ -607,10 +479,10 @@ class LocalExecutionBackend(BackendBase[_Job]):
             procs.put(in_processes)
         if looped:
             # One check for the chunk, right after the tasks' first steps.
-            self._bound_loop().call_soon(self._report_on_loop_running, looped)
-            self._last_function = None  # keep no task's function past its turn
-        if self._exec_queue:
-            self._start_runners()
+            self._bound_loop().call_soon(self._on_loop.report_running, looped)
+            self._is_coroutine_function.forget()  # keep no function past its turn
+        if self._executables.queue:
+            self._executables.start()
 
     # -- resource accounting (capability "resources") ----------------------------
     #
@@ -623,12 +495,12 @@ class LocalExecutionBackend(BackendBase[_Job]):
     # here; their grants come back here too, in _finish.
 
     @staticmethod
-    def _new_pool(capacity: ResourceCapacity) -> ResourcePool[_Job]:
+    def _new_pool(capacity: ResourceCapacity) -> ResourcePool[LocalJob]:
         """The pool resources are handed out from (a seam for the mutants)."""
         return ResourcePool(capacity)
 
     def _wait_for_resources(
-        self, job: _Job, pool: ResourcePool[_Job]
+        self, job: LocalJob, pool: ResourcePool[LocalJob]
     ) -> ResourceDemand | None:
         """Check ``job``'s request: its demand, or ``None`` if it failed.
 
@@ -660,7 +532,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if refusal is not None:
             self._fail(job, refusal)
             return None
-        if demand.ranks > 1 and self._mpi_launcher is None:
+        if demand.ranks > 1 and self._options.mpi_launcher is None:
             self._fail(
                 job,
                 CapabilityNotSupportedError(
@@ -677,7 +549,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         return demand
 
     def _admit(
-        self, jobs: Sequence[_Job] = (), demands: Sequence[ResourceDemand] = ()
+        self, jobs: Sequence[LocalJob] = (), demands: Sequence[ResourceDemand] = ()
     ) -> None:
         """Queue ``jobs`` for their ``demands``; start every job that fits now."""
         admitted = self._fn_queue.admit(jobs, demands)
@@ -698,66 +570,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
         if self._resources is not None and not self._closed:
             self._admit()
 
-    def _is_coroutine_function(self, func: Callable[..., Any]) -> bool:
-        # An engine submits the same few functions over and over: remember
-        # the last answer within a dispatch turn rather than ask inspect for
-        # every task.
-        if func is not self._last_function:
-            self._last_function = func
-            self._last_is_coroutine = inspect.iscoroutinefunction(func)
-        return self._last_is_coroutine
-
-    def _start_on_loop(
-        self,
-        job: _Job,
-        call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
-    ) -> None:
-        """Start an ``async def`` task as an asyncio task on the bound loop."""
-        job.on_loop = self._bound_loop().create_task(self._run_on_loop(job, *call))
-
-    async def _run_on_loop(
-        self,
-        job: _Job,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        # Outcomes are reported here, in the task's last step, rather than
-        # from a done-callback: one loop turn and one handle fewer per task.
-        # The coroutine is built here too, so a task canceled before its
-        # first step leaves no never-awaited coroutine behind.
-        job.started = True
-        try:
-            value = func(*args, **kwargs)
-            if asyncio.iscoroutine(value):
-                value = await value
-        except BaseException as exc:
-            job.ended = True
-            if job.canceled:
-                # Stopped by cancel_task or shutdown: CANCELED is true now (CN-5).
-                self._finish(job, TaskState.CANCELED)
-            else:
-                # Its own error; a CancelledError it raised itself included.
-                self._fail(job, exc, "".join(traceback.format_exception(exc)))
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise  # a request to stop the program, not only a task's failure
-            return
-        job.ended = True
-        if job.canceled:
-            # It swallowed the cancel and returned: it has stopped; the value
-            # is dropped, as cancel_task promised CANCELED.
-            self._finish(job, TaskState.CANCELED)
-            return
-        job.task["return_value"] = value
-        self._finish(job, TaskState.DONE)
-
-    def _report_on_loop_running(self, jobs: list[_Job]) -> None:
-        """RUNNING for the started tasks still running after their first step."""
-        for job in jobs:
-            if job.started and not job.ended and self._owes_result(job):
-                self._report(job.task, TaskState.RUNNING)
-
-    def _start_in_threads(self, jobs: list[_Job]) -> None:
+    def _start_in_threads(self, jobs: list[LocalJob]) -> None:
         self._start_pullers(self._fn_queue.put(jobs))
 
     def _start_pullers(self, wanted: int) -> None:
@@ -766,7 +579,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             try:
                 self._spawn_puller()
             except Exception as exc:  # e.g. the executor was shut down under us
-                stranded: list[_Job] = queue.retire(wanted - started)
+                stranded: list[LocalJob] = queue.retire(wanted - started)
                 # Their cores come back as they fail: admit the next on a
                 # later turn, not by recursing once per task.
                 launching, self._launching = self._launching, True
@@ -784,7 +597,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     # -- notices from workers --------------------------------------------------
 
-    def _push(self, notice: _Notice) -> None:
+    def _push(self, notice: Notice) -> None:
         """Queue a worker's notice; wake the loop once per burst. Thread-safe."""
         self._notices.append(notice)
         # Appending before reading the flag means a drain that already reset
@@ -803,7 +616,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             notices.clear()
             return
         report = self._report
-        admitted: list[_Job] = []
+        admitted: list[LocalJob] = []
         for _ in range(min(len(notices), _DRAIN_CHUNK)):
             job, kind, value, text = notices.popleft()
             if kind == _workers.STOPPED:
@@ -842,7 +655,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._wake_pending = True
             self._bound_loop().call_soon(self._drain)
 
-    def _finish(self, job: _Job, state: TaskState) -> bool:
+    def _finish(self, job: LocalJob, state: TaskState) -> bool:
         # A job a puller took gives back its grant in that puller, as the
         # function returns (_workers.JobQueue); any other grant comes back here.
         waiting = (
@@ -865,7 +678,7 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     # -- process pool faults ----------------------------------------------------
 
-    def _worker_lost(self, job: _Job, code: object) -> None:
+    def _worker_lost(self, job: LocalJob, code: object) -> None:
         if isinstance(code, int) and code < 0:
             how = f"killed by signal {-code}"
         else:
@@ -880,212 +693,18 @@ class LocalExecutionBackend(BackendBase[_Job]):
 
     # -- executables -----------------------------------------------------------
 
-    def _start_runners(self) -> None:
-        loop = self._bound_loop()
-        want = min(len(self._exec_queue), self._max_processes - len(self._runners))
-        for _ in range(want):
-            runner = loop.create_task(self._run_executables())
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
-
-    async def _run_executables(self) -> None:
-        # One runner per allowed child: the runner count is the bound (SC-4).
-        queue = self._exec_queue
-        while queue and not self._closed:
-            job = queue.popleft()
-            if job.canceled:
-                continue
-            try:
-                await self._run_executable(job)
-            except Exception as exc:  # a bug must not hang the task
-                logger.exception("backend %r: executable task %r", self.name, job.uid)
-                self._fail(job, exc)
-
-    async def _run_executable(self, job: _Job) -> None:
-        task = job.task
-        await self._spawn_slot()
-        if _canceled(job) or self._closed:
-            return  # cancelled while waiting for its turn: it never starts (CN-6)
-        try:
-            options = ex.parse_options(task)
-            command = ex.build_command(task, options)
-        except ValueError as exc:
-            self._fail(job, exc)
-            return
-        if job.grant is not None:
-            options, command = self._placed(job, job.grant, options, command)
-        out = err = PIPE
-        paths = ("", "")
-        if options.capture_stdio:
-            # Fixed now: a _work_dir changed while the task runs must not
-            # change where its output goes, nor the paths it reports.
-            paths = self._capture_paths(self._work_dir, job.uid)
-            try:
-                out, err = ex.open_capture_fds(paths)
-            except OSError as exc:
-                self._fail(job, exc)
-                return
-        if self._mark_scope is None:
-            self._mark_scope = ex.new_mark()
-        job.mark = ex.new_mark(self._mark_scope)
-        try:
-            child = await spawn(command, options, out, err, mark=job.mark)
-        except OSError as exc:
-            self._fail(job, ex.spawn_error(exc, task, options))
-            return
-        finally:
-            if out != PIPE:  # capture files: the child has its own copies
-                os.close(out)
-                os.close(err)
-        if job.canceled or self._closed:
-            # Cancelled while starting; its CANCELED is already on its way.
-            self._kill_now(job, child)
-            await child.finished
-            child.close()
-            return
-        job.child = child
-        self._report(task, TaskState.RUNNING)
-        timer = None
-        if options.timeout is not None:
-            timer = self._bound_loop().call_later(options.timeout, self._time_out, job)
-        try:
-            await child.finished
-        except BaseException:
-            # Abandoned (the runner was cancelled): leave no process behind.
-            self._kill_now(job, child)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if job.kill_timer is not None:
-                job.kill_timer.cancel()
-                # The leader is gone; make sure nothing of its group lingers.
-                self._kill_now(job, child)
-            child.close()
-        if _canceled(job):  # a helper: mypy would keep the narrowing across awaits
-            # cancel_task promised CANCELED once the child was gone (CN-5).
-            self._finish(job, TaskState.CANCELED)
-            return
-        code = child.returncode
-        exit_code = code if code is not None else -1
-        if options.capture_stdio:
-            stdout, stderr = paths
-        else:
-            stdout = ex.decode(b"".join(child.stdout))
-            stderr = ex.decode(b"".join(child.stderr))
-        done = ex.record_exit(
-            task, options, exit_code, stdout, stderr, timed_out=job.timed_out
-        )
-        self._finish(job, TaskState.DONE if done else TaskState.FAILED)
-
-    def _placed(
-        self,
-        job: _Job,
-        grant: Grant,
-        options: ex.ExecOptions,
-        command: str | list[str],
-    ) -> tuple[ex.ExecOptions, str | list[str]]:
-        """Give an executable its GPUs (RQ-4) and, for ranks, its launcher."""
-        if grant.gpus:
-            env = dict(os.environ if options.env is None else options.env)
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
-            options = dataclasses.replace(options, env=env)
-        if job.ranks > 1 and self._mpi_launcher is not None:
-            ranks = str(job.ranks)
-            launcher = [arg.replace("{ranks}", ranks) for arg in self._mpi_launcher]
-            inner = ["/bin/sh", "-c", command] if isinstance(command, str) else command
-            command = launcher + inner
-        return options, command
+    def _terminate(self, job: LocalJob) -> None:
+        """Stop a running child (a seam: `ExecutableRunner.terminate`)."""
+        self._executables.terminate(job)
 
     @staticmethod
     def _capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
         """Where a task's capture files go: inside ``work_dir`` whatever the uid."""
         return ex.capture_paths(work_dir, uid)
 
-    def _time_out(self, job: _Job) -> None:
-        if not job.canceled:
-            job.timed_out = True
-            self._terminate(job)
-
-    async def _spawn_slot(self) -> None:
-        """Wait for a turn of the loop with spawns to spare.
-
-        Each spawn blocks the loop thread until the child has executed: a
-        burst of them in one loop turn would stall the loop (SC-3), while
-        one per turn would starve the children of throughput. Runners past
-        this turn's budget queue up and are woken in order, a turn's worth
-        at a time (never polling: 64 runners spinning on ``sleep(0)`` cost
-        more than the spawns).
-        """
-        loop = self._bound_loop()
-        if self._spawn_budget <= 0:
-            waiter = loop.create_future()
-            self._spawn_waiters.append(waiter)
-            await waiter  # its spawn was counted by the refill that woke it
-            return
-        if self._spawn_budget == _SPAWNS_PER_TURN:
-            loop.call_soon(self._refill_spawn_budget)
-        self._spawn_budget -= 1
-
-    def _refill_spawn_budget(self) -> None:
-        budget = _SPAWNS_PER_TURN
-        waiters = self._spawn_waiters
-        while waiters and budget:
-            waiter = waiters.popleft()
-            if not waiter.done():  # else its runner was cancelled
-                waiter.set_result(None)
-                budget -= 1
-        self._spawn_budget = budget
-        if budget < _SPAWNS_PER_TURN:
-            # The woken runners spawn on the next turn: refill after it.
-            self._bound_loop().call_soon(self._refill_spawn_budget)
-
-    def _terminate(self, job: _Job) -> None:
-        """Stop a running child: TERM now, KILL after the grace, then drain.
-
-        The signals go to the child's process group and to its descendants
-        that left the group (found by the task's mark). Once they are
-        killed, output is read for `ex.DRAIN` seconds more; then the pipes
-        are closed whatever still holds them (a descendant that could not be
-        found), so the task is reported within the grace plus the drain
-        (CN-7). With nothing left to signal (the leader is gone and nothing
-        carries the mark), the drain starts at once.
-        """
-        child = job.child
-        if child is None or job.kill_timer is not None:
-            return
-        child.poll()  # an exited leader is no reason to wait the grace
-        in_group = ex.signal_group(child.pid, signal.SIGTERM)
-        escaped = ex.signal_marked(
-            signal.SIGTERM, self._marks(job), skip_groups=(child.pid,)
-        )
-        grace = self._kill_grace if in_group or escaped else 0.0
-        job.kill_timer = self._bound_loop().call_later(grace, self._kill, job)
-
-    def _kill(self, job: _Job) -> None:
-        child = job.child
-        if child is None:
-            return
-        self._kill_now(job, child)
-        job.kill_timer = self._bound_loop().call_later(
-            ex.DRAIN, self._end_drain, job, child
-        )
-
-    def _end_drain(self, job: _Job, child: Child) -> None:
-        # Something still holds the pipes. Look once more (a descendant caught
-        # in the middle of an exec shows no environment to the first scan),
-        # then stop waiting for it.
-        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
-        child.stop_reading()
-
-    def _kill_now(self, job: _Job, child: Child) -> None:
-        """SIGKILL the child's group and its marked descendants."""
-        ex.signal_group(child.pid, signal.SIGKILL)
-        ex.signal_marked(signal.SIGKILL, self._marks(job), skip_groups=(child.pid,))
-
-    @staticmethod
-    def _marks(job: _Job) -> tuple[str, ...]:
-        return (job.mark,) if job.mark is not None else ()
+    async def _stop_children(self, jobs: list[LocalJob], deadline: float) -> None:
+        """Kill every child at shutdown (a seam: `ExecutableRunner.stop`)."""
+        await self._executables.stop(jobs, deadline)
 
     # -- cancellation ------------------------------------------------------------
 
@@ -1101,50 +720,45 @@ class LocalExecutionBackend(BackendBase[_Job]):
         """
         job = self._job(uid)
         if job is None or self._closed:
-            return False
+            return False  # CN-2, CN-3
         if job.canceled:
             return True
-        loop = self._bound_loop()
+        decision = self._stop(job)
+        if decision is CancelDecision.CANNOT_STOP:
+            # CANCELED would not be true: its own outcome stands (CN-4).
+            return False
+        if decision is CancelDecision.NEVER_RUNS:
+            # It never starts (CN-6); CANCELED on a later turn (ST-5).
+            self._cancel_soon(job, self._bound_loop())
+        # Else STOPPING: its runner reports CANCELED once it has stopped
+        # (CN-5, CN-8).
+        return True
+
+    def _stop(self, job: LocalJob) -> CancelDecision:
+        """Ask the part that holds ``job`` to cancel it; what it found."""
         if job.child is not None:
             job.canceled = True
-            # The runner reports CANCELED once the child has exited.
-            self._terminate(job)
-        elif job.on_loop is not None and not job.ended:
-            # CancelledError inside the coroutine; _run_on_loop reports
+            self._terminate(job)  # the runner reports once the child is gone
+            return CancelDecision.STOPPING
+        if job.on_loop is not None and not job.ended:
+            # CancelledError inside the coroutine; OnLoopRunner reports
             # CANCELED once it has stopped. One whose task has not taken its
             # first step never starts (the cancel ends its task before the
             # body runs), so nothing else would report it.
             job.canceled = True
             job.on_loop.cancel()
-            if not job.started:
-                self._cancel_soon(job, loop)
-        elif self._procs is not None and job.call is not None:
-            queued = self._procs.cancel(job)
-            if queued is None:
-                return False  # its result is already back: that outcome stands
-            if queued:
-                self._cancel_soon(job, loop)  # never reached a worker: never starts
-            # Else its worker is being killed; STOPPED reports CANCELED once
-            # the worker is dead (CN-8).
-        else:
-            running = self._fn_queue.stop(job)
-            if running == _workers.UNSTOPPABLE:
-                # A sync function running in a thread cannot be stopped:
-                # CANCELED would not be true, so its own outcome stands.
-                return False
-            if running == _workers.NOT_STARTED:
-                self._cancel_soon(job, loop)
-            else:
-                assert not isinstance(running, str)
-                self._stop_coroutine(job, running, loop)
-        return True
+            return CancelDecision.STOPPING if job.started else CancelDecision.NEVER_RUNS
+        if self._procs is not None and job.call is not None:
+            # STOPPING: the worker is being killed; STOPPED follows (CN-8).
+            return self._procs.cancel(job)
+        found = self._fn_queue.stop(job)
+        if isinstance(found, _workers.CoroutineStop):
+            self._stop_coroutine(job, found)
+            return CancelDecision.STOPPING
+        # A sync function running in a thread cannot be stopped (CANNOT_STOP).
+        return found
 
-    def _stop_coroutine(
-        self,
-        job: _Job,
-        running: tuple[asyncio.AbstractEventLoop, Callable[[], None]],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def _stop_coroutine(self, job: LocalJob, running: _workers.CoroutineStop) -> None:
         """Cancel an ``async def`` function on its worker thread's loop.
 
         The puller sends STOPPED once the coroutine has ended, and CANCELED is
@@ -1153,12 +767,13 @@ class LocalExecutionBackend(BackendBase[_Job]):
         it ends (its result discarded); after ``kill_grace`` a warning says
         so.
         """
-        worker_loop, cancel = running
         with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
-            worker_loop.call_soon_threadsafe(cancel)
-        job.kill_timer = loop.call_later(self._kill_grace, self._warn_unstopped, job)
+            running.loop.call_soon_threadsafe(running.cancel)
+        job.kill_timer = self._bound_loop().call_later(
+            self._kill_grace, self._warn_unstopped, job
+        )
 
-    def _warn_unstopped(self, job: _Job) -> None:
+    def _warn_unstopped(self, job: LocalJob) -> None:
         job.kill_timer = None
         if self._jobs.get(job.uid) is job:
             logger.warning(
@@ -1184,27 +799,27 @@ class LocalExecutionBackend(BackendBase[_Job]):
         self._shutdown_done = asyncio.Event()
         self._state = BackendState.SHUTDOWN
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._shutdown_timeout
+        deadline = loop.time() + self._options.shutdown_timeout
         try:
             jobs = list(self._jobs.values())
             for job in jobs:
                 running = self._fn_queue.stop(job)
                 # Even a sync function that runs on: SD-2 reports it CANCELED.
                 job.canceled = True
-                if not isinstance(running, str):  # a coroutine in a pool thread
-                    with contextlib.suppress(RuntimeError):
-                        running[0].call_soon_threadsafe(running[1])
+                if isinstance(running, _workers.CoroutineStop):
+                    with contextlib.suppress(RuntimeError):  # its loop is closed
+                        running.loop.call_soon_threadsafe(running.cancel)
             # Pullers take no further job, and none waits for resources.
             self._fn_queue.close()
             self._to_dispatch.clear()
-            self._exec_queue.clear()
+            self._executables.queue.clear()
             if self._procs is not None:
                 self._procs.close()  # busy workers get TERM, then KILL
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             await self._stop_children(jobs, deadline)
             await self._stop_workers(deadline)
-            await self._stop_on_loop(jobs, deadline)
+            await self._on_loop.stop(jobs, deadline)
             # Report what is left, then refuse to report anything else (SD-2, SD-3).
             self._cancel_all()
         finally:
@@ -1212,52 +827,6 @@ class LocalExecutionBackend(BackendBase[_Job]):
             self._jobs.clear()
             self._notices.clear()
             self._shutdown_done.set()
-
-    async def _stop_on_loop(self, jobs: list[_Job], deadline: float) -> None:
-        """Cancel the coroutines running on the loop; wait (bounded) until they stop."""
-        running = [
-            job.on_loop for job in jobs if job.on_loop is not None and not job.ended
-        ]
-        if not running:
-            return
-        for task in running:
-            task.cancel()
-        timeout = max(0.01, deadline - asyncio.get_running_loop().time())
-        # A coroutine that ignores the cancel is left behind at the deadline;
-        # its task is still reported CANCELED (SD-2), its result dropped.
-        await asyncio.wait(running, timeout=timeout)
-
-    async def _stop_children(self, jobs: list[_Job], deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        # Every job whose runner still waits, even if its leader has exited:
-        # a descendant may hold the pipes.
-        running = [j for j in jobs if j.child is not None]
-        # One scan for every mark of this backend: the escaped descendants of
-        # running tasks, and leftovers of finished ones (a daemon that left
-        # its group) too.
-        scope = () if self._mark_scope is None else (self._mark_scope + ".",)
-        groups = {j.child.pid for j in running if j.child is not None}
-        for job in running:
-            if job.child is not None and job.kill_timer is None:
-                ex.signal_group(job.child.pid, signal.SIGTERM)
-        ex.signal_marked(signal.SIGTERM, prefixes=scope, skip_groups=groups)
-        if self._runners:
-            grace = min(self._kill_grace, max(0.0, deadline - loop.time()))
-            await asyncio.wait(set(self._runners), timeout=grace)
-        for job in running:
-            if job.kill_timer is not None:
-                job.kill_timer.cancel()
-            if job.child is not None:
-                ex.signal_group(job.child.pid, signal.SIGKILL)
-                # Tasks end CANCELED: no output is owed, so no drain either.
-                job.child.stop_reading()
-        ex.signal_marked(signal.SIGKILL, prefixes=scope)
-        if self._runners:
-            await asyncio.wait(
-                set(self._runners), timeout=max(0.01, deadline - loop.time())
-            )
-        for runner in list(self._runners):
-            runner.cancel()
 
     async def _stop_workers(self, deadline: float) -> None:
         procs = self._procs
