@@ -21,10 +21,9 @@ from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, functi
 from reference._core import CancelDecision
 from reference._procpool import ProcessPool
 from reference._resources import (
+    Grant,
     ResourcePool,
     capacity_from,
-    function_refusal,
-    unavailable,
 )
 from reference.local.executables import ExecutableRunner
 from reference.local.functions import (
@@ -32,19 +31,19 @@ from reference.local.functions import (
     OnLoopRunner,
     pool_like,
     pool_width,
+    stop_workers,
 )
-from reference.local.jobs import LocalJob, Notice
+from reference.local.jobs import LocalJob
+from reference.local.notices import NoticeInbox
 from reference.local.options import LocalOptions
+from reference.local.placement import ONE_CORE, place, read_request
 from spec import (
-    RESOURCE_KEYS,
     BackendState,
     Capability,
-    CapabilityNotSupportedError,
     ResourceCapacity,
     ResourceDemand,
     TaskState,
     WorkerLostError,
-    resource_demand,
 )
 
 __all__ = ["LocalExecutionBackend"]
@@ -57,10 +56,6 @@ logger = logging.getLogger("reference")
 
 # Work done per event-loop turn, so a huge batch never stalls the loop (SC-3).
 _DISPATCH_CHUNK = 128
-_DRAIN_CHUNK = 256
-
-# What a task without a resource request asks for (one core); shared.
-_ONE_CORE = ResourceDemand()
 
 
 _PROCESS_POOL_EXTRAS = frozenset(
@@ -258,12 +253,14 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             self.capabilities = self.capabilities | {Capability.RESOURCES}
         self._admission_scheduled = False
         self._launching = False
+        self._inbox = NoticeInbox(self)
+        push = self._inbox.push
         self._procs: ProcessPool | None = None
         if isinstance(executor, ProcessPoolExecutor):
-            self._procs = pool_like(executor, self._push, self._kill_grace, name)
+            self._procs = pool_like(executor, push, self._kill_grace, name)
         elif options.processes is not None:
             self._procs = ProcessPool(
-                options.processes, self._push, kill_grace=self._kill_grace, name=name
+                options.processes, push, kill_grace=self._kill_grace, name=name
             )
         elif executor is None:
             executor = ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}")
@@ -277,15 +274,12 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         self._dispatch_scheduled = False
         # Function jobs for a thread pool, run by a few long-lived pullers.
         width = 1 if executor is None else pool_width(executor)
-        self._fn_queue = _workers.JobQueue(self._push, width, self._resources)
+        self._fn_queue = _workers.JobQueue(push, width, self._resources)
         self._fn_queue.spawn = self._spawn_puller
         self._on_loop = OnLoopRunner(self)
         self._executables = ExecutableRunner(
-            self, options.max_processes, self._kill_grace, options.mpi_launcher
+            self, options.max_processes, self._kill_grace
         )
-        # Notices from worker threads; drained on the loop, one wake-up per burst.
-        self._notices: deque[Notice] = deque()
-        self._wake_pending = False
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
 
@@ -378,8 +372,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
                     "loop; submit from that loop"
                 )
             self._loop = loop
-            # Callbacks owed by the old loop will never come.
-            self._wake_pending = False
+            self._inbox.bind(loop)
             self._executables.reset()
         accepted = self._accept(tasks, LocalJob)
         if not accepted:
@@ -428,7 +421,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
                         continue
                     job.threaded = True
                     jobs.append(job)
-                    demands.append(_ONE_CORE)
+                    demands.append(ONE_CORE)
                 elif (demand := self._wait_for_resources(job, pool)) is not None:
                     jobs.append(job)
                     demands.append(demand)
@@ -508,7 +501,6 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         names what is wrong (RQ-3). Also marks the jobs the pullers run.
         """
         task = job.task
-        options = task.get("task_backend_specific_kwargs")
         is_function = task.get("function") is not None
         if is_function:
             try:
@@ -519,31 +511,14 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             job.threaded = self._procs is None and not (
                 self._async_on_loop and self._is_coroutine_function(call[0])
             )
-        if options is None or (
-            isinstance(options, dict) and options.keys().isdisjoint(RESOURCE_KEYS)
-        ):
-            return _ONE_CORE  # the default path: one core fits any capacity
-        try:
-            demand = resource_demand(options if isinstance(options, dict) else None)
-        except ValueError as exc:
-            self._fail(job, exc)  # RQ-3
-            return None
-        refusal = function_refusal(job.uid, demand) if is_function else None
-        if refusal is not None:
-            self._fail(job, refusal)
-            return None
-        if demand.ranks > 1 and self._options.mpi_launcher is None:
-            self._fail(
-                job,
-                CapabilityNotSupportedError(
-                    "ranks > 1 without an mpi_launcher",
-                    f"task {job.uid!r} asks for {demand.ranks} ranks; construct "
-                    'the backend with mpi_launcher=["mpiexec", "-n", "{ranks}"]',
-                ),
-            )
-            return None
-        if not pool.fits(demand):
-            self._fail(job, unavailable(job.uid, demand, pool.capacity))  # RQ-2
+        demand = read_request(
+            task,
+            is_function=is_function,
+            launcher=self._options.mpi_launcher,
+            pool=pool,
+        )
+        if isinstance(demand, Exception):
+            self._fail(job, demand)  # RQ-2, RQ-3, SB-6
             return None
         job.ranks = demand.ranks
         return demand
@@ -597,64 +572,6 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
 
     # -- notices from workers --------------------------------------------------
 
-    def _push(self, notice: Notice) -> None:
-        """Queue a worker's notice; wake the loop once per burst. Thread-safe."""
-        self._notices.append(notice)
-        # Appending before reading the flag means a drain that already reset
-        # it will still see this notice; a spare wake-up is harmless.
-        loop = self._loop
-        if not self._wake_pending and loop is not None:
-            self._wake_pending = True
-            # A closed loop means nobody is left to tell.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        self._wake_pending = False
-        notices = self._notices
-        if self._closed:
-            notices.clear()
-            return
-        report = self._report
-        admitted: list[LocalJob] = []
-        for _ in range(min(len(notices), _DRAIN_CHUNK)):
-            job, kind, value, text = notices.popleft()
-            if kind == _workers.STOPPED:
-                # A canceled job's worker or coroutine has stopped: now the
-                # CANCELED that cancel_task promised is true (CN-8).
-                if job.kill_timer is not None:
-                    job.kill_timer.cancel()
-                    job.kill_timer = None
-                self._finish(job, TaskState.CANCELED)
-                continue
-            if not self._owes_result(job):
-                continue  # canceled (result discarded) or already reported
-            task = job.task
-            if kind == _workers.RUNNING:
-                # A puller sends it once, as it takes the job (_workers.JobQueue).
-                # If the function has already returned, RUNNING is no longer
-                # true: the outcome follows, and RUNNING is optional (ST-3).
-                # Through an engine that halves the callbacks of short tasks.
-                if not job.ended:
-                    report(task, TaskState.RUNNING)
-            elif kind == _workers.DONE:
-                task["return_value"] = value
-                self._finish(job, TaskState.DONE)
-            elif kind == _workers.FAILED:
-                task["exception"] = value
-                task["stderr"] = text
-                self._finish(job, TaskState.FAILED)
-            elif kind == _workers.ADMITTED:
-                # A puller admitted it (it holds its resources); it is not
-                # one the pullers run.
-                admitted.append(job)
-            else:
-                self._worker_lost(job, value)
-        self._launch(admitted)
-        if notices and not self._wake_pending:
-            self._wake_pending = True
-            self._bound_loop().call_soon(self._drain)
-
     def _finish(self, job: LocalJob, state: TaskState) -> bool:
         # A job a puller took gives back its grant in that puller, as the
         # function returns (_workers.JobQueue); any other grant comes back here.
@@ -696,6 +613,16 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
     def _terminate(self, job: LocalJob) -> None:
         """Stop a running child (a seam: `ExecutableRunner.terminate`)."""
         self._executables.terminate(job)
+
+    def _placed(
+        self,
+        job: LocalJob,
+        grant: Grant,
+        options: ex.ExecOptions,
+        command: str | list[str],
+    ) -> tuple[ex.ExecOptions, str | list[str]]:
+        """Give an executable its GPUs and launcher (a seam: `placement.place`)."""
+        return place(grant, job.ranks, self._options.mpi_launcher, options, command)
 
     @staticmethod
     def _capture_paths(work_dir: str, uid: str) -> tuple[str, str]:
@@ -818,27 +745,13 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             await self._stop_children(jobs, deadline)
-            await self._stop_workers(deadline)
+            if self._procs is not None:
+                await stop_workers(self._procs, self._kill_grace, deadline)
             await self._on_loop.stop(jobs, deadline)
             # Report what is left, then refuse to report anything else (SD-2, SD-3).
             self._cancel_all()
         finally:
             self._closed = True
             self._jobs.clear()
-            self._notices.clear()
+            self._inbox.notices.clear()
             self._shutdown_done.set()
-
-    async def _stop_workers(self, deadline: float) -> None:
-        procs = self._procs
-        if procs is None:
-            return
-        loop = asyncio.get_running_loop()
-        # The dispatchers TERM busy workers, KILL them after the grace, and
-        # reap them; past the grace (or near the deadline) KILL them all here.
-        grace_end = min(deadline - 0.1, loop.time() + self._kill_grace + 0.1)
-        while loop.time() < grace_end and procs.alive():
-            await asyncio.sleep(0.01)
-        if procs.alive():
-            procs.kill_all()
-        while loop.time() < deadline and procs.alive():
-            await asyncio.sleep(0.01)

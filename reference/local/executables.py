@@ -10,7 +10,6 @@ records are `reference._executables` and `reference._children`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -56,6 +55,14 @@ class ExecutableHost(Protocol):
     def _terminate(self, job: Any) -> None: ...
 
     def _capture_paths(self, work_dir: str, uid: str) -> tuple[str, str]: ...
+
+    def _placed(
+        self,
+        job: Any,
+        grant: Grant,
+        options: ex.ExecOptions,
+        command: str | list[str],
+    ) -> tuple[ex.ExecOptions, str | list[str]]: ...
 
 
 def _canceled(job: LocalJob) -> bool:
@@ -114,7 +121,6 @@ class ExecutableRunner:
         host: The backend: its loop, its reporting hooks, ``_terminate``.
         max_children: Most children running at once (SC-4).
         kill_grace: Seconds between SIGTERM and SIGKILL.
-        launcher: The ``mpi_launcher`` argv prefix, or ``None``.
     """
 
     def __init__(
@@ -122,12 +128,10 @@ class ExecutableRunner:
         host: ExecutableHost,
         max_children: int,
         kill_grace: float,
-        launcher: list[str] | None,
     ) -> None:
         self._host = host
         self._max_children = max_children
         self._grace = kill_grace
-        self._launcher = launcher
         self.queue: deque[LocalJob] = deque()
         self.runners: set[asyncio.Task[None]] = set()
         self._pacer = SpawnPacer()
@@ -175,7 +179,7 @@ class ExecutableRunner:
             self._host._fail(job, exc)
             return
         if job.grant is not None:
-            options, command = self._placed(job, job.grant, options, command)
+            options, command = self._host._placed(job, job.grant, options, command)
         out = err = PIPE
         paths = ("", "")
         if options.capture_stdio:
@@ -241,25 +245,6 @@ class ExecutableRunner:
             task, options, exit_code, stdout, stderr, timed_out=job.timed_out
         )
         self._host._finish(job, TaskState.DONE if done else TaskState.FAILED)
-
-    def _placed(
-        self,
-        job: LocalJob,
-        grant: Grant,
-        options: ex.ExecOptions,
-        command: str | list[str],
-    ) -> tuple[ex.ExecOptions, str | list[str]]:
-        """Give an executable its GPUs (RQ-4) and, for ranks, its launcher."""
-        if grant.gpus:
-            env = dict(os.environ if options.env is None else options.env)
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
-            options = dataclasses.replace(options, env=env)
-        if job.ranks > 1 and self._launcher is not None:
-            ranks = str(job.ranks)
-            launcher = [arg.replace("{ranks}", ranks) for arg in self._launcher]
-            inner = ["/bin/sh", "-c", command] if isinstance(command, str) else command
-            command = launcher + inner
-        return options, command
 
     def time_out(self, job: LocalJob) -> None:
         """Stop a child that ran past its ``timeout`` (reported FAILED)."""

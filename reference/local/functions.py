@@ -21,7 +21,14 @@ from reference._procpool import ProcessPool
 from reference.local.jobs import LocalJob, Notice
 from spec import TaskState
 
-__all__ = ["CoroutineCheck", "OnLoopHost", "OnLoopRunner", "pool_like", "pool_width"]
+__all__ = [
+    "CoroutineCheck",
+    "OnLoopHost",
+    "OnLoopRunner",
+    "pool_like",
+    "pool_width",
+    "stop_workers",
+]
 
 
 def pool_width(executor: Executor) -> int:
@@ -174,3 +181,20 @@ class OnLoopRunner:
         # A coroutine that ignores the cancel is left behind at the deadline;
         # its task is still reported CANCELED (SD-2), its result dropped.
         await asyncio.wait(running, timeout=timeout)
+
+
+async def stop_workers(procs: ProcessPool, kill_grace: float, deadline: float) -> None:
+    """Wait (bounded) for a closed pool's workers to die; KILL them past the grace.
+
+    The pool's dispatchers TERM busy workers, KILL them after the grace and
+    reap them; past the grace (or near ``deadline``) every worker left is
+    killed here (SD-4, SD-5).
+    """
+    loop = asyncio.get_running_loop()
+    grace_end = min(deadline - 0.1, loop.time() + kill_grace + 0.1)
+    while loop.time() < grace_end and procs.alive():
+        await asyncio.sleep(0.01)
+    if procs.alive():
+        procs.kill_all()
+    while loop.time() < deadline and procs.alive():
+        await asyncio.sleep(0.01)

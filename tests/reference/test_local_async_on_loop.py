@@ -36,9 +36,9 @@ async def test_a_stale_running_notice_is_not_delivered(recorder: Recorder) -> No
         # Hold the loop until the worker has queued both notices, so the
         # drain finds RUNNING only after the function has returned.
         deadline = time.monotonic() + 20
-        while len(backend._notices) < 2 and time.monotonic() < deadline:
+        while len(backend._inbox.notices) < 2 and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert len(backend._notices) == 2
+        assert len(backend._inbox.notices) == 2
         await recorder.wait(["t"])
     finally:
         await backend.shutdown()
