@@ -81,6 +81,8 @@ __all__ = [
     "open_capture_fds",
     "open_capture_files",
     "parse_options",
+    "pidfds_work",
+    "proc_stat",
     "record_exit",
     "run_executable",
     "signal_group",
@@ -664,18 +666,41 @@ def _in_groups(pid: int, groups: Collection[int]) -> bool:
 _pidfd_state: list[bool] = []
 
 
-def _pidfds_work() -> bool:
-    """Probe once whether pidfds work here (Linux >= 5.3, not filtered out)."""
+def pidfds_work() -> bool:
+    """Probe once whether pidfds work here (Linux >= 5.3, not filtered out).
+
+    The one probe of the package: `reference._children` watches children
+    through pidfds when it is true, and signals go through them when
+    `signal.pidfd_send_signal` exists too.
+    """
     if not _pidfd_state:
         works = False
         if sys.platform == "linux" and hasattr(os, "pidfd_open"):
             try:
                 os.close(os.pidfd_open(os.getpid()))
-                works = hasattr(signal, "pidfd_send_signal")
+                works = True
             except OSError:
                 pass
         _pidfd_state.append(works)
     return _pidfd_state[0]
+
+
+def _pidfds_work() -> bool:
+    """Whether signals can go through pidfds (no pid reuse between look and kill)."""
+    return pidfds_work() and hasattr(signal, "pidfd_send_signal")
+
+
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name; ``None`` if unread.
+
+    The first is the state (``b"Z"`` for a zombie), the third the process
+    group. ``None`` when the process is gone or there is no ``/proc``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
 
 
 def _running(pgid: int, marks: Iterable[str]) -> bool:
@@ -693,12 +718,8 @@ def _running(pgid: int, marks: Iterable[str]) -> bool:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as file:
-                fields = file.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if fields[0] in (b"Z", b"X"):
+        fields = proc_stat(name)
+        if fields is None or fields[0] in (b"Z", b"X"):
             continue
         if int(fields[2]) == pgid or (wanted and _has_mark(int(name), wanted, ())):
             return True

@@ -160,14 +160,14 @@ class ExecutableRunner:
             if job.canceled:
                 continue
             try:
-                await self._run_executable(job)
+                await self._run_one(job)
             except Exception as exc:  # a bug must not hang the task
                 logger.exception(
                     "backend %r: executable task %r", self._host.name, job.uid
                 )
                 self._host._fail(job, exc)
 
-    async def _run_executable(self, job: LocalJob) -> None:
+    async def _run_one(self, job: LocalJob) -> None:
         task = job.task
         await self._pacer.slot(self._host._bound_loop())
         if _canceled(job) or self._host._closed:
