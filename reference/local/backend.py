@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -25,6 +24,7 @@ from reference._resources import (
     ResourcePool,
     capacity_from,
 )
+from reference.local.dispatch import Dispatcher
 from reference.local.executables import ExecutableRunner
 from reference.local.functions import (
     CoroutineCheck,
@@ -36,7 +36,7 @@ from reference.local.functions import (
 from reference.local.jobs import LocalJob
 from reference.local.notices import NoticeInbox
 from reference.local.options import LocalOptions
-from reference.local.placement import ONE_CORE, place, read_request
+from reference.local.placement import place, read_request
 from spec import (
     BackendState,
     Capability,
@@ -55,7 +55,6 @@ _PROCESS_POOL_EXTRAS = frozenset(
 logger = logging.getLogger("reference")
 
 # Work done per event-loop turn, so a huge batch never stalls the loop (SC-3).
-_DISPATCH_CHUNK = 128
 
 
 _PROCESS_POOL_EXTRAS = frozenset(
@@ -251,8 +250,6 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         )
         if options.resources:
             self.capabilities = self.capabilities | {Capability.RESOURCES}
-        self._admission_scheduled = False
-        self._launching = False
         self._inbox = NoticeInbox(self)
         push = self._inbox.push
         self._procs: ProcessPool | None = None
@@ -269,16 +266,23 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             self.capabilities = self.capabilities | _PROCESS_POOL_EXTRAS
         self._executor: Executor | None = executor
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Accepted, not yet handed to the executor / the child runners.
-        self._to_dispatch: deque[LocalJob] = deque()
-        self._dispatch_scheduled = False
         # Function jobs for a thread pool, run by a few long-lived pullers.
         width = 1 if executor is None else pool_width(executor)
         self._fn_queue = _workers.JobQueue(push, width, self._resources)
-        self._fn_queue.spawn = self._spawn_puller
         self._on_loop = OnLoopRunner(self)
         self._executables = ExecutableRunner(
             self, options.max_processes, self._kill_grace
+        )
+        self._dispatcher = Dispatcher(
+            self,
+            queue=self._fn_queue,
+            pool=self._resources,
+            executor=executor,
+            procs=self._procs,
+            on_loop=self._on_loop,
+            executables=self._executables,
+            is_coroutine=self._is_coroutine_function,
+            async_on_loop=self._async_on_loop,
         )
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
@@ -377,105 +381,11 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         accepted = self._accept(tasks, LocalJob)
         if not accepted:
             return
-        self._to_dispatch.extend(accepted)
-        if not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            # Handed to the executor on later loop turns, in chunks: submit
-            # returns fast and never delivers a state itself (ST-5).
-            loop.call_soon(self._dispatch)
-
-    def _dispatch(self) -> None:
-        self._dispatch_scheduled = False
-        if self._closed:
-            return
-        pending = self._to_dispatch
-        count = min(len(pending), _DISPATCH_CHUNK)
-        pool = self._resources
-        if pool is None:
-            ready: list[LocalJob] = []
-            for _ in range(count):
-                job = pending.popleft()
-                if not job.canceled:
-                    ready.append(job)
-            self._launch(ready)
-        else:
-            jobs: list[LocalJob] = []
-            demands: list[ResourceDemand] = []
-            # The default path, inline: a thread-pool function task with no
-            # request asks for one core, which any capacity can give.
-            plain = self._procs is None and not self._async_on_loop
-            for _ in range(count):
-                job = pending.popleft()
-                if job.canceled:
-                    continue
-                task = job.task
-                if (
-                    plain
-                    and not task.get("task_backend_specific_kwargs")
-                    and task.get("function") is not None
-                ):
-                    try:
-                        function_call(task)  # a malformed call fails here
-                    except Exception as exc:
-                        self._fail(job, exc)
-                        continue
-                    job.threaded = True
-                    jobs.append(job)
-                    demands.append(ONE_CORE)
-                elif (demand := self._wait_for_resources(job, pool)) is not None:
-                    jobs.append(job)
-                    demands.append(demand)
-            self._is_coroutine_function.forget()  # keep no function past its turn
-            self._admit(jobs, demands)
-        if pending and not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            self._bound_loop().call_soon(self._dispatch)
+        self._dispatcher.add(accepted, loop)
 
     def _launch(self, jobs: list[LocalJob]) -> None:
-        """Hand jobs to the thread pool, the process pool or the child runners."""
-        if not jobs:
-            return
-        self._launching = True
-        try:
-            self._hand_over(jobs)
-        finally:
-            self._launching = False
-
-    def _hand_over(self, jobs: list[LocalJob]) -> None:
-        procs = self._procs
-        on_loop = self._async_on_loop
-        threaded: list[LocalJob] = []
-        in_processes: list[LocalJob] = []
-        looped: list[LocalJob] = []
-        for job in jobs:
-            task = job.task
-            try:
-                if task.get("function") is not None:
-                    call = function_call(task)  # a malformed call fails here
-                    if on_loop and self._is_coroutine_function(call[0]):
-                        self._on_loop.start(job, call)
-                        looped.append(job)
-                    elif procs is not None:
-                        job.call = call
-                        in_processes.append(job)
-                    else:
-                        threaded.append(job)
-                elif task.get("executable") is not None:
-                    self._executables.queue.append(job)
-                else:
-                    self._fail(job, self._unrunnable(task))
-            except Exception as exc:  # a bad call; a custom executor's submit failing
-                self._fail(job, exc)
-        if threaded:
-            self._start_in_threads(threaded)
-        if in_processes and procs is not None:
-            procs.put(in_processes)
-        if looped:
-            # One check for the chunk, right after the tasks' first steps.
-            self._bound_loop().call_soon(self._on_loop.report_running, looped)
-            self._is_coroutine_function.forget()  # keep no function past its turn
-        if self._executables.queue:
-            self._executables.start()
+        """Hand jobs to the runners (a seam: `Dispatcher.launch`)."""
+        self._dispatcher.launch(jobs)
 
     # -- resource accounting (capability "resources") ----------------------------
     #
@@ -523,53 +433,6 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         job.ranks = demand.ranks
         return demand
 
-    def _admit(
-        self, jobs: Sequence[LocalJob] = (), demands: Sequence[ResourceDemand] = ()
-    ) -> None:
-        """Queue ``jobs`` for their ``demands``; start every job that fits now."""
-        admitted = self._fn_queue.admit(jobs, demands)
-        if admitted is None:  # a puller holds the lock: admit on a later turn
-            self._admit_soon()
-            return
-        others, pullers = admitted
-        self._launch(others)
-        self._start_pullers(pullers)
-
-    def _admit_soon(self) -> None:
-        if not self._admission_scheduled:
-            self._admission_scheduled = True
-            self._bound_loop().call_soon(self._admit_waiting)
-
-    def _admit_waiting(self) -> None:
-        self._admission_scheduled = False
-        if self._resources is not None and not self._closed:
-            self._admit()
-
-    def _start_in_threads(self, jobs: list[LocalJob]) -> None:
-        self._start_pullers(self._fn_queue.put(jobs))
-
-    def _start_pullers(self, wanted: int) -> None:
-        queue = self._fn_queue
-        for started in range(wanted):
-            try:
-                self._spawn_puller()
-            except Exception as exc:  # e.g. the executor was shut down under us
-                stranded: list[LocalJob] = queue.retire(wanted - started)
-                # Their cores come back as they fail: admit the next on a
-                # later turn, not by recursing once per task.
-                launching, self._launching = self._launching, True
-                try:
-                    for job in stranded:
-                        self._fail(job, exc)
-                finally:
-                    self._launching = launching
-                return
-
-    def _spawn_puller(self) -> None:
-        """Submit one more puller to the thread pool (from any thread)."""
-        assert self._executor is not None  # a thread pool has one
-        self._executor.submit(self._fn_queue.pull)
-
     # -- notices from workers --------------------------------------------------
 
     def _finish(self, job: LocalJob, state: TaskState) -> bool:
@@ -580,12 +443,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         )
         reported = super()._finish(job, state)
         if waiting and not self._closed:
-            if self._launching:
-                # Inside _launch (a job failed as it was handed over): admit
-                # on a later turn rather than recursing.
-                self._admit_soon()
-            else:
-                self._admit()
+            self._dispatcher.released()
         return reported
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
@@ -738,7 +596,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
                         running.loop.call_soon_threadsafe(running.cancel)
             # Pullers take no further job, and none waits for resources.
             self._fn_queue.close()
-            self._to_dispatch.clear()
+            self._dispatcher.pending.clear()
             self._executables.queue.clear()
             if self._procs is not None:
                 self._procs.close()  # busy workers get TERM, then KILL

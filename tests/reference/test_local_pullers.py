@@ -20,7 +20,7 @@ import pytest
 from _ref_helpers import QUICK_DONE, Recorder
 
 from reference import LocalExecutionBackend
-from reference.local import backend as local_module
+from reference.local import dispatch as local_module
 from reference.local import functions as local_functions
 from spec import TaskState
 
