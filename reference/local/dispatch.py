@@ -22,7 +22,7 @@ from reference._procpool import ProcessPool
 from reference._resources import ResourcePool
 from reference.local.executables import ExecutableRunner
 from reference.local.functions import CoroutineCheck, OnLoopRunner
-from reference.local.jobs import LocalJob
+from reference.local.jobs import BackendHooks, LocalJob
 from reference.local.placement import ONE_CORE
 from spec import ResourceDemand
 
@@ -32,16 +32,8 @@ _DISPATCH_CHUNK = 128
 """Jobs handed on per loop turn, so a huge batch never stalls the loop (SC-3)."""
 
 
-class DispatchHost(Protocol):
+class DispatchHost(BackendHooks, Protocol):
     """What the dispatcher needs of the backend: its loop, state and hooks."""
-
-    _closed: bool
-
-    def _bound_loop(self) -> asyncio.AbstractEventLoop: ...
-
-    def _fail(
-        self, job: Any, error: BaseException, stderr: str | None = None
-    ) -> None: ...
 
     def _unrunnable(self, task: dict[str, Any]) -> Exception: ...
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from reference import _executables as ex
 from reference._children import Child, spawn
 from reference._resources import Grant
-from reference.local.jobs import LocalJob
+from reference.local.jobs import BackendHooks, LocalJob
 from spec import TaskState
 
 __all__ = ["ExecutableHost", "ExecutableRunner", "SpawnPacer"]
@@ -31,26 +31,11 @@ _SPAWNS_PER_TURN = 8
 """Spawns per event-loop turn: a burst never stalls the loop (SC-3)."""
 
 
-class ExecutableHost(Protocol):
-    """What the runner needs of the backend that owns it.
-
-    The hooks are the backend's own methods, so a subclass that overrides one
-    (the conformance mutants do) changes what the runner does.
-    """
+class ExecutableHost(BackendHooks, Protocol):
+    """What the runner needs of the backend besides the common hooks."""
 
     name: str
     _work_dir: str
-    _closed: bool
-
-    def _bound_loop(self) -> asyncio.AbstractEventLoop: ...
-
-    def _finish(self, job: Any, state: TaskState) -> bool: ...
-
-    def _fail(
-        self, job: Any, error: BaseException, stderr: str | None = None
-    ) -> None: ...
-
-    def _report(self, task: dict[str, Any], state: TaskState) -> None: ...
 
     def _terminate(self, job: Any) -> None: ...
 

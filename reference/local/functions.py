@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Protocol
 
 from reference._procpool import ProcessPool
-from reference.local.jobs import LocalJob, Notice
+from reference.local.jobs import BackendHooks, LocalJob, Notice
 from spec import TaskState
 
 __all__ = [
@@ -96,18 +96,8 @@ class CoroutineCheck:
         self._last = None
 
 
-class OnLoopHost(Protocol):
-    """What `OnLoopRunner` needs of its backend: the loop and the reporting hooks."""
-
-    def _bound_loop(self) -> asyncio.AbstractEventLoop: ...
-
-    def _finish(self, job: Any, state: TaskState) -> bool: ...
-
-    def _fail(
-        self, job: Any, error: BaseException, stderr: str | None = None
-    ) -> None: ...
-
-    def _report(self, task: dict[str, Any], state: TaskState) -> None: ...
+class OnLoopHost(BackendHooks, Protocol):
+    """What `OnLoopRunner` needs of its backend besides the common hooks."""
 
     def _owes_result(self, job: Any) -> bool: ...
 

@@ -1,15 +1,16 @@
-"""The local backend's record of one accepted task, shared by its parts."""
+"""What the local backend's parts share: the job record, notices, the hooks."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from reference._base import Job
 from reference._children import Child
 from reference._resources import Grant
+from spec import TaskState
 
-__all__ = ["LocalJob", "Notice"]
+__all__ = ["BackendHooks", "LocalJob", "Notice"]
 
 Notice = tuple["LocalJob", int, Any, "str | None"]
 """``(job, kind, value, text)``: what a worker thread or process pushes (kinds
@@ -69,3 +70,23 @@ class LocalJob(Job):
         # Set in the environment of the child and all its descendants, so the
         # ones that leave its process group can still be found and killed.
         self.mark: str | None = None
+
+
+class BackendHooks(Protocol):
+    """The backend's hooks the parts call back through: its loop and reporting.
+
+    They are the backend's own methods, so a subclass that overrides one (the
+    conformance mutants do) changes what every part does.
+    """
+
+    _closed: bool
+
+    def _bound_loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def _finish(self, job: Any, state: TaskState) -> bool: ...
+
+    def _fail(
+        self, job: Any, error: BaseException, stderr: str | None = None
+    ) -> None: ...
+
+    def _report(self, task: dict[str, Any], state: TaskState) -> None: ...

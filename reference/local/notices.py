@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from reference import _workers
-from reference.local.jobs import LocalJob, Notice
+from reference.local.jobs import BackendHooks, LocalJob, Notice
 from spec import TaskState
 
 __all__ = ["InboxHost", "NoticeInbox"]
@@ -22,16 +22,8 @@ _DRAIN_CHUNK = 256
 """Notices delivered per loop turn, so a burst never stalls the loop (SC-3)."""
 
 
-class InboxHost(Protocol):
+class InboxHost(BackendHooks, Protocol):
     """What the inbox needs of the backend: its state and reporting hooks."""
-
-    _closed: bool
-
-    def _bound_loop(self) -> asyncio.AbstractEventLoop: ...
-
-    def _report(self, task: dict[str, Any], state: TaskState) -> None: ...
-
-    def _finish(self, job: Any, state: TaskState) -> bool: ...
 
     def _owes_result(self, job: Any) -> bool: ...
 
