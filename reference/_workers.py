@@ -15,26 +15,22 @@ import contextlib
 import contextvars
 import functools
 import operator
-import os
-import pickle
 import threading
 import traceback
-import types
 from asyncio import _get_running_loop, _set_running_loop
 from collections import deque
 from collections.abc import (
     Callable,
     Coroutine,
-    Generator,
     Iterable,
-    Mapping,
     Sequence,
 )
 from typing import Any, NamedTuple
 
+from reference._calls import call, in_context, sendable, thread_loop
 from reference._core import CancelDecision
 from reference._resources import ResourcePool
-from spec import ResourceDemand, StandInError
+from spec import ResourceDemand
 
 __all__ = [
     "ADMITTED",
@@ -82,50 +78,6 @@ ADMITTED = 5
 
 _is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
 """Whether a job waiting for resources was canceled (it is then skipped)."""
-
-
-class _LoopHolder:
-    """Owns a worker's event loop and closes it when the worker goes away."""
-
-    __slots__ = ("loop", "pid")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.pid = os.getpid()
-
-    def __del__(self) -> None:
-        # A thread's locals are dropped when it exits; close its loop then,
-        # so no "unclosed event loop" warning is left for the GC.
-        if self.pid == os.getpid() and not self.loop.is_closed():
-            self.loop.close()
-
-
-_thread_state = threading.local()
-
-
-def thread_loop() -> asyncio.AbstractEventLoop:
-    """Return this thread's own event loop, created on first use.
-
-    It lives as long as the thread and is closed when the thread ends; the
-    local backend's workers and the Dask workers run coroutines on it.
-    """
-    holder: _LoopHolder | None = getattr(_thread_state, "holder", None)
-    # The pid check drops a loop inherited through fork (a forked process
-    # pool worker must not reuse its parent's loop).
-    if holder is None or holder.pid != os.getpid():
-        holder = _LoopHolder()
-        _thread_state.holder = holder
-    return holder.loop
-
-
-def call(
-    func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Call ``func``; run a coroutine it returns on this thread's own loop."""
-    result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        result = thread_loop().run_until_complete(result)
-    return result
 
 
 class JobQueue:
@@ -557,7 +509,7 @@ class JobQueue:
         context.run(_JOB_TOKEN.set, token)
         puller.task.awaiting = token
         try:
-            return await _in_context(context, coro)
+            return await in_context(context, coro)
         finally:
             with self._lock:
                 job.coro = None
@@ -635,46 +587,3 @@ class _Puller:
         if self._uncancel is not None:
             while self._uncancel() > 0:
                 pass
-
-
-@types.coroutine
-def _in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    """``await coro``, each of its steps run in ``context``.
-
-    What the awaiting task sends or throws in is passed on to ``coro``, and
-    what ``coro`` yields (the futures it waits on) is passed up, as
-    ``await`` itself does.
-    """
-    run = context.run
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            yielded = run(coro.send, value) if error is None else run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = yield yielded
-            error = None
-        except GeneratorExit:
-            run(coro.close)
-            raise
-        except BaseException as exc:
-            value = None
-            error = exc
-
-
-def sendable(exc: BaseException) -> BaseException:
-    """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        kind = type(exc)
-        try:
-            message = str(exc)
-        except Exception:
-            message = "<str() of the exception failed>"
-        return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
-    return exc
