@@ -454,6 +454,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
     # -- process pool faults ----------------------------------------------------
 
     def _worker_lost(self, job: LocalJob, code: object) -> None:
+        """Fail only the task whose worker died (RS-12); a new worker replaces it."""
         if isinstance(code, int) and code < 0:
             how = f"killed by signal {-code}"
         else:

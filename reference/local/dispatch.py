@@ -231,7 +231,7 @@ class Dispatcher:
                 launching, self._launching = self._launching, True
                 try:
                     for job in stranded:
-                        self._host._fail(job, exc)
+                        self._host._fail(job, exc)  # SB-9: only these
                 finally:
                     self._launching = launching
                 return

@@ -182,7 +182,7 @@ class ExecutableRunner:
         try:
             child = await spawn(command, options, out, err, mark=job.mark)
         except OSError as exc:
-            self._host._fail(job, ex.spawn_error(exc, task, options))
+            self._host._fail(job, ex.spawn_error(exc, task, options))  # RS-5
             return
         finally:
             if out != PIPE:  # capture files: the child has its own copies
@@ -229,6 +229,7 @@ class ExecutableRunner:
         done = ex.record_exit(
             task, options, exit_code, stdout, stderr, timed_out=job.timed_out
         )
+        # DONE if and only if it exited 0 (RS-4); a timeout is FAILED (RS-8).
         self._host._finish(job, TaskState.DONE if done else TaskState.FAILED)
 
     def time_out(self, job: LocalJob) -> None:

@@ -139,7 +139,8 @@ class OnLoopRunner:
                 self._host._finish(job, TaskState.CANCELED)
             else:
                 # Its own error; a CancelledError it raised itself included.
-                self._host._fail(job, exc, "".join(traceback.format_exception(exc)))
+                tb = "".join(traceback.format_exception(exc))
+                self._host._fail(job, exc, tb)  # RS-3
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise  # a request to stop the program, not only a task's failure
             return
@@ -150,7 +151,7 @@ class OnLoopRunner:
             self._host._finish(job, TaskState.CANCELED)
             return
         job.task["return_value"] = value
-        self._host._finish(job, TaskState.DONE)
+        self._host._finish(job, TaskState.DONE)  # RS-2
 
     def report_running(self, jobs: list[LocalJob]) -> None:
         """RUNNING for the started tasks still running after their first step."""

@@ -94,11 +94,11 @@ class NoticeInbox:
                     report(task, TaskState.RUNNING)
             elif kind == _workers.DONE:
                 task["return_value"] = value
-                self._host._finish(job, TaskState.DONE)
+                self._host._finish(job, TaskState.DONE)  # RS-1, RS-2
             elif kind == _workers.FAILED:
                 task["exception"] = value
                 task["stderr"] = text
-                self._host._finish(job, TaskState.FAILED)
+                self._host._finish(job, TaskState.FAILED)  # RS-3, RS-9
             elif kind == _workers.ADMITTED:
                 # A puller admitted it (it holds its resources); it is not
                 # one the pullers run.
