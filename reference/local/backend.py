@@ -523,17 +523,9 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
     def _stop(self, job: LocalJob) -> CancelDecision:
         """Ask the part that holds ``job`` to cancel it; what it found."""
         if job.child is not None:
-            job.canceled = True
-            self._terminate(job)  # the runner reports once the child is gone
-            return CancelDecision.STOPPING
+            return self._executables.cancel(job)
         if job.on_loop is not None and not job.ended:
-            # CancelledError inside the coroutine; OnLoopRunner reports
-            # CANCELED once it has stopped. One whose task has not taken its
-            # first step never starts (the cancel ends its task before the
-            # body runs), so nothing else would report it.
-            job.canceled = True
-            job.on_loop.cancel()
-            return CancelDecision.STOPPING if job.started else CancelDecision.NEVER_RUNS
+            return self._on_loop.cancel(job)
         if self._procs is not None and job.call is not None:
             # STOPPING: the worker is being killed; STOPPED follows (CN-8).
             return self._procs.cancel(job)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from reference import _executables as ex
 from reference._children import Child, spawn
+from reference._core import CancelDecision
 from reference._resources import Grant
 from reference.local.jobs import BackendHooks, LocalJob
 from spec import TaskState
@@ -231,6 +232,12 @@ class ExecutableRunner:
         )
         # DONE if and only if it exited 0 (RS-4); a timeout is FAILED (RS-8).
         self._host._finish(job, TaskState.DONE if done else TaskState.FAILED)
+
+    def cancel(self, job: LocalJob) -> CancelDecision:
+        """Stop a job's running child; it reports CANCELED once the child is gone."""
+        job.canceled = True
+        self._host._terminate(job)  # the backend's hook: TERM, KILL, drain (CN-5)
+        return CancelDecision.STOPPING
 
     def time_out(self, job: LocalJob) -> None:
         """Stop a child that ran past its ``timeout`` (reported FAILED)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Protocol
 
+from reference._core import CancelDecision
 from reference._procpool import ProcessPool
 from reference.local.jobs import BackendHooks, LocalJob, Notice
 from spec import TaskState
@@ -158,6 +159,18 @@ class OnLoopRunner:
         for job in jobs:
             if job.started and not job.ended and self._host._owes_result(job):
                 self._host._report(job.task, TaskState.RUNNING)
+
+    def cancel(self, job: LocalJob) -> CancelDecision:
+        """Cancel a job's asyncio task: CancelledError is raised inside the coroutine.
+
+        The runner reports CANCELED once the coroutine has stopped. One whose
+        task has not taken its first step never starts (the cancel ends its
+        task before the body runs): the caller reports that one.
+        """
+        job.canceled = True
+        if job.on_loop is not None:
+            job.on_loop.cancel()
+        return CancelDecision.STOPPING if job.started else CancelDecision.NEVER_RUNS
 
     async def stop(self, jobs: list[LocalJob], deadline: float) -> None:
         """Cancel the coroutines running on the loop; wait (bounded) until they stop."""
