@@ -74,3 +74,34 @@ async def test_only_the_overflowing_task_fails_and_bystanders_run(
         assert repr(key) in str(task["exception"])
     assert recorder.final("fn") is TaskState.DONE and fine[0]["return_value"] == (3, 1)
     assert recorder.final("ex") is TaskState.DONE
+
+
+class _Hostile(dict):  # type: ignore[type-arg]
+    """Options whose every read raises: a bug's stand-in in the request path."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise RuntimeError(f"cannot read {key!r}")
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_error_reading_a_request_fails_only_that_task(
+    recorder: Recorder,
+) -> None:
+    backend = LocalExecutionBackend(cores=2, shutdown_timeout=5)
+    backend.register_callback(recorder)
+    hostile = {
+        "uid": "hostile",
+        "executable": "true",
+        "task_backend_specific_kwargs": _Hostile(ranks=1),
+    }
+    fine = [{"uid": "ex", "executable": "true"}, {"uid": "fn", "function": abs}]
+    fine[1]["args"] = (-2,)
+    try:
+        await backend.submit_tasks([hostile, *fine])
+        await recorder.wait(["hostile", "ex", "fn"], timeout=20)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 15)
+    assert recorder.states("hostile") == [TaskState.FAILED]
+    assert isinstance(hostile["exception"], RuntimeError)
+    assert recorder.final("ex") is TaskState.DONE
+    assert recorder.final("fn") is TaskState.DONE and fine[1]["return_value"] == 2
