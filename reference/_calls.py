@@ -107,11 +107,11 @@ def sendable(exc: BaseException) -> BaseException:
     """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
     try:
         pickle.loads(pickle.dumps(exc))
-    except Exception:
+    except BaseException:  # even SystemExit from its __reduce__ (RS-9)
         kind = type(exc)
         try:
             message = str(exc)
-        except Exception:
+        except BaseException:
             message = "<str() of the exception failed>"
         return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
     return exc
