@@ -103,6 +103,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RS-10", noop.RunsWhatItShouldNot),
     _row("RS-11", local.CaptureOutsideWorkDir),
     _row("RS-12", local.CrashFailsEveryTask),
+    _row("RS-12", local.ResultExitBreaksPool),
     # Cancellation
     _row("CN-1", noop.CancelReturnsNone),
     _row("CN-2", noop.CancelUnknownRaises),
