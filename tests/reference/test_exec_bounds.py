@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,38 @@ async def test_a_cancel_is_reported_within_grace_and_a_short_drain(
         _kill_pid_in(pid_file)
     assert recorder.final("t") is TaskState.CANCELED
     assert elapsed < KILL_GRACE + 1.0 + SLACK, elapsed
+
+
+async def test_a_large_output_is_joined_and_decoded_off_the_loop(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 110 MB decoded on the loop stalled it 200-600 ms (issue 20): large
+    # output is decoded in a thread; small output stays on the loop.
+    from reference import _executables
+
+    decoded_on: list[tuple[int, bool]] = []
+    original = _executables.decode
+
+    def watching(data: bytes | None) -> str:
+        on_loop = threading.current_thread() is threading.main_thread()
+        decoded_on.append((len(data or b""), on_loop))
+        return original(data)
+
+    monkeypatch.setattr(_executables, "decode", watching)
+    big = 4 << 20
+    tasks = [
+        _shell("big", f"head -c {big} /dev/zero | tr '\\0' x"),
+        _shell("small", "echo small"),
+    ]
+    backend = LocalExecutionBackend(shutdown_timeout=5)
+    backend.register_callback(recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["big", "small"], timeout=30)
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 15)
+    assert recorder.final("big") is TaskState.DONE
+    assert tasks[0]["stdout"] == "x" * big
+    assert tasks[1]["stdout"] == "small\n"
+    assert (big, False) in decoded_on
+    assert (len("small\n"), True) in decoded_on
