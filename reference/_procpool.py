@@ -387,8 +387,13 @@ class ProcessPool:
         taken next: that task goes to a live worker, not to a dead pipe.
         """
         worker = slot.worker
-        if worker is None or not wait([worker.process.sentinel], 0):
-            return worker is not None
+        if worker is None:
+            return False
+        # An idle worker sends nothing: its results pipe at EOF (closed as it
+        # died, before the forkserver may have reaped it) or its sentinel
+        # ready means it is gone.
+        if not wait([worker.results, worker.process.sentinel], 0):
+            return True
         self._bury(slot, worker)
         return self._start_worker(slot)
 
