@@ -216,7 +216,7 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
         backend = DaskExecutionBackend(address=cluster.scheduler_address, chunk_size=1)
         recorder = Recorder()
         backend.register_callback(recorder)
-        settle = backend._settle
+        settle = backend._settler.settle
 
         async def settle_after_the_loss(batch: list[Any]) -> None:
             # The first time a's future comes back finished, let "x" kill the
@@ -232,7 +232,7 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
                     seen.append(future.status)
             await settle(batch)
 
-        backend._settle = settle_after_the_loss  # type: ignore[method-assign]
+        backend._settler.settle = settle_after_the_loss  # type: ignore[method-assign]
         tasks: list[dict[str, Any]] = [
             {"uid": "a", "function": add, "args": (1, 2)},
             {"uid": "x", "function": exit_worker_when, "args": (str(go),)},

@@ -1,43 +1,33 @@
-"""`ChaosBackend`: a backend that takes every liberty the contract allows.
+"""`ChaosBackend`: the wrapper that applies the chaos policy to an inner backend.
 
-An engine is usually tested against polite backends: completions in
-submission order, RUNNING always sent, cancels that always win. The contract
-promises less. `ChaosBackend` wraps any conforming backend and, staying
-inside the contract, delivers each state after a random delay (so
-completions arrive out of order), leaves RUNNING out for some tasks and sends
-it late for others, lets ``cancel_task`` lose the races it may lose, and
-takes most of its shutdown allowance. Optionally it fails tasks with
-`spec.WorkerLostError`, as a lost worker would.
-
-Every decision is drawn from the seed and the task's uid alone, so the same
-seed makes the same decisions for the same tasks: a failing run can be
-replayed. The seed is in ``repr()`` and in the log line the backend writes
-when it is built.
+What to delay, reorder, omit or lose is decided by `ChaosPolicy`
+(`reference.chaos._policy`); this module carries it out: it keeps the
+tasks in flight, holds their states in `DueStates` until due, and answers
+cancels and shutdown within the contract.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import hashlib
-import heapq
-import itertools
 import logging
-import math
-import operator
-import os
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, cast
 
 from typing_extensions import Self
 
-from reference._base import (
-    BackendFacade,
-    duration,
+from reference._base import BackendBase, BackendFacade, _ignore_state
+from reference.chaos._entries import Entry as _Entry
+from reference.chaos._entries import HeldBatch as _HeldBatch
+from reference.chaos._entries import uid_of as _uid_of
+from reference.chaos._forwarding import InnerForwarding
+from reference.chaos._policy import (
+    ChaosDecisions,
+    ChaosPolicy,
+    RunningPolicy,
+    sends_late_running,
 )
+from reference.chaos._schedule import DueStates
 from spec import (
     BackendShutdownError,
     BackendState,
@@ -49,132 +39,12 @@ from spec import (
     validate_batch,
 )
 
-__all__ = ["ChaosBackend", "ChaosDecisions", "RunningPolicy"]
+__all__ = ["ChaosBackend"]
 
 logger = logging.getLogger("reference.chaos")
 
-_TWO_64 = float(1 << 64)
-_SIX_WORDS = struct.Struct("<6Q")
 
-_BURST = 256
-"""Most states delivered per loop turn: a burst never stalls the loop for long."""
-
-
-class RunningPolicy(str, enum.Enum):
-    """What the chaos backend does with a task's RUNNING state."""
-
-    ON_TIME = "on_time"
-    """Forwarded (after its own random delay) when the inner backend sends it."""
-    OMITTED = "omitted"
-    """Never delivered."""
-    LATE = "late"
-    """Held back and delivered just before the terminal state; also sent for a
-    task that ends DONE when the inner backend sent no RUNNING (it did run)."""
-
-
-@dataclass(frozen=True)
-class ChaosDecisions:
-    """Everything the chaos backend decides about one task, from (seed, uid).
-
-    Attributes:
-        uid: The task's uid.
-        running: What happens to its RUNNING state.
-        running_delay: Seconds an on-time RUNNING is held back.
-        terminal_delay: Seconds its terminal state is held back.
-        loses_cancel_race: Whether ``cancel_task`` first gives the task a
-            chance to finish (and returns False if it does).
-        worker_lost: Whether the task is failed with `spec.WorkerLostError`.
-    """
-
-    uid: str
-    running: RunningPolicy
-    running_delay: float
-    terminal_delay: float
-    loses_cancel_race: bool
-    worker_lost: bool
-
-
-def _rate(name: str, value: object) -> float:
-    """Check a probability option: a real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be a number between 0 and 1, "
-            f"got {type(value).__name__} {value!r}"
-        )
-    rate = float(value)
-    if math.isnan(rate) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-    return rate
-
-
-def _draws(seed: int, key: str, person: bytes) -> list[float]:
-    """Six independent uniform draws in [0, 1) from (seed, key).
-
-    A hash, not a shared random stream: a task's draws do not depend on which
-    tasks came before it, so they replay whatever else the engine submits.
-    """
-    data = f"{seed}\x00{key}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(data, digest_size=48, person=person).digest()
-    return [word / _TWO_64 for word in _SIX_WORDS.unpack(digest)]
-
-
-class _Entry:
-    """The chaos backend's record of one accepted task, until it is delivered."""
-
-    __slots__ = (
-        "cancel_promised",
-        "decisions",
-        "due",
-        "lost",
-        "running_pending",
-        "running_sent",
-        "saw_running",
-        "task",
-        "terminal",
-        "uid",
-        "waiter",
-    )
-
-    def __init__(self, task: dict[str, Any]) -> None:
-        self.task = task
-        self.uid: str = task["uid"]
-        self.decisions: ChaosDecisions | None = None
-        self.saw_running = False
-        self.running_sent = False
-        self.running_pending = False
-        self.terminal: TaskState | None = None
-        self.due = 0.0
-        self.cancel_promised = False
-        self.lost = False
-        self.waiter: asyncio.Future[None] | None = None
-
-
-def _ignore_state(task: Any, state: str) -> None:
-    """Stand-in callback until the engine registers one."""
-
-
-_uid_of = operator.itemgetter("uid")
-
-
-class _HeldBatch:
-    """A batch ``submit_tasks`` holds back, and the uids cancelled meanwhile."""
-
-    __slots__ = ("_uids", "cancelled", "tasks")
-
-    def __init__(self, tasks: list[dict[str, Any]]) -> None:
-        self.tasks = tasks
-        self.cancelled: set[str] = set()
-        self._uids: set[str] | None = None
-
-    def holds(self, uid: str) -> bool:
-        """Tell whether ``uid`` is one of the batch's tasks."""
-        # The set is built only if a cancel comes: submit stays cheap (SC-3).
-        if self._uids is None:
-            self._uids = set(map(_uid_of, self.tasks))
-        return uid in self._uids
-
-
-class ChaosBackend(BackendFacade):
+class ChaosBackend(InnerForwarding, BackendFacade):
     """Wraps a backend and takes, reproducibly, every liberty the contract allows.
 
     For engine authors: run your engine over it with several seeds, and a
@@ -245,10 +115,6 @@ class ChaosBackend(BackendFacade):
             [0, 1] or NaN, or ``omit_running + late_running`` exceeds 1.
     """
 
-    _PERSON_TASK: ClassVar[bytes] = b"chaos-task"
-    _PERSON_BACKEND: ClassVar[bytes] = b"chaos-backend"
-    _PERSON_SUBMIT: ClassVar[bytes] = b"chaos-submit"
-
     def __init__(
         self,
         inner: ExecutionBackend | None = None,
@@ -264,23 +130,19 @@ class ChaosBackend(BackendFacade):
         submit_delay: float = 0.002,
         worker_loss: float = 0.0,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        self._policy = ChaosPolicy.check(
+            seed,
+            max_delay=max_delay,
+            omit_running=omit_running,
+            late_running=late_running,
+            lose_cancel=lose_cancel,
+            cancel_wait=cancel_wait,
+            shutdown_delay=shutdown_delay,
+            submit_delay=submit_delay,
+            worker_loss=worker_loss,
+        )
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
-        self._max_delay = duration("max_delay", max_delay, zero_ok=True)
-        self._omit_running = _rate("omit_running", omit_running)
-        self._late_running = _rate("late_running", late_running)
-        if self._omit_running + self._late_running > 1.0:
-            raise ValueError(
-                "omit_running + late_running must be at most 1, got "
-                f"{omit_running!r} + {late_running!r}"
-            )
-        self._lose_cancel = _rate("lose_cancel", lose_cancel)
-        self._cancel_wait = duration("cancel_wait", cancel_wait, zero_ok=True)
-        self._shutdown_delay = duration("shutdown_delay", shutdown_delay, zero_ok=True)
-        self._submit_delay = duration("submit_delay", submit_delay, zero_ok=True)
-        self._worker_loss = _rate("worker_loss", worker_loss)
         if inner is None:
             from reference.local import LocalExecutionBackend
 
@@ -291,7 +153,7 @@ class ChaosBackend(BackendFacade):
                     f"inner must be an execution backend; {type(inner).__name__} "
                     f"has no {method}()"
                 )
-        self._inner: Any = inner
+        super().__init__(inner)
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
         self._callback: Callable[[Any, str], None] = _ignore_state
@@ -300,35 +162,18 @@ class ChaosBackend(BackendFacade):
         self._in_flight: dict[str, _Entry | dict[str, Any]] = {}
         # Batches accepted, not yet handed to the inner backend (submit_delay).
         self._held: list[_HeldBatch] = []
-        # States held back: (due, order, entry, terminal?), delivered by one
-        # pump in bursts of at most _BURST per loop turn.
-        self._due: list[tuple[float, int, _Entry, bool]] = []
-        self._order = itertools.count()
-        self._pump_handle: asyncio.Handle | None = None
-        self._pump_at = math.inf
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # States held back, delivered by one pump in bursts.
+        self._due: DueStates[_Entry] = DueStates(self._deliver)
         self._closing: asyncio.Event | None = None
         self._shut_down = False
         self._chores: set[asyncio.Task[Any]] = set()
-        # Engine-facing attributes the inner backend may lack: kept here then.
-        self._own_work_dir = os.getcwd()
-        self._own_is_attached = False
-        self._own_attached_to: list[str] = []
         inner.register_callback(self._on_inner_state)
         logger.info("%r: replay this run with seed=%d", self, seed)
 
     # -- identity ------------------------------------------------------------
 
     def __repr__(self) -> str:
-        options = (
-            f"seed={self.seed}, max_delay={self._max_delay:g}, "
-            f"omit_running={self._omit_running:g}, "
-            f"late_running={self._late_running:g}, "
-            f"lose_cancel={self._lose_cancel:g}, cancel_wait={self._cancel_wait:g}, "
-            f"shutdown_delay={self._shutdown_delay:g}, "
-            f"submit_delay={self._submit_delay:g}, "
-            f"worker_loss={self._worker_loss:g}"
-        )
+        options = self._policy.describe()
         return f"ChaosBackend({type(self._inner).__name__}, {options})"
 
     @property
@@ -373,21 +218,7 @@ class ChaosBackend(BackendFacade):
         Returns:
             The task's decisions.
         """
-        draws = _draws(self.seed, uid, self._PERSON_TASK)
-        if draws[0] < self._omit_running:
-            running = RunningPolicy.OMITTED
-        elif draws[0] < self._omit_running + self._late_running:
-            running = RunningPolicy.LATE
-        else:
-            running = RunningPolicy.ON_TIME
-        return ChaosDecisions(
-            uid=uid,
-            running=running,
-            running_delay=draws[1] * self._max_delay,
-            terminal_delay=draws[2] * self._max_delay,
-            loses_cancel_race=draws[3] < self._lose_cancel,
-            worker_lost=draws[4] < self._worker_loss,
-        )
+        return self._policy.decisions(uid)
 
     def submit_pause(self, first_uid: str) -> float:
         """Seconds ``submit_tasks`` holds a batch back before handing it over.
@@ -401,15 +232,14 @@ class ChaosBackend(BackendFacade):
         Returns:
             The pause.
         """
-        return self._submit_delay * _draws(self.seed, first_uid, self._PERSON_SUBMIT)[0]
+        return self._policy.submit_pause(first_uid)
 
     def shutdown_pause(self) -> float:
         """Seconds ``shutdown()`` keeps delivering before it stops the inner backend.
 
         A seeded 50-100% of ``shutdown_delay``.
         """
-        draw = _draws(self.seed, "", self._PERSON_BACKEND)[0]
-        return self._shutdown_delay * (0.5 + 0.5 * draw)
+        return self._policy.shutdown_pause()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -428,88 +258,6 @@ class ChaosBackend(BackendFacade):
         if callable(getattr(self._inner, "__await__", None)):
             await self._inner
         return self
-
-    # -- engine-facing attributes, forwarded ---------------------------------
-
-    @property
-    def _work_dir(self) -> str:
-        return str(getattr(self._inner, "_work_dir", self._own_work_dir))
-
-    @_work_dir.setter
-    def _work_dir(self, value: str) -> None:
-        self._own_work_dir = value
-        if hasattr(self._inner, "_work_dir"):
-            self._inner._work_dir = value
-
-    @property
-    def is_attached(self) -> bool:
-        """Whether an engine has attached the backend (forwarded to the inner one)."""
-        return bool(getattr(self._inner, "is_attached", self._own_is_attached))
-
-    @is_attached.setter
-    def is_attached(self, value: bool) -> None:
-        self._own_is_attached = value
-        if hasattr(self._inner, "is_attached"):
-            self._inner.is_attached = value
-
-    @property
-    def attached_to(self) -> list[str]:
-        """UIDs of the engines the backend was attached to (the inner one's list)."""
-        found = getattr(self._inner, "attached_to", None)
-        return found if isinstance(found, list) else self._own_attached_to
-
-    @attached_to.setter
-    def attached_to(self, value: list[str]) -> None:
-        self._own_attached_to = value
-        if hasattr(self._inner, "attached_to"):
-            self._inner.attached_to = value
-
-    @property
-    def supports_implicit_data_linking(self) -> bool:
-        """The inner backend's flag (False when it has none)."""
-        return bool(getattr(self._inner, "supports_implicit_data_linking", False))
-
-    @property
-    def supports_explicit_data_linking(self) -> bool:
-        """The inner backend's flag (False when it has none)."""
-        return bool(getattr(self._inner, "supports_explicit_data_linking", False))
-
-    def link_implicit_data_deps(
-        self, src_task: dict[str, Any], dst_task: dict[str, Any]
-    ) -> None:
-        """Forward to the inner backend's hook, if it has one (CP-2)."""
-        hook = getattr(self._inner, "link_implicit_data_deps", None)
-        if callable(hook):
-            hook(src_task, dst_task)
-
-    def link_explicit_data_deps(
-        self,
-        src_task: dict[str, Any] | None = None,
-        dst_task: dict[str, Any] | None = None,
-        file_name: str | None = None,
-        file_path: str | None = None,
-    ) -> Any:
-        """Forward to the inner backend's hook, if it has one (CP-2)."""
-        hook = getattr(self._inner, "link_explicit_data_deps", None)
-        if callable(hook):
-            return hook(
-                src_task=src_task,
-                dst_task=dst_task,
-                file_name=file_name,
-                file_path=file_path,
-            )
-        return None
-
-    def build_task(
-        self, uid: str, task_desc: dict[str, Any], task_specific_kwargs: dict[str, Any]
-    ) -> None:
-        """Forward to the inner backend's ``build_task``, if it has one (CP-3)."""
-        hook = getattr(self._inner, "build_task", None)
-        if callable(hook):
-            hook(uid, task_desc, task_specific_kwargs)
-
-    def task_state_cb(self, task: dict[str, Any], state: str) -> None:
-        """Observe every state this backend delivers, before the callback."""
 
     # -- submission ----------------------------------------------------------
 
@@ -531,7 +279,7 @@ class ChaosBackend(BackendFacade):
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
         validate_batch(tasks, self._in_flight)
-        self._loop = asyncio.get_running_loop()
+        self._due.loop = asyncio.get_running_loop()
         # Recorded before the inner call: the inner backend may deliver
         # while its submit_tasks is suspended.
         batch = list(tasks)
@@ -598,7 +346,7 @@ class ChaosBackend(BackendFacade):
         except ValueError:
             logger.warning("chaos: inner backend reported %r for %r", state, uid)
             return
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._due.loop or asyncio.get_running_loop()
         decisions = self._decide(entry)
         if state is TaskState.RUNNING:
             if entry.saw_running:
@@ -622,7 +370,7 @@ class ChaosBackend(BackendFacade):
         self._hold_terminal(entry, state)
 
     def _hold_terminal(self, entry: _Entry, state: TaskState) -> None:
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._due.loop or asyncio.get_running_loop()
         entry.terminal = state
         entry.due = loop.time() + self._decide(entry).terminal_delay
         self._hold(entry.due, entry, True)
@@ -632,7 +380,7 @@ class ChaosBackend(BackendFacade):
     def _lose_worker(self, entry: _Entry) -> None:
         """Stop the task's work in the inner backend, as a dead worker would."""
         self._mark_lost(entry)
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._due.loop or asyncio.get_running_loop()
         chore = loop.create_task(self._inner.cancel_task(entry.uid))
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
@@ -647,7 +395,8 @@ class ChaosBackend(BackendFacade):
         task = entry.task
         error = WorkerLostError(
             f"the worker running task {entry.uid!r} was lost "
-            f"(ChaosBackend seed={self.seed}, worker_loss={self._worker_loss:g})"
+            f"(ChaosBackend seed={self.seed}, "
+            f"worker_loss={self._policy.worker_loss:g})"
         )
         task["exception"] = error
         task["stderr"] = str(error)
@@ -657,53 +406,24 @@ class ChaosBackend(BackendFacade):
 
     def _hold(self, due: float, entry: _Entry, terminal: bool) -> None:
         """Deliver the entry's RUNNING (or terminal state) at loop time ``due``."""
-        heapq.heappush(self._due, (due, next(self._order), entry, terminal))
-        if due < self._pump_at and self._loop is not None:
-            if self._pump_handle is not None:
-                self._pump_handle.cancel()
-            self._pump_at = due
-            self._pump_handle = self._loop.call_at(due, self._pump)
+        self._due.hold(due, entry, terminal)
 
-    def _pump(self) -> None:
-        """Deliver what is due, at most _BURST states, then re-arm."""
-        loop = self._loop
-        self._pump_handle = None
-        self._pump_at = math.inf
-        if loop is None:
-            return
-        due = self._due
-        now = loop.time()
-        for _ in range(_BURST):
-            if not due or due[0][0] > now:
-                break
-            _, _, entry, terminal = heapq.heappop(due)
-            if terminal:
-                self._deliver_terminal(entry)
-            else:
-                self._deliver_running(entry)
-        if not due or self._pump_handle is not None:
-            return
-        if due[0][0] <= now:
-            # More is due: on the next turn, so other work runs in between.
-            self._pump_at = -math.inf
-            self._pump_handle = loop.call_soon(self._pump)
+    def _deliver(self, entry: _Entry, terminal: bool) -> None:
+        if terminal:
+            self._deliver_terminal(entry)
         else:
-            self._pump_at = due[0][0]
-            self._pump_handle = loop.call_at(self._pump_at, self._pump)
+            self._deliver_running(entry)
+
+    def task_state_cb(self, task: dict[str, Any], state: str) -> None:
+        """Observe every state this backend delivers, before the callback."""
 
     def _report(self, task: dict[str, Any], state: TaskState) -> None:
-        """Deliver one state; a raising callback is logged, never propagated (ST-7)."""
-        try:
-            self.task_state_cb(task, state)
-            self._callback(task, state)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # CancelledError too (ST-8)
-            logger.exception(
-                "state callback raised for task %r (%s); continuing",
-                task.get("uid"),
-                state.value,
-            )
+        """Deliver one state as every reference backend does (ST-7, ST-8).
+
+        The same code as theirs: it needs only ``task_state_cb`` and
+        ``_callback``, which this backend has too.
+        """
+        BackendBase._report(cast(Any, self), task, state)
 
     def _deliver_running(self, entry: _Entry) -> None:
         if not entry.running_pending:
@@ -721,10 +441,8 @@ class ChaosBackend(BackendFacade):
         if entry.running_pending:
             # Its RUNNING was due later: it still comes first.
             self._deliver_running(entry)
-        elif (
-            not entry.running_sent
-            and self._decide(entry).running is RunningPolicy.LATE
-            and (entry.saw_running or state is TaskState.DONE)
+        elif not entry.running_sent and sends_late_running(
+            self._decide(entry), entry.saw_running, state
         ):
             # Held back until now (or never sent by the inner backend).
             entry.running_pending = True
@@ -772,7 +490,7 @@ class ChaosBackend(BackendFacade):
             loop = asyncio.get_running_loop()
             entry.waiter = waiter = loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter), self._cancel_wait)
+                await asyncio.wait_for(asyncio.shield(waiter), self._policy.cancel_wait)
             # The wait let the task run on: look again (mypy keeps the
             # narrowing from before the await, hence the helper).
             settled = self._settled(entry)
@@ -843,11 +561,7 @@ class ChaosBackend(BackendFacade):
 
     def _flush(self) -> None:
         """Deliver every state still held back, in the order it was due."""
-        if self._pump_handle is not None:
-            self._pump_handle.cancel()
-            self._pump_handle = None
-        self._pump_at = math.inf
-        self._due = []
+        self._due.clear()
         entries = sorted(
             (e for e in map(self._entry, list(self._in_flight)) if e is not None),
             key=lambda e: (e.terminal is None, e.due),
