@@ -14,10 +14,11 @@ seed makes the same decisions for the same tasks: a failing run can be
 replayed. The seed is in ``repr()`` and in the log line the backend writes
 when it is built.
 
-The parts: `reference.chaos._policy` decides (`ChaosPolicy`, pure, from the
-seed), `reference.chaos._backend` applies it around the inner backend, with
-`_schedule` holding states until they are due and `_forwarding` passing the
-engine-facing attributes through.
+The parts: `_policy` decides (`ChaosPolicy`, pure, from the seed);
+`_backend` applies it around the inner backend's contract methods;
+`_deliveries` holds each task's states until due and delivers them, through
+`_schedule`'s one timer; `_forwarding` passes the engine-facing attributes
+through; `_entries` are the records.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 What to delay, reorder, omit or lose is decided by `ChaosPolicy`
 (`reference.chaos._policy`); this module carries it out: it keeps the
-tasks in flight, holds their states in `DueStates` until due, and answers
+tasks in flight, holds their states in `Deliveries` until due, and answers
 cancels and shutdown within the contract.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, cast
 from typing_extensions import Self
 
 from reference._base import BackendBase, BackendFacade, _ignore_state
+from reference.chaos._deliveries import Deliveries
 from reference.chaos._entries import Entry as _Entry
 from reference.chaos._entries import HeldBatch as _HeldBatch
 from reference.chaos._entries import uid_of as _uid_of
@@ -25,16 +26,13 @@ from reference.chaos._policy import (
     ChaosDecisions,
     ChaosPolicy,
     RunningPolicy,
-    sends_late_running,
 )
-from reference.chaos._schedule import DueStates
 from spec import (
     BackendShutdownError,
     BackendState,
     Capability,
     ExecutionBackend,
     TaskState,
-    WorkerLostError,
     capabilities_of,
     validate_batch,
 )
@@ -157,13 +155,9 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
         self._callback: Callable[[Any, str], None] = _ignore_state
-        # The tasks in flight: the task dict itself until something happens
-        # to it, then its _Entry; a 10,000-task submit makes no objects (SC-3).
-        self._in_flight: dict[str, _Entry | dict[str, Any]] = {}
+        self._deliveries = Deliveries(self._policy, self._report)
         # Batches accepted, not yet handed to the inner backend (submit_delay).
         self._held: list[_HeldBatch] = []
-        # States held back, delivered by one pump in bursts.
-        self._due: DueStates[_Entry] = DueStates(self._deliver)
         self._closing: asyncio.Event | None = None
         self._shut_down = False
         self._chores: set[asyncio.Task[Any]] = set()
@@ -278,12 +272,12 @@ class ChaosBackend(InnerForwarding, BackendFacade):
                 f"chaos backend {self._name!r} is shut down; submit_tasks refused "
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
-        validate_batch(tasks, self._in_flight)
-        self._due.loop = asyncio.get_running_loop()
+        validate_batch(tasks, self._deliveries.in_flight)
+        self._deliveries.due.loop = asyncio.get_running_loop()
         # Recorded before the inner call: the inner backend may deliver
         # while its submit_tasks is suspended.
         batch = list(tasks)
-        self._in_flight.update(zip(map(_uid_of, batch), batch, strict=True))
+        self._deliveries.in_flight.update(zip(map(_uid_of, batch), batch, strict=True))
         try:
             pause = self.submit_pause(batch[0]["uid"]) if batch else 0.0
             if pause > 0:
@@ -296,13 +290,13 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             # Nothing of the batch is accepted, except what a cancel already
             # promised to report CANCELED (CN-4).
             for task in batch:
-                entry = self._entry(task["uid"])
+                entry = self._deliveries.entry(task["uid"])
                 if (
                     entry is not None
                     and entry.task is task
                     and not entry.cancel_promised
                 ):
-                    self._drop(entry)
+                    self._deliveries.drop(entry)
             raise
 
     async def _pause_submit(
@@ -319,25 +313,11 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             return batch
         return [task for task in batch if task["uid"] not in held.cancelled]
 
-    def _entry(self, uid: str) -> _Entry | None:
-        """The entry of an accepted task in flight, made on first use."""
-        found = self._in_flight.get(uid)
-        if found is None or isinstance(found, _Entry):
-            return found
-        entry = self._in_flight[uid] = _Entry(found)
-        return entry
-
     # -- what the inner backend reports --------------------------------------
-
-    def _decide(self, entry: _Entry) -> ChaosDecisions:
-        found = entry.decisions
-        if found is None:
-            found = entry.decisions = self.decisions(entry.uid)
-        return found
 
     def _on_inner_state(self, task: Any, state: Any) -> None:
         uid = task.get("uid") if isinstance(task, dict) else None
-        entry = self._entry(uid) if isinstance(uid, str) else None
+        entry = self._deliveries.entry(uid) if isinstance(uid, str) else None
         if entry is None or entry.terminal is not None:
             logger.debug("chaos: ignoring %s for %r, not in flight here", state, uid)
             return
@@ -346,8 +326,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         except ValueError:
             logger.warning("chaos: inner backend reported %r for %r", state, uid)
             return
-        loop = self._due.loop or asyncio.get_running_loop()
-        decisions = self._decide(entry)
+        decisions = self._deliveries.decide(entry)
         if state is TaskState.RUNNING:
             if entry.saw_running:
                 return
@@ -355,8 +334,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             if decisions.worker_lost and not entry.cancel_promised:
                 self._lose_worker(entry)
             if decisions.running is RunningPolicy.ON_TIME:
-                entry.running_pending = True
-                self._hold(loop.time() + decisions.running_delay, entry, False)
+                self._deliveries.hold_running(entry)
             return
         if (
             decisions.worker_lost
@@ -367,20 +345,12 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             self._mark_lost(entry)
         if entry.lost:
             state = TaskState.FAILED
-        self._hold_terminal(entry, state)
-
-    def _hold_terminal(self, entry: _Entry, state: TaskState) -> None:
-        loop = self._due.loop or asyncio.get_running_loop()
-        entry.terminal = state
-        entry.due = loop.time() + self._decide(entry).terminal_delay
-        self._hold(entry.due, entry, True)
-        if entry.waiter is not None and not entry.waiter.done():
-            entry.waiter.set_result(None)
+        self._deliveries.hold_terminal(entry, state)
 
     def _lose_worker(self, entry: _Entry) -> None:
         """Stop the task's work in the inner backend, as a dead worker would."""
         self._mark_lost(entry)
-        loop = self._due.loop or asyncio.get_running_loop()
+        loop = self._deliveries.due.loop or asyncio.get_running_loop()
         chore = loop.create_task(self._inner.cancel_task(entry.uid))
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
@@ -391,28 +361,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         entry.lost = True
         logger.debug("chaos (seed %d): worker of %r lost", self.seed, entry.uid)
 
-    def _write_worker_loss(self, entry: _Entry) -> None:
-        task = entry.task
-        error = WorkerLostError(
-            f"the worker running task {entry.uid!r} was lost "
-            f"(ChaosBackend seed={self.seed}, "
-            f"worker_loss={self._policy.worker_loss:g})"
-        )
-        task["exception"] = error
-        task["stderr"] = str(error)
-        task["return_value"] = None
-
     # -- delivery ------------------------------------------------------------
-
-    def _hold(self, due: float, entry: _Entry, terminal: bool) -> None:
-        """Deliver the entry's RUNNING (or terminal state) at loop time ``due``."""
-        self._due.hold(due, entry, terminal)
-
-    def _deliver(self, entry: _Entry, terminal: bool) -> None:
-        if terminal:
-            self._deliver_terminal(entry)
-        else:
-            self._deliver_running(entry)
 
     def task_state_cb(self, task: dict[str, Any], state: str) -> None:
         """Observe every state this backend delivers, before the callback."""
@@ -424,43 +373,6 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         ``_callback``, which this backend has too.
         """
         BackendBase._report(cast(Any, self), task, state)
-
-    def _deliver_running(self, entry: _Entry) -> None:
-        if not entry.running_pending:
-            return  # delivered already, just before the terminal state
-        entry.running_pending = False
-        if entry.running_sent or self._in_flight.get(entry.uid) is not entry:
-            return
-        entry.running_sent = True
-        self._report(entry.task, TaskState.RUNNING)
-
-    def _deliver_terminal(self, entry: _Entry) -> None:
-        if self._in_flight.get(entry.uid) is not entry or entry.terminal is None:
-            return
-        state = entry.terminal
-        if entry.running_pending:
-            # Its RUNNING was due later: it still comes first.
-            self._deliver_running(entry)
-        elif not entry.running_sent and sends_late_running(
-            self._decide(entry), entry.saw_running, state
-        ):
-            # Held back until now (or never sent by the inner backend).
-            entry.running_pending = True
-            self._deliver_running(entry)
-        # Dropped before the callback: a cancel from inside it returns False.
-        self._drop(entry)
-        if entry.lost and state is TaskState.FAILED:
-            self._write_worker_loss(entry)
-        self._report(entry.task, state)
-
-    def _drop(self, entry: _Entry) -> None:
-        del self._in_flight[entry.uid]
-        if not self._in_flight:
-            # A dict never shrinks; a fresh one releases a big batch's table (SC-1).
-            self._in_flight = {}
-        if entry.waiter is not None and not entry.waiter.done():
-            entry.waiter.set_result(None)
-        entry.waiter = None
 
     # -- cancellation --------------------------------------------------------
 
@@ -478,7 +390,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             finished while the cancel waited.
         """
         try:
-            entry = self._entry(uid)
+            entry = self._deliveries.entry(uid)
         except TypeError:  # an unhashable uid is unknown, not an error (CN-2)
             return False
         if entry is None:
@@ -486,7 +398,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         settled = self._settled(entry)
         if settled is not None:
             return settled
-        if self._decide(entry).loses_cancel_race and self._closing is None:
+        if self._deliveries.decide(entry).loses_cancel_race and self._closing is None:
             loop = asyncio.get_running_loop()
             entry.waiter = waiter = loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -505,7 +417,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             # Not handed to the inner backend yet: it never will be.
             held.cancelled.add(uid)
             entry.cancel_promised = True
-            self._hold_terminal(entry, TaskState.CANCELED)
+            self._deliveries.hold_terminal(entry, TaskState.CANCELED)
             return True
         try:
             promised = await self._inner.cancel_task(uid)
@@ -514,13 +426,13 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             return False
         if promised is not True:
             return False
-        if self._in_flight.get(uid) is entry:
+        if self._deliveries.owns(entry):
             entry.cancel_promised = True
         return True
 
     def _settled(self, entry: _Entry) -> bool | None:
         """What a cancel of ``entry`` returns without asking the inner backend."""
-        if self._in_flight.get(entry.uid) is not entry:
+        if not self._deliveries.owns(entry):
             return False
         if entry.terminal is not None or entry.lost:
             return False
@@ -555,21 +467,6 @@ class ChaosBackend(InnerForwarding, BackendFacade):
             finally:
                 for chore in list(self._chores):
                     chore.cancel()
-                self._flush()
+                self._deliveries.flush()
                 self._shut_down = True
                 closing.set()
-
-    def _flush(self) -> None:
-        """Deliver every state still held back, in the order it was due."""
-        self._due.clear()
-        entries = sorted(
-            (e for e in map(self._entry, list(self._in_flight)) if e is not None),
-            key=lambda e: (e.terminal is None, e.due),
-        )
-        for entry in entries:
-            if entry.terminal is None:
-                # The inner backend never reported it: it will not run now.
-                entry.running_pending = False
-                entry.terminal = TaskState.CANCELED
-                entry.lost = False
-            self._deliver_terminal(entry)

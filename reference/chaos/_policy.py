@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from reference._base import duration
-from spec import TaskState
+from spec import TaskState, WorkerLostError
 
 __all__ = ["ChaosDecisions", "ChaosPolicy", "RunningPolicy", "sends_late_running"]
 
@@ -173,6 +173,13 @@ class ChaosPolicy:
             terminal_delay=draws[2] * self.max_delay,
             loses_cancel_race=draws[3] < self.lose_cancel,
             worker_lost=draws[4] < self.worker_loss,
+        )
+
+    def worker_loss_error(self, uid: str) -> WorkerLostError:
+        """The error of a task whose worker the policy lost (``worker_lost``)."""
+        return WorkerLostError(
+            f"the worker running task {uid!r} was lost "
+            f"(ChaosBackend seed={self.seed}, worker_loss={self.worker_loss:g})"
         )
 
     def submit_pause(self, first_uid: str) -> float:
