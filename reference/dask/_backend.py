@@ -62,8 +62,9 @@ class DaskExecutionBackend(BackendBase[DaskJob]):
 
     A worker that dies costs only the task that killed it: the function
     tasks it held run again, each alone in a child process of a worker,
-    where the one at fault fails with `spec.WorkerLostError`; an executable
-    on a dead worker fails with it. An owned cluster runs with
+    where the one at fault fails with `spec.WorkerLostError`; the
+    executables it held run again (from the start), and a task whose worker
+    died three times fails with it. An owned cluster runs with
     ``allowed_failures=0``, so Dask reports a death at once instead of
     re-running the whole chunk elsewhere. RUNNING is not reported: Dask does
     not tell a client when a task starts without a round trip per task.

@@ -179,6 +179,22 @@ class Dispatcher:
             else:
                 self.submit_functions(members, size if group == 0 else 1)
 
+    def run_again(self, jobs: list[DaskJob]) -> None:
+        """Send the tasks of a lost Dask task again (RS-12).
+
+        Functions go one per Dask task, each run in a child process of a
+        worker; executables one per Dask task as always, under a new key
+        (the old one names the failed Dask task, which Dask would hand back).
+        """
+        functions = [job for job in jobs if job.kind is TaskKind.FUNCTION]
+        executables = [job for job in jobs if job.kind is not TaskKind.FUNCTION]
+        if functions:
+            self.submit_functions(functions, 1, isolated=True)
+        for job in executables:
+            job.key = f"{job.uid}-{self._token}-{next(self._counter)}"
+        if executables:
+            self.submit_executables(executables)
+
     def submit_functions(
         self, jobs: list[DaskJob], size: int, *, isolated: bool = False
     ) -> None:

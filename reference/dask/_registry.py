@@ -6,7 +6,7 @@ task was stopped or had already started. `KeyRegistry` decides it: its
 check-and-start (`start_function`, `spawn`) and its check-and-mark
 (`mark_canceled`) take the same lock, so each key is either started or
 marked, never both. It holds no threads or processes of its own and is
-tested by calling it (tests/dask/test_dask_worker_units.py).
+tested by calling it (tests/dask/test_dask_units.py).
 """
 
 from __future__ import annotations

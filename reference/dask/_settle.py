@@ -242,8 +242,12 @@ class Settler:
     def _settle_lost(self, chunk: Chunk, exc: KilledWorker) -> None:
         """A worker died with ``chunk`` on it: fail only the task at fault (RS-12).
 
-        Each task still owed a result is decided by `_decisions.after_loss`;
-        a function task whose chunk ran before the crash may so run twice.
+        Each task still owed a result is decided by `_decisions.after_loss`:
+        a function runs again alone in a child process of a worker, an
+        executable again in a child of its own (it was queued behind the
+        culprit, or its child died with the worker). A function whose chunk
+        ran before the crash, or an executable killed mid-run with its
+        worker, may so run twice.
         """
         lost = WorkerLostError(
             f"the Dask worker running this task died ({exc}); the task's result is lost"
@@ -263,10 +267,7 @@ class Settler:
     def _lost_again(self, job: DaskJob, lost: WorkerLostError) -> bool:
         """Count a loss; whether ``job`` runs again (else it failed here)."""
         job.losses += 1
-        if (
-            job.kind is TaskKind.FUNCTION
-            and _decisions.after_loss(job.losses) is AfterLoss.RUN_AGAIN
-        ):
+        if _decisions.after_loss(job.losses) is AfterLoss.RUN_AGAIN:
             return True
         self._host._fail(job, lost)  # RS-12
         return False
@@ -278,4 +279,4 @@ class Settler:
 
     def _run_again(self, jobs: list[DaskJob]) -> None:
         if jobs:
-            self._dispatcher.submit_functions(jobs, 1, isolated=True)
+            self._dispatcher.run_again(jobs)
