@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -53,20 +53,19 @@ MAX_CHUNK = 64
 # -- outcomes -> states ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settlement:
-    """What one task's `Outcome` reports.
+class Settlement(NamedTuple):
+    """What one task's `Outcome` reports (a tuple: one is made per task).
 
     Attributes:
         state: DONE, FAILED, or CANCELED (a worker skipped it: it did not
             run and will not, so CANCELED is true).
-        fields: Results to write into the task dict.
+        fields: Results to write into the task dict, if any.
         error: The exception of a FAILED task (written with ``stderr``).
         stderr: Its traceback text, or ``None`` for ``str(error)``.
     """
 
     state: TaskState
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] | None = None
     error: BaseException | None = None
     stderr: str | None = None
 

@@ -219,7 +219,8 @@ class Settler:
             job.canceled = True
             host._finish(job, TaskState.CANCELED)
             return
-        job.task.update(found.fields)
+        if found.fields:
+            job.task.update(found.fields)
         if found.error is not None:
             host._fail(job, found.error, found.stderr)  # RS-2
         else:
