@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,21 +249,6 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
     ].get("exception")
     assert tasks[0]["return_value"] == 3
     assert isinstance(tasks[1]["exception"], WorkerLostError)
-
-
-@pytest.fixture
-def one_worker() -> Iterator[str]:
-    """A cluster of one worker of one thread (its scheduler in a thread of its own)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        scheduler_kwargs={"allowed_failures": 0},
-    ) as local:
-        yield str(local.scheduler_address)
 
 
 @pytest.mark.timeout(300)  # a worker death and restart, on a loaded machine
