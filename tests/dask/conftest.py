@@ -35,10 +35,17 @@ def cluster() -> Iterator[Any]:
 
 
 @pytest.fixture
-def one_worker() -> Iterator[str]:
-    """A cluster of one worker of one thread (its scheduler in a thread of its own)."""
-    with _local_cluster(1) as local:
-        yield str(local.scheduler_address)
+def one_worker() -> Iterator[Any]:
+    """One worker of one thread to start with, and no work stealing.
+
+    A test may add workers (``scale``) once its tasks are queued on the
+    first: without stealing, they stay where they are.
+    """
+    import dask
+
+    no_stealing = {"distributed.scheduler.work-stealing": False}
+    with dask.config.set(no_stealing), _local_cluster(1) as local:
+        yield local
 
 
 @pytest.fixture
