@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -119,6 +120,18 @@ class UnloadableResult:
 def unloadable() -> UnloadableResult:
     """Return an `UnloadableResult`."""
     return UnloadableResult()
+
+
+class ExitingResult:
+    """A return value whose unpickling raises `SystemExit` (a `BaseException`)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (sys.exit, ("ExitingResult cannot be loaded here",))
+
+
+def exiting() -> ExitingResult:
+    """Return an `ExitingResult`."""
+    return ExitingResult()
 
 
 def write_later(started: str, marker: str, delay: float) -> str:

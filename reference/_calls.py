@@ -3,23 +3,18 @@
 `call` runs a function task's callable, running a coroutine it returns on
 `thread_loop` (one persistent loop per worker thread, never a fresh
 ``asyncio.run`` loop per task); `sendable` makes an exception safe to send
-across processes; `in_context` awaits a coroutine with each step run in a
-given `contextvars.Context`. Used by the pullers (`reference._workers`), the
+across processes. Used by the pullers (`reference._workers`), the
 process pool's workers (`reference._procpool`) and the Dask workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import pickle
 import threading
-import types
 from collections.abc import (
     Callable,
-    Coroutine,
-    Generator,
     Mapping,
     Sequence,
 )
@@ -27,7 +22,7 @@ from typing import Any
 
 from spec import StandInError
 
-__all__ = ["call", "in_context", "sendable", "thread_loop"]
+__all__ = ["call", "sendable", "thread_loop"]
 
 
 class _LoopHolder:
@@ -74,44 +69,15 @@ def call(
     return result
 
 
-@types.coroutine
-def in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    """``await coro``, each of its steps run in ``context``.
-
-    What the awaiting task sends or throws in is passed on to ``coro``, and
-    what ``coro`` yields (the futures it waits on) is passed up, as
-    ``await`` itself does.
-    """
-    run = context.run
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            yielded = run(coro.send, value) if error is None else run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = yield yielded
-            error = None
-        except GeneratorExit:
-            run(coro.close)
-            raise
-        except BaseException as exc:
-            value = None
-            error = exc
-
-
 def sendable(exc: BaseException) -> BaseException:
     """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
     try:
         pickle.loads(pickle.dumps(exc))
-    except Exception:
+    except BaseException:  # even SystemExit from its __reduce__ (RS-9)
         kind = type(exc)
         try:
             message = str(exc)
-        except Exception:
+        except BaseException:
             message = "<str() of the exception failed>"
         return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
     return exc

@@ -45,7 +45,7 @@ from typing import Any
 
 import cloudpickle
 
-from reference import _workers
+from reference import _procstart, _workers
 from reference._core import CancelDecision
 from reference._procworker import (
     MSG_DONE,
@@ -91,13 +91,19 @@ def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
 
     The C pickler is several times faster and suffices for module-level
     functions; ``__main__`` ones go by value (a worker does not share the
-    parent's ``__main__``), as do lambdas, closures and local functions.
+    parent's ``__main__``, see `reference._procstart`), as do lambdas,
+    closures, local functions and anything else naming ``__main__``.
     """
     if getattr(value[0], "__module__", None) != "__main__":
         try:
-            return pickle.dumps(value, PROTOCOL)
+            plain = pickle.dumps(value, PROTOCOL)
         except Exception:
             pass  # cloudpickle below
+        else:
+            # Something refers to ``__main__`` by name (an argument's class, a
+            # partial of a __main__ function): workers have no such module.
+            if b"__main__" not in plain:
+                return plain
     try:
         data: bytes = cloudpickle.dumps(value, PROTOCOL)
     except Exception as exc:
@@ -366,8 +372,30 @@ class ProcessPool:
             job = self._take(slot)
             if job is None:
                 return
+            if not self._replace_if_dead(slot):
+                self._settle(slot, job)  # closed: shutdown reports it CANCELED
+                if self._broken is not None:
+                    self._push((job, _workers.FAILED, self._broken, str(self._broken)))
+                return
             self._run(slot, job)
             del job  # hold no finished job while waiting for the next (SC-1)
+
+    def _replace_if_dead(self, slot: _Slot) -> bool:
+        """Replace the slot's worker if it died while idle; False if none can start.
+
+        A worker killed from outside between tasks did not die of the task
+        taken next: that task goes to a live worker, not to a dead pipe.
+        """
+        worker = slot.worker
+        if worker is None:
+            return False
+        # An idle worker sends nothing: its results pipe at EOF (closed as it
+        # died, before the forkserver may have reaped it) or its sentinel
+        # ready means it is gone.
+        if not wait([worker.results, worker.process.sentinel], 0):
+            return True
+        self._bury(slot, worker)
+        return self._start_worker(slot)
 
     def _run(self, slot: _Slot, job: Any) -> None:
         worker = slot.worker
@@ -433,7 +461,7 @@ class ProcessPool:
         kind, type_name, payload = parse(message)
         try:
             value = pickle.loads(payload)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit: it fails this task alone
             what = "return value" if kind == MSG_DONE else "exception"
             error = pickle.UnpicklingError(
                 f"task {job.uid!r}: its {what}, a {type_name} object, was pickled "
@@ -499,13 +527,16 @@ class ProcessPool:
         jobs_r, jobs_w = ctx.Pipe(duplex=False)
         results_r, results_w = ctx.Pipe(duplex=False)
         life_r, life_w = ctx.Pipe(duplex=False)
+        init = None
+        if self.initializer is not None:  # by value: it may live in __main__
+            init = cloudpickle.dumps((self.initializer, self.initargs), PROTOCOL)
         process = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(jobs_r, results_w, life_r, self.initializer, self.initargs),
+            args=(jobs_r, results_w, life_r, init),
             name=f"asyncflow-{self.name}-worker",
         )
         try:
-            process.start()
+            _procstart.start(process)  # without the caller's __main__
         finally:
             for conn in (jobs_r, results_w, life_r):
                 conn.close()

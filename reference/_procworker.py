@@ -15,9 +15,7 @@ import pickle
 import signal
 import threading
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
 
 from reference._calls import call, sendable
 from spec import StandInError
@@ -55,10 +53,27 @@ def failure(exc: BaseException, text: str) -> bytes:
     safe = sendable(exc)
     try:
         payload = pickle.dumps((safe, text), PROTOCOL)
-    except Exception:  # a stand-in's message or the text itself would not pickle
+    except BaseException:  # a stand-in's message or the text would not pickle
         stand_in = StandInError(type_name(exc), "<the exception could not be sent>")
         payload = pickle.dumps((stand_in, text), PROTOCOL)
     return message(MSG_FAILED, type_name(exc), payload)
+
+
+def _dumps_result(result: object) -> bytes:
+    """Pickle a return value; by value (cloudpickle) where pickle cannot.
+
+    An instance of a class the task brought by value (defined in the
+    caller's ``__main__``, say) names a module this worker does not have;
+    cloudpickle sends its class along, and the parent gets its own class
+    back.
+    """
+    try:
+        return pickle.dumps(result, PROTOCOL)
+    except Exception:
+        import cloudpickle  # only for this rare case
+
+        data: bytes = cloudpickle.dumps(result, PROTOCOL)
+        return data
 
 
 def watch_parent(lifeline: Connection) -> None:
@@ -79,18 +94,21 @@ def worker_main(
     jobs: Connection,
     results: Connection,
     lifeline: Connection,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
+    init: bytes | None,
 ) -> None:
-    """Run one worker: take a pickled call, run it, send its outcome; repeat."""
+    """Run one worker: take a pickled call, run it, send its outcome; repeat.
+
+    ``init`` is the pool's ``(initializer, initargs)``, pickled by value.
+    """
     # Its own session and process group: a cancel kills the function's
     # children along with it, and a signal sent to the parent's group does
     # not reach it mid-task.
     with contextlib.suppress(OSError):
         os.setsid()
     threading.Thread(target=watch_parent, args=(lifeline,), daemon=True).start()
-    if initializer is not None:
+    if init is not None:
         try:
+            initializer, initargs = pickle.loads(init)
             initializer(*initargs)
         except BaseException as exc:
             results.send_bytes(failure(exc, traceback.format_exc()))
@@ -114,8 +132,8 @@ def worker_main(
             continue
         del func, args, kwargs
         try:
-            payload = pickle.dumps(result, PROTOCOL)
-        except Exception as exc:
+            payload = _dumps_result(result)
+        except BaseException as exc:
             error = pickle.PicklingError(
                 f"the return value, a {type_name(result)} object, cannot be "
                 f"pickled to send it back from the worker process: {exc}"

@@ -11,7 +11,6 @@ its worker processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import operator
@@ -27,7 +26,7 @@ from collections.abc import (
 )
 from typing import Any, NamedTuple
 
-from reference._calls import call, in_context, sendable, thread_loop
+from reference._calls import call, sendable, thread_loop
 from reference._core import CancelDecision
 from reference._resources import ResourcePool
 from spec import ResourceDemand
@@ -429,7 +428,7 @@ class JobQueue:
             raise RuntimeError(
                 "JobQueue.pull cannot run in a thread whose event loop is running"
             )
-        pulling = _PullerTask(self._pull(loop), loop=loop)
+        pulling = loop.create_task(self._pull(loop))
         while True:
             try:
                 loop.run_until_complete(pulling)
@@ -448,10 +447,12 @@ class JobQueue:
 
     async def _pull(self, loop: asyncio.AbstractEventLoop) -> None:
         # The puller is one asyncio task on this thread's loop for as long as
-        # jobs keep coming: an ``async def`` job is awaited inside it, so one
-        # that never suspends costs no loop turn, no task of its own and no
-        # run_until_complete (about 18 us a job before).
-        puller = _Puller(asyncio.current_task())
+        # jobs keep coming (no run_until_complete per job); an ``async def``
+        # job runs in a task of its own (`_await`). Each job, sync or not,
+        # starts from a copy of the puller's context, so a ContextVar one
+        # job sets is not seen by the next.
+        puller = _Puller()
+        fresh_context = contextvars.copy_context
         push = self._push
         next_job = self._next if self._pool is None else self._next_admitted
         job = None
@@ -464,8 +465,10 @@ class JobQueue:
                 # a sync function may start its own (asyncio.run).
                 _set_running_loop(None)
                 try:
-                    result = task["function"](
-                        *(task.get("args") or ()), **(task.get("kwargs") or {})
+                    result = fresh_context().run(
+                        task["function"],
+                        *(task.get("args") or ()),
+                        **(task.get("kwargs") or {}),
                     )
                 finally:
                     _set_running_loop(loop)
@@ -494,77 +497,56 @@ class JobQueue:
         puller: _Puller,
         loop: asyncio.AbstractEventLoop,
     ) -> Any:
-        """Await ``job``'s coroutine where `stop` can cancel it."""
+        """Await ``job``'s coroutine in an asyncio task of its own.
+
+        One task per coroutine job, as ``asyncio.run`` would give it: what
+        the job leaves behind that cancels "its" task (a watchdog it did not
+        call off, a thread calling ``loop.call_soon_threadsafe(task.cancel)``
+        after it returned) finds that task done and changes nothing, whoever
+        asks and from whichever thread. Its context is a copy of the
+        puller's, as for any new task.
+        """
         with self._lock:
             if job.canceled:  # canceled as it started: its body never runs
                 coro.close()
                 raise asyncio.CancelledError
+            running = puller.start(job, coro, loop)
             job.coro = (loop, puller)
-            puller.job = job
-        # Its own copy of the context, as an asyncio task would have, marked
-        # as this job's: so are the callbacks and tasks it starts, which run
-        # in (copies of) it, and _PullerTask.cancel can tell their requests.
-        context = contextvars.copy_context()
-        token = object()  # not the job: what it leaves behind must not hold it
-        context.run(_JOB_TOKEN.set, token)
-        puller.task.awaiting = token
         try:
-            return await in_context(context, coro)
+            return await running
         finally:
             with self._lock:
                 job.coro = None
-            puller.job = None
-            puller.task.awaiting = None
-            if puller.cancel_requested():
-                # Meant for this job (ours, or its own current_task().cancel()):
-                # one not thrown in yet would hit the next job, so take it here.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0)
-                puller.forget_cancels()
+            puller.job = puller.running = None
 
 
-_JOB_TOKEN: contextvars.ContextVar[object | None] = contextvars.ContextVar(
-    "_JOB_TOKEN", default=None
-)
-"""In a coroutine job's context: a token of that job (see `_PullerTask`)."""
+def _task_in_copy(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any]:
+    """A task for ``coro`` on ``loop``, in a copy of the current context.
 
-
-class _PullerTask(asyncio.Task[None]):
-    """A puller's task: it drops the cancels a job left behind once it ended.
-
-    A job's coroutine runs inside this task, so ``asyncio.current_task()`` in
-    it, and in the callbacks and tasks it starts, is this task. As a task of
-    its own, the job's task would be done when such a leftover (a watchdog
-    not called off, a task holding it) cancels it, and nothing would happen;
-    here the cancel would hit the job the puller runs by then. So a request
-    made in a job's context while that job is not the one being awaited is
-    dropped. Requests from outside any job's context pass (`_Puller.cancel`
-    bypasses this check anyway).
+    `contextvars.copy_context` per job: Python 3.11's ``context=`` argument
+    would do the same, and Python 3.10 copies the context it is created in.
     """
-
-    awaiting: object | None = None
-    """The token of the job being awaited (`_JOB_TOKEN`), if any."""
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        """Cancel the task, unless a job that has ended asks (then return False)."""
-        requester = _JOB_TOKEN.get()
-        if requester is not None and requester is not self.awaiting:
-            return False
-        return super().cancel(msg)
+    return contextvars.copy_context().run(loop.create_task, coro)
 
 
 class _Puller:
-    """A puller's asyncio task and the coroutine job it is awaiting, if any."""
+    """A puller and the coroutine job it is awaiting, if any, with its task."""
 
-    __slots__ = ("_cancelling", "_uncancel", "job", "task")
+    __slots__ = ("job", "running")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        assert isinstance(task, _PullerTask)  # _pull runs as one (pull)
-        self.task = task
+    def __init__(self) -> None:
         self.job: Any = None
-        # Python 3.11+ counts cancel requests.
-        self._cancelling: Callable[[], int] | None = getattr(task, "cancelling", None)
-        self._uncancel: Callable[[], int] | None = getattr(task, "uncancel", None)
+        self.running: asyncio.Task[Any] | None = None
+
+    def start(
+        self, job: Any, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Task[Any]:
+        """Start ``job``'s coroutine as a task of its own; return that task."""
+        self.running = _task_in_copy(loop, coro)
+        self.job = job
+        return self.running
 
     def cancel(self, job: Any) -> None:
         """Throw `asyncio.CancelledError` into ``job``'s coroutine, if it still runs.
@@ -572,18 +554,6 @@ class _Puller:
         Runs on the puller's own loop, so it sees the puller suspended: either
         in ``job``, or already past it (then there is nothing to stop).
         """
-        if self.job is job:
-            asyncio.Task.cancel(self.task)  # the backend's: no leftover's check
-
-    def cancel_requested(self) -> bool:
-        """Whether a cancel request is left on the task."""
-        if self._cancelling is not None:
-            return self._cancelling() > 0
-        # Python 3.10 counts nothing; its tasks show a cancel not thrown in yet.
-        return bool(getattr(self.task, "_must_cancel", False))
-
-    def forget_cancels(self) -> None:
-        """Clear the cancel requests that were meant for the job just ended."""
-        if self._uncancel is not None:
-            while self._uncancel() > 0:
-                pass
+        running = self.running
+        if self.job is job and running is not None:
+            running.cancel()

@@ -136,6 +136,7 @@ PORT: dict[str, str] = {
     "RQ-3": "validate requests: fail a malformed one naming the key and value",
     "RQ-4": "hand out whole GPUs, exclusively, through `CUDA_VISIBLE_DEVICES`",
     "RQ-5": "schedule so that a large request is not starved by small ones",
+    "RQ-6": 'give an executable granted no GPU `CUDA_VISIBLE_DEVICES=""`',
     "CN-1": "make `cancel_task` an `async def` returning a `bool`",
     "CN-2": "return `False`, never raise, for an unknown uid",
     "CN-3": "return `False` for a task already reported terminal",

@@ -461,6 +461,14 @@ _CLAUSE_LIST = (
         "tasks keep arriving (no starvation).",
         _C.RESOURCES,
     ),
+    Clause(
+        "RQ-6",
+        _M,
+        "An executable granted no GPU sees none: its `CUDA_VISIBLE_DEVICES` "
+        "is set and empty, even where the backend's environment or the task's "
+        "own `env` lists GPUs.",
+        _C.RESOURCES,
+    ),
 )
 
 CLAUSES: Mapping[str, Clause] = MappingProxyType({c.id: c for c in _CLAUSE_LIST})

@@ -109,15 +109,50 @@ class SupportsResources(Protocol):
         ...
 
 
+def _shown(value: object) -> str:
+    """``value`` for an error message, whatever its size.
+
+    ``repr`` of an int past 4,300 digits raises `ValueError` itself (Python's
+    integer-string limit), which would hide the key the message names.
+    """
+    if isinstance(value, int) and value.bit_length() > 4096:
+        return f"an int of {value.bit_length()} bits"
+    return f"{type(value).__name__} {value!r}"
+
+
 def _whole(key: str, value: object, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(
-            f"resource request {key!r} must be an int >= {least}, got "
-            f"{type(value).__name__} {value!r}"
+            f"resource request {key!r} must be an int >= {least}, got {_shown(value)}"
         )
     if value < least:
-        raise ValueError(f"resource request {key!r} must be >= {least}, got {value!r}")
+        raise ValueError(
+            f"resource request {key!r} must be >= {least}, got {_shown(value)}"
+        )
     return value
+
+
+def _total(key: str, value: float, ranks: int) -> float:
+    """``ranks * value`` as a finite float, or a `ValueError` naming the key.
+
+    A total a float cannot hold (``ranks=10**400``, ``gpus_per_rank=1e308``
+    over two ranks) is no request any backend can count, so it is malformed
+    (RQ-3) rather than an `OverflowError` escaping to the dispatcher.
+    """
+    try:
+        total = ranks * float(value)
+    except OverflowError:
+        total = math.inf
+    if math.isfinite(total):
+        return total
+    if ranks == 1 or key == "ranks":
+        raise ValueError(
+            f"resource request {key!r} is too large to count, got {_shown(value)}"
+        )
+    raise ValueError(
+        f"resource request {key!r} is too large to count: {_shown(value)} "
+        f"over 'ranks' {_shown(ranks)}"
+    )
 
 
 def resource_demand(options: Mapping[str, Any] | None) -> ResourceDemand:
@@ -132,8 +167,9 @@ def resource_demand(options: Mapping[str, Any] | None) -> ResourceDemand:
         core.
 
     Raises:
-        ValueError: A key has a value of the wrong type or range; the message
-            names the key and the value (the task is reported FAILED with it).
+        ValueError: A key has a value of the wrong type or range, or a total
+            too large for a float to hold; the message names the key and the
+            value (the task is reported FAILED with it).
     """
     if not options:
         return ResourceDemand()
@@ -141,14 +177,25 @@ def resource_demand(options: Mapping[str, Any] | None) -> ResourceDemand:
     cores = _whole("cores_per_rank", options.get("cores_per_rank", 1), 1)
     memory = _whole("mem_per_rank", options.get("mem_per_rank", 0), 0)
     gpus = options.get("gpus_per_rank", 0)
-    if (
-        isinstance(gpus, bool)
-        or not isinstance(gpus, (int, float))
-        or not math.isfinite(gpus)
-        or gpus < 0
-    ):
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)):
         raise ValueError(
             f"resource request 'gpus_per_rank' must be a finite number >= 0, got "
-            f"{type(gpus).__name__} {gpus!r}"
+            f"{_shown(gpus)}"
         )
-    return ResourceDemand(ranks, ranks * cores, ranks * float(gpus), ranks * memory)
+    try:
+        finite = math.isfinite(gpus)
+    except OverflowError:  # an int too large for a float is no finite number
+        finite = False
+    if not finite or gpus < 0:
+        raise ValueError(
+            f"resource request 'gpus_per_rank' must be a finite number >= 0, got "
+            f"{_shown(gpus)}"
+        )
+    # Every total must be a finite float: backends compare and hand them out
+    # as numbers (Dask's resources are floats).
+    _total("ranks", ranks, 1)
+    _total("cores_per_rank", cores, ranks)
+    _total("mem_per_rank", memory, ranks)
+    return ResourceDemand(
+        ranks, ranks * cores, _total("gpus_per_rank", gpus, ranks), ranks * memory
+    )

@@ -4,8 +4,9 @@ Two capabilities, each with a MUST clause checked here when declared:
 
 - ``crash_isolation`` (RS-12): a worker that dies fails only the task it
   was running. Checked with a task that calls ``os._exit``, one whose worker
-  is killed by SIGKILL, and one whose return value cannot be unpickled where
-  the result arrives, each among healthy tasks that must all complete.
+  is killed by SIGKILL, and two whose return values cannot be unpickled where
+  the result arrives (one raises an `Exception`, one `SystemExit`), each among
+  healthy tasks that must all complete.
 - ``preemptive_cancel`` (CN-8): cancelling a running function stops it.
   Checked with sync and ``async def`` functions that would write a marker
   `STOP_WITHIN` seconds after they start; they are cancelled as soon as they
@@ -38,14 +39,19 @@ _HEALTHY = 8
 
 @cites("RS-12", requires=[_C.FUNCTIONS], deadline=30.0)
 async def worker_death_fails_only_its_task(h: Harness) -> None:
-    """A worker that dies, and a result that cannot be loaded, fail only their task."""
+    """A worker that dies, and a result that cannot be loaded, fail only their task.
+
+    One result raises `SystemExit` as it is loaded: a `BaseException` in the
+    code receiving results must fail that task alone, not what receives them.
+    """
     healthy = [h.function_task(_payloads.nap, i, 0.02) for i in range(_HEALTHY)]
     exits = h.function_task(_payloads.exit_worker, 13, uid=h.uid("exits"))
     killed = h.function_task(_payloads.kill_worker, uid=h.uid("killed"))
     unloadable = h.function_task(_payloads.unloadable, uid=h.uid("unloadable"))
+    exiting = h.function_task(_payloads.exiting, uid=h.uid("exiting"))
     # The failing tasks early, so healthy ones are running and queued around them.
     batch = [healthy[0], exits, healthy[1], killed, *healthy[2:5], unloadable]
-    batch += healthy[5:]
+    batch += [healthy[5], exiting, *healthy[6:]]
     await h.submit(batch)
     await h.wait_terminal([t["uid"] for t in batch], clause_id="RS-12")
     for task, what in ((exits, "called os._exit"), (killed, "was killed")):
@@ -63,21 +69,23 @@ async def worker_death_fails_only_its_task(h: Harness) -> None:
             "not WorkerLostError",
             uid,
         )
-    uid = unloadable["uid"]
-    error = unloadable.get("exception")
-    h.check(
-        h.final(uid) is spec.TaskState.FAILED,
-        "RS-12",
-        f"a task whose return value cannot be unpickled ended {h.final(uid)}",
-        uid,
-    )
-    h.check(
-        "UnloadableResult" in str(error),
-        "RS-12",
-        f"a return value that cannot be unpickled failed with {error!r}, which "
-        "does not name its type (UnloadableResult)",
-        uid,
-    )
+    for task, kind in ((unloadable, "UnloadableResult"), (exiting, "ExitingResult")):
+        uid = task["uid"]
+        error = task.get("exception")
+        h.check(
+            h.final(uid) is spec.TaskState.FAILED,
+            "RS-12",
+            f"a task whose return value ({kind}) cannot be unpickled ended "
+            f"{h.final(uid)}",
+            uid,
+        )
+        h.check(
+            kind in str(error),
+            "RS-12",
+            f"a return value that cannot be unpickled failed with {error!r}, which "
+            f"does not name its type ({kind})",
+            uid,
+        )
     _check_healthy(h, healthy, "among workers that died")
     # The pool heals: tasks submitted after the deaths run.
     later = [h.function_task(_payloads.echo, i) for i in range(4)]

@@ -8,6 +8,7 @@ those timestamps, not from the order of callbacks.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,46 @@ async def large_request_is_not_starved(h: Harness) -> None:
         f"({big.get('exception')!r})",
         big_uid,
     )
+
+
+@cites("RQ-6", requires=[_C.EXECUTABLES])
+async def no_gpu_granted_sees_none(h: Harness) -> None:
+    """Executables asking for no GPU see ``CUDA_VISIBLE_DEVICES`` set and empty.
+
+    One inherits the environment, one lists every GPU in its own ``env``; a
+    GPU task holds one meanwhile. Unset would let CUDA use every device,
+    the held one too.
+    """
+    capacity = _capacity(h, "RQ-6")
+    if not capacity.gpus:
+        h.not_applicable("the backend has no GPUs to hand out")
+    every = ",".join(capacity.gpus)
+    own_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CUDA_VISIBLE_DEVICES": every,
+    }
+    tasks = [_span_task(h, _HOLD, gpus_per_rank=1)[0]]
+    records: dict[str, tuple[Path, str]] = {}
+    for env, how in ((None, "inheriting the environment"), (own_env, "its env")):
+        uid = h.uid("nogpu")
+        record = h.work_dir / f"{uid}.gpus"
+        records[uid] = (record, how)
+        body = f'echo "[${{CUDA_VISIBLE_DEVICES-unset}}]" > "{record}"'
+        options: dict[str, Any] = {"shell": False}
+        if env is not None:
+            options["env"] = env
+        script = h.script(body, f"{uid}.sh")
+        tasks.append(h.executable_task(script, uid=uid, **options))
+    await _run_spans(h, tasks, "RQ-6")
+    for uid, (record, how) in records.items():
+        try:
+            seen = record.read_text().strip()[1:-1]
+        except FileNotFoundError:
+            h.fail("RQ-6", "a task reported DONE left no record of its run", uid)
+        h.check(
+            seen == "",
+            "RQ-6",
+            f"asked for no GPU ({how} listing {every}), saw "
+            f"CUDA_VISIBLE_DEVICES={seen}; it must be set and empty",
+            uid,
+        )

@@ -276,7 +276,7 @@ class Dispatcher:
             payload = _worker.ExecutableJob(
                 job.key, blob, work_dir, self._options.kill_grace
             )
-            if capacity is not None and job.demand.whole_gpus:
+            if capacity is not None:  # it sees only its GPUs, or none (RQ-6)
                 payload.gpus = job.demand.whole_gpus
                 payload.gpu_pool = capacity.gpus
             payloads.append(payload)

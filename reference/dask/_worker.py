@@ -90,7 +90,9 @@ class ExecutableJob:
         work_dir: Directory for ``capture_stdio`` files.
         grace: Seconds between SIGTERM and SIGKILL at a timeout.
         gpus: Whole GPUs the task holds (resource accounting, RQ-4).
-        gpu_pool: The worker's GPU ids, among which ``gpus`` are taken.
+        gpu_pool: The worker's GPU ids, among which ``gpus`` are taken; set
+            for every executable where GPUs are accounted, so one granted
+            none sees none (RQ-6).
     """
 
     def __init__(
@@ -317,7 +319,7 @@ _preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None els
 
 
 def _with_gpus(task: dict[str, Any], gpus: tuple[str, ...]) -> None:
-    """Give the task only its own GPUs (RQ-4)."""
+    """Give the task only its own GPUs (RQ-4), none if it has none (RQ-6)."""
     # env replaces the whole environment: start from the task's own, or ours.
     options = task.setdefault("task_backend_specific_kwargs", {})
     env = options.get("env")
@@ -357,6 +359,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
             gpus = _take_gpus(job.gpu_pool, job.gpus)
         except RuntimeError as exc:
             return failure(exc)
+    if job.gpu_pool:  # GPUs are accounted: none granted, none seen (RQ-6)
         _with_gpus(task, gpus)
     spawned = False
 

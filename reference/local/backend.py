@@ -79,8 +79,9 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
       local functions work). Workers start with ``forkserver`` (``spawn``
       where there is none) unless the executor's ``mp_context`` names
       ``spawn`` or ``forkserver``: a plain ``fork`` of a parent running
-      threads is unsafe. As with any such start method, a script that
-      starts the backend at import time needs ``if __name__ == "__main__":``.
+      threads is unsafe. Workers never import the caller's ``__main__``:
+      a script without ``if __name__ == "__main__":`` runs its body once,
+      in the caller only (what names ``__main__`` travels by value).
 
     Async functions run on one event loop per worker thread or process,
     reused across tasks. Function tasks report ``return_value`` when DONE,

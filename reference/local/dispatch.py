@@ -138,9 +138,15 @@ class Dispatcher:
                     job.threaded = True
                     jobs.append(job)
                     demands.append(ONE_CORE)
-                elif (demand := self._host._wait_for_resources(job, pool)) is not None:
-                    jobs.append(job)
-                    demands.append(demand)
+                else:
+                    try:
+                        demand = self._host._wait_for_resources(job, pool)
+                    except Exception as exc:  # a bug fails this task, not the chunk
+                        self._host._fail(job, exc)  # SB-9
+                        continue
+                    if demand is not None:
+                        jobs.append(job)
+                        demands.append(demand)
             self._is_coroutine.forget()  # keep no function past its turn
             self.admit(jobs, demands)
         if pending and not self._scheduled:

@@ -30,6 +30,13 @@ logger = logging.getLogger("reference")
 
 _SPAWNS_PER_TURN = 8
 """Spawns per event-loop turn: a burst never stalls the loop (SC-3)."""
+_DECODE_ON_LOOP = 1 << 20
+"""Bytes of output joined and decoded on the event loop; more go to a thread."""
+
+
+def _joined(chunks: tuple[list[bytes], list[bytes]]) -> tuple[str, str]:
+    """An executable's stdout and stderr, each joined and decoded."""
+    return ex.decode(b"".join(chunks[0])), ex.decode(b"".join(chunks[1]))
 
 
 class ExecutableHost(BackendHooks, Protocol):
@@ -225,8 +232,14 @@ class ExecutableRunner:
         if options.capture_stdio:
             stdout, stderr = paths
         else:
-            stdout = ex.decode(b"".join(child.stdout))
-            stderr = ex.decode(b"".join(child.stderr))
+            chunks = (child.stdout, child.stderr)
+            if sum(map(len, chunks[0])) + sum(map(len, chunks[1])) < _DECODE_ON_LOOP:
+                stdout, stderr = _joined(chunks)
+            else:  # 100 MB would stall the loop for a large part of a second
+                stdout, stderr = await asyncio.to_thread(_joined, chunks)
+                if _canceled(job):  # canceled meanwhile: cancel_task said so
+                    self._host._finish(job, TaskState.CANCELED)
+                    return
         done = ex.record_exit(
             task, options, exit_code, stdout, stderr, timed_out=job.timed_out
         )

@@ -79,17 +79,18 @@ def place(
     options: ExecOptions,
     command: str | list[str],
 ) -> tuple[ExecOptions, str | list[str]]:
-    """Give an executable its GPUs (RQ-4) and, for ranks, its launcher.
+    """Give an executable its GPUs (RQ-4, RQ-6) and, for ranks, its launcher.
 
     Returns:
         The options with ``CUDA_VISIBLE_DEVICES`` set to the granted GPUs (in
-        a copy of the environment), and the command behind the launcher
-        (``"{ranks}"`` replaced) when ``ranks > 1``.
+        a copy of the environment), empty when none was granted: unset, or
+        inherited, it would let CUDA use every device, those other tasks hold
+        too; and the command behind the launcher (``"{ranks}"`` replaced)
+        when ``ranks > 1``.
     """
-    if grant.gpus:
-        env = dict(os.environ if options.env is None else options.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
-        options = dataclasses.replace(options, env=env)
+    env = dict(os.environ if options.env is None else options.env)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
+    options = dataclasses.replace(options, env=env)
     if ranks > 1 and launcher is not None:
         count = str(ranks)
         prefix = [arg.replace("{ranks}", count) for arg in launcher]

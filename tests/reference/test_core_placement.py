@@ -82,8 +82,10 @@ def test_placement_sets_only_the_granted_gpus() -> None:
     )
     assert options.env == {"A": "1", "CUDA_VISIBLE_DEVICES": "3,5"}
     assert command == "run"
-    bare = _options(env={"A": "1"})
-    assert place(Grant(1, (), 0), 1, None, bare, "run") == (bare, "run")
+    # Granted none, it sees none (RQ-6), whatever its env listed.
+    bare = _options(env={"A": "1", "CUDA_VISIBLE_DEVICES": "0,1"})
+    options, _ = place(Grant(1, (), 0), 1, None, bare, "run")
+    assert options.env == {"A": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_placement_puts_ranks_behind_the_launcher() -> None:

@@ -121,8 +121,30 @@ def test_constructor_durations_are_validated(option: str, value: float) -> None:
         LocalExecutionBackend(**{option: value})
 
 
-def test_kill_grace_zero_is_allowed() -> None:
-    LocalExecutionBackend(kill_grace=0)
+@pytest.mark.asyncio
+async def test_kill_grace_zero_kills_at_once(tmp_path: Path) -> None:
+    # kill_grace=0 is allowed, and means it: a child ignoring SIGTERM is
+    # SIGKILLed with the TERM, so its cancel ends well inside the 2 s default
+    # grace (the 1.5 s bound leaves room for a busy machine).
+    pid_file = tmp_path / "pid"
+    task = {
+        "uid": "stubborn",
+        "executable": "/bin/sh",
+        "arguments": ["-c", f"trap '' TERM; echo $$. > {pid_file}; sleep 60"],
+        "task_backend_specific_kwargs": NO_SHELL,
+    }
+    recorder = Recorder()
+    async with LocalExecutionBackend(kill_grace=0, shutdown_timeout=5) as backend:
+        backend.register_callback(recorder)
+        await backend.submit_tasks([task])
+        pid = await read_pid(pid_file)
+        started = time.monotonic()
+        assert await backend.cancel_task("stubborn") is True
+        await recorder.wait(["stubborn"], timeout=10)
+        elapsed = time.monotonic() - started
+    assert recorder.final("stubborn") is TaskState.CANCELED
+    assert process_gone(pid)
+    assert elapsed < 1.5, elapsed
 
 
 # -- item 7: capture files stay inside the work dir ------------------------------

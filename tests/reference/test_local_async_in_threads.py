@@ -1,10 +1,11 @@
-"""``async def`` functions in a thread pool: awaited inside the puller's task.
+"""``async def`` functions in a thread pool: each in a task on the puller's loop.
 
 A pool thread's puller is one asyncio task on the thread's own loop, and an
-``async def`` job is awaited inside it (no task and no ``run_until_complete``
-of its own). These tests pin what a job must still see: a running loop and a
-current task in a coroutine, none in a sync function, its own copy of the
-context, exceptions of the futures it awaits, and cancels meant for it only.
+``async def`` job runs in an asyncio task of its own there (no
+``run_until_complete`` of its own). These tests pin what a job must see: a
+running loop and a current task in a coroutine, none in a sync function, its
+own copy of the context, exceptions of the futures it awaits, and cancels
+meant for it only.
 """
 
 from __future__ import annotations

@@ -146,7 +146,14 @@ async def two(recorder: Recorder) -> AsyncIterator[LocalExecutionBackend]:
     backend = LocalExecutionBackend(ProcessPoolExecutor(2), kill_grace=0.5)
     backend.register_callback(recorder)
     yield backend
-    pids = backend.worker_pids()
+    # Every test here ran a task, so a worker lives (a dead one's replacement
+    # may still be starting): the check below must have pids to check.
+    for _ in range(1000):
+        pids = backend.worker_pids()
+        if pids:
+            break
+        await asyncio.sleep(0.01)
+    assert pids, "no live worker to check at shutdown"
     await asyncio.wait_for(backend.shutdown(), 30)
     assert all(process_gone(pid) for pid in pids)
 

@@ -103,6 +103,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RS-10", noop.RunsWhatItShouldNot),
     _row("RS-11", local.CaptureOutsideWorkDir),
     _row("RS-12", local.CrashFailsEveryTask),
+    _row("RS-12", local.ResultExitBreaksPool),
     # Cancellation
     _row("CN-1", noop.CancelReturnsNone),
     _row("CN-2", noop.CancelUnknownRaises),
@@ -134,5 +135,6 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-3", resources.IgnoresMalformedRequests),
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
+    _row("RQ-6", resources.NoGpuSeesEvery),
 )
 """Every mutant, in clause order."""

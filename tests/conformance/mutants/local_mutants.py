@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from reference import LocalExecutionBackend
+from reference._procpool import ProcessPool
+from reference._procworker import parse
 from spec import (
     CapabilityNotSupportedError,
     TaskState,
@@ -242,6 +244,24 @@ class CrashFailsEveryTask(_LocalProcesses):
         for other in list(self._jobs.values()):
             if other.call is not None:
                 self._fail(other, WorkerLostError("the process pool broke"))
+
+
+class _PoolDiesOnBaseException(ProcessPool):
+    """Lets a `BaseException` from loading a result out into its dispatcher."""
+
+    def _outcome(self, job: Any, message: bytes) -> Any:
+        with contextlib.suppress(Exception):  # only what is not an Exception
+            pickle.loads(parse(message)[2])
+        return super()._outcome(job, message)
+
+
+class ResultExitBreaksPool(_LocalProcesses):
+    """RS-12: a result whose loading raises SystemExit breaks the whole pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert self._procs is not None
+        self._procs.__class__ = _PoolDiesOnBaseException
 
 
 class CancelLeavesFunctionRunning(_LocalProcesses):

@@ -6,6 +6,8 @@ made-up GPU ids), each breaking one rule of the scheduler.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,6 +68,18 @@ class SharesFirstGpu(_Accounting):
         if grant.gpus:
             grant = Grant(grant.cores, ("0",) * len(grant.gpus), grant.memory)
         return super()._placed(job, grant, options, command)
+
+
+class NoGpuSeesEvery(_Accounting):
+    """RQ-6: an executable granted no GPU sees every GPU of the capacity."""
+
+    def _placed(self, job: Any, grant: Grant, options: Any, command: Any) -> Any:
+        options, command = super()._placed(job, grant, options, command)
+        if not grant.gpus:
+            env = dict(os.environ if options.env is None else options.env)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.capacity.gpus)
+            options = dataclasses.replace(options, env=env)
+        return options, command
 
 
 class _GreedyPool(ResourcePool[Any]):

@@ -1,0 +1,80 @@
+"""A puller hands a job out, or `stop` cancels it: never both (CN-4, CN-6).
+
+`JobQueue._next` takes a job and `JobQueue.stop` (on the event loop) cancels
+one; the queue's lock makes "started" and "canceled" exclusive. The race is
+made deterministic here: reading the job's ``canceled`` flag inside ``_next``
+starts `stop` on another thread, and lets it finish first unless the lock
+keeps it out (the worst interleaving for a ``_next`` that reads unlocked).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from reference._workers import NOT_STARTED, UNSTOPPABLE, JobQueue
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _RacingJob:
+    """A job whose first ``canceled`` read by ``_next`` races a `stop`."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self.task = {"uid": "racing", "function": abs, "args": (-1,)}
+        self.pulled = False
+        self.coro: Any = None
+        self.ended = False
+        self.grant = None
+        self.threaded = True
+        self.decision: Any = None
+        self.armed = False
+        self.racer: threading.Thread | None = None
+        self._canceled = False
+
+    def _stop(self) -> None:
+        self.decision = self.queue.stop(self)
+
+    @property
+    def canceled(self) -> bool:
+        seen = self._canceled
+        if self.armed:
+            self.armed = False
+            self.racer = threading.Thread(target=self._stop)
+            self.racer.start()
+            if not self.queue._lock.locked():
+                self.racer.join()  # nothing keeps stop() out: it ends first
+        return seen
+
+    @canceled.setter
+    def canceled(self, value: bool) -> None:
+        self._canceled = value
+
+
+def test_stop_during_hand_out_never_lets_a_canceled_job_run() -> None:
+    queue = JobQueue(lambda notice: None, width=1)
+    job = _RacingJob(queue)
+    assert queue.put([job]) == 1
+    job.armed = True
+    taken = queue._next(None)  # as the puller's first call
+    assert job.racer is not None, "_next never looked at the job's canceled flag"
+    job.racer.join(10)
+    assert not job.racer.is_alive()
+    if taken is job:
+        # Handed out: stop must say it could not prevent the start.
+        assert job.decision is UNSTOPPABLE, job.decision
+        assert job.pulled
+    else:
+        assert job.decision is NOT_STARTED and taken is None
+
+
+def test_stop_before_hand_out_keeps_the_job_from_running() -> None:
+    queue = JobQueue(lambda notice: None, width=1)
+    job = _RacingJob(queue)
+    queue.put([job])
+    assert queue.stop(job) is NOT_STARTED
+    assert queue._next(None) is None  # skipped: it never starts (CN-6)
+    assert not job.pulled
