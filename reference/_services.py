@@ -28,6 +28,7 @@ from spec import (
 )
 
 __all__ = [
+    "LineSplitter",
     "Readiness",
     "ServiceOptions",
     "ServiceReady",
@@ -92,23 +93,36 @@ def service_options(task: dict[str, Any], kind: TaskKind) -> ServiceOptions:
 
 
 class Readiness:
-    """Decides when one service is ready, from what it did so far.
+    """Decides when one service is ready and how it ends, from what it did.
 
-    Each ``on_*`` method takes one event and returns the `spec.ServiceInfo`
-    to announce when that event made the service ready, else ``None``; a
-    service is announced at most once (SV-2). Pure: no I/O, no clock.
+    Events come in as calls: `on_running` (its RUNNING was reported),
+    `on_line`, `on_probe_held`, `on_yield`. Each returns the
+    `spec.ServiceInfo` to announce *now*, else ``None``: a service is
+    announced at most once, and never before its RUNNING (SV-2), so a
+    readiness found earlier (an async generator yielding in its first step)
+    waits for `on_running`. `outcome` decides how a service that ends is
+    reported (SV-5, SV-6). Pure: no I/O, no clock.
 
     Args:
         options: The service's options.
         identity: Where it runs: ``{"pid": ...}`` or ``{"worker": ...}``.
+
+    Attributes:
+        info: The service's info, once found ready.
+        announced: Whether the readiness was announced.
+        timed_out: Its ``ready_timeout`` passed before it was ready: the
+            backend stops it, and it ends FAILED with `TaskTimeoutError`.
     """
 
-    __slots__ = ("identity", "info", "options")
+    __slots__ = ("announced", "identity", "info", "options", "running", "timed_out")
 
     def __init__(self, options: ServiceOptions, identity: ServiceInfo) -> None:
         self.options = options
         self.identity = identity
         self.info: ServiceInfo | None = None
+        self.running = False
+        self.announced = False
+        self.timed_out = False
 
     @property
     def ready(self) -> bool:
@@ -116,21 +130,35 @@ class Readiness:
         return self.info is not None
 
     @property
-    def polls(self) -> bool:
-        """Whether readiness needs polling (a ``tcp`` or ``file`` probe)."""
-        return self.options.probe.kind in (ProbeKind.TCP, ProbeKind.FILE)
+    def waits(self) -> bool:
+        """Whether readiness must be watched for: not ready, a probe to check."""
+        kind = self.options.probe.kind
+        return not self.ready and kind is not ProbeKind.STARTED
 
-    def _ready(self, info: ServiceInfo) -> ServiceInfo | None:
-        if self.info is not None:
+    def _due(self) -> ServiceInfo | None:
+        if self.info is None or self.announced or not self.running:
             return None
-        self.info = {**self.identity, **info}
+        self.announced = True
         return self.info
 
-    def on_started(self) -> ServiceInfo | None:
-        """The service started: ready now if it has no probe."""
+    def _ready(self, info: ServiceInfo) -> ServiceInfo | None:
+        if self.info is None and not self.timed_out:
+            self.info = {**self.identity, **info}
+        return self._due()
+
+    def on_running(self, identity: ServiceInfo | None = None) -> ServiceInfo | None:
+        """Its RUNNING was reported: ready now without a probe, or if found earlier.
+
+        Args:
+            identity: Where it turned out to run (a pid known only now), if
+                more precise than the one given at construction.
+        """
+        self.running = True
+        if identity:
+            self.identity = identity
         if self.options.probe.kind is ProbeKind.STARTED and not self.options.generator:
             return self._ready({"probe": ProbeKind.STARTED.value})
-        return None
+        return self._due()
 
     def on_line(self, line: str) -> ServiceInfo | None:
         """It printed ``line`` (no newline): ready if a ``stdout`` probe matches."""
@@ -154,25 +182,42 @@ class Readiness:
             return self._ready({"probe": "yield", "value": value})
         return None
 
-    def early_end(self, uid: str, how: str) -> Exception | None:
-        """The error to fail a service that ended ``how`` before it was ready.
+    def on_deadline(self) -> bool:
+        """Its ``ready_timeout`` passed; True if it must be stopped for it."""
+        if self.ready:
+            return False
+        self.timed_out = True
+        return True
+
+    def outcome(
+        self, uid: str, state: TaskState, task: dict[str, Any], *, closing: bool
+    ) -> tuple[TaskState, BaseException | None]:
+        """How a service ending in ``state`` is reported, and the error to fail it with.
+
+        Args:
+            uid: The service's uid, for messages.
+            state: What its runner would report.
+            task: Its task dict (``exit_code`` says how an executable ended).
+            closing: The backend is shutting down: CANCELED stays CANCELED.
 
         Returns:
-            ``None`` once it was ready: then it ends like any task (SV-6).
+            ``(state, None)`` to report as the runner said: a service found
+            ready ends like any task (SV-6), one that failed keeps its own
+            error; ``(FAILED, error)`` for one stopped by its ready timeout
+            (`TaskTimeoutError`) or one that ended well before it was ready
+            (SV-5).
         """
-        if self.ready:
-            return None
-        return RuntimeError(
+        if self.timed_out and not (state is TaskState.CANCELED and closing):
+            return TaskState.FAILED, TaskTimeoutError(
+                f"service {uid!r} was not ready within its ready_timeout of "
+                f"{self.options.ready_timeout:g} s ({self._waited_for()})"
+            )
+        if state is not TaskState.DONE or self.ready:
+            return state, None
+        code = task.get("exit_code")
+        how = "returned" if code is None else f"exited with code {code}"
+        return TaskState.FAILED, RuntimeError(
             f"service {uid!r} {how} before it was ready ({self._waited_for()})"
-        )
-
-    def timed_out(self, uid: str) -> TaskTimeoutError | None:
-        """The error for a service whose ``ready_timeout`` passed, unless ready."""
-        if self.ready or self.options.ready_timeout is None:
-            return None
-        return TaskTimeoutError(
-            f"service {uid!r} was not ready within its ready_timeout of "
-            f"{self.options.ready_timeout:g} s ({self._waited_for()})"
         )
 
     def _waited_for(self) -> str:
@@ -182,6 +227,28 @@ class Readiness:
         if probe.kind is ProbeKind.STARTED:
             return "waiting for it to start"
         return f"waiting for ready probe {probe.kind.value} {probe.target!r}"
+
+
+class LineSplitter:
+    """Turns output chunks into whole lines, for a ``stdout`` probe.
+
+    A line longer than `LIMIT` characters is cut there (a probe is for a
+    readiness message, not a megabyte of output without a newline).
+    """
+
+    LIMIT = 64 * 1024
+
+    __slots__ = ("_partial",)
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, chunk: bytes | str) -> list[str]:
+        """Add output; return the lines it completed (without newlines)."""
+        text = chunk.decode(errors="replace") if isinstance(chunk, bytes) else chunk
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()[-self.LIMIT :]
+        return [line.rstrip("\r") for line in lines]
 
 
 class ServiceReady:

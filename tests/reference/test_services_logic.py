@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from reference import NoopExecutionBackend
-from reference._services import Readiness, ServiceOptions, ServiceReady, service_options
+from reference._services import (
+    LineSplitter,
+    Readiness,
+    ServiceOptions,
+    ServiceReady,
+    service_options,
+)
 from spec import (
     ProbeKind,
     ServiceInfo,
@@ -152,19 +158,25 @@ def _readiness(ready: Any = None, timeout: float | None = None) -> Readiness:
     return Readiness(options, {"pid": 42})
 
 
-def test_without_a_probe_a_service_is_ready_once_started() -> None:
+def test_without_a_probe_a_service_is_ready_once_running() -> None:
     readiness = _readiness()
+    assert not readiness.waits
     assert readiness.on_line("anything") is None
     assert readiness.on_probe_held() is None
-    assert readiness.on_started() == {"pid": 42, "probe": "started"}
-    assert readiness.on_started() is None  # announced once (SV-2)
-    assert readiness.early_end("svc", "exited") is None  # ends like a task (SV-6)
+    assert readiness.on_running() == {"pid": 42, "probe": "started"}
+    assert readiness.announced and not readiness.waits
+    assert readiness.on_running() is None  # announced once (SV-2)
+
+
+def test_the_identity_known_at_running_replaces_the_first() -> None:
+    readiness = _readiness()
+    assert readiness.on_running({"pid": 7}) == {"pid": 7, "probe": "started"}
 
 
 def test_a_stdout_probe_is_ready_at_the_first_matching_line() -> None:
     readiness = _readiness({"stdout": "listening"})
-    assert readiness.on_started() is None
-    assert not readiness.polls
+    assert readiness.waits
+    assert readiness.on_running() is None
     assert readiness.on_line("starting") is None
     assert readiness.on_line("now listening on 80") == {
         "pid": 42,
@@ -172,6 +184,14 @@ def test_a_stdout_probe_is_ready_at_the_first_matching_line() -> None:
         "line": "now listening on 80",
     }
     assert readiness.on_line("listening again") is None
+
+
+def test_readiness_found_before_running_waits_for_it() -> None:
+    readiness = _readiness({"stdout": "up"})
+    assert readiness.on_line("up") is None  # RUNNING not reported yet
+    assert readiness.ready and not readiness.announced
+    assert readiness.on_running() == {"pid": 42, "probe": "stdout", "line": "up"}
+    assert readiness.on_running() is None
 
 
 @pytest.mark.parametrize(
@@ -182,7 +202,7 @@ def test_polled_probes_are_ready_when_they_hold(
     ready: dict[str, str], key: str, value: str
 ) -> None:
     readiness = _readiness(ready)
-    assert readiness.polls and readiness.on_started() is None
+    assert readiness.on_running() is None
     info = readiness.on_probe_held()
     assert info is not None and info[key] == value  # type: ignore[literal-required]
     assert info["probe"] == next(iter(ready))
@@ -190,7 +210,7 @@ def test_polled_probes_are_ready_when_they_hold(
 
 def test_an_async_generator_is_ready_at_its_first_yield() -> None:
     readiness = Readiness(ServiceOptions(parse_ready(None), None, True), {"pid": 1})
-    assert readiness.on_started() is None
+    assert readiness.on_running() is None
     assert readiness.on_yield({"url": "u"}) == {
         "pid": 1,
         "probe": "yield",
@@ -200,17 +220,60 @@ def test_an_async_generator_is_ready_at_its_first_yield() -> None:
     assert _readiness().on_yield("x") is None
 
 
-def test_early_ends_and_timeouts_say_what_was_awaited() -> None:
-    readiness = _readiness({"file": "/f"}, timeout=1.5)
-    error = readiness.early_end("svc", "exited with code 0")
-    assert isinstance(error, RuntimeError)
+def _end(
+    readiness: Readiness, state: TaskState, closing: bool = False, **task: Any
+) -> Any:
+    return readiness.outcome("svc", state, {"uid": "svc", **task}, closing=closing)
+
+
+def test_ending_well_before_ready_is_a_failure_saying_what_was_awaited() -> None:
+    readiness = _readiness({"file": "/f"})
+    readiness.on_running()
+    state, error = _end(readiness, TaskState.DONE, exit_code=0)
+    assert state is TaskState.FAILED and isinstance(error, RuntimeError)
     assert "'svc' exited with code 0 before it was ready" in str(error)
     assert "ready probe file '/f'" in str(error)
-    timeout = readiness.timed_out("svc")
-    assert isinstance(timeout, TaskTimeoutError) and "1.5 s" in str(timeout)
-    assert _readiness({"file": "/f"}).timed_out("svc") is None  # no limit
-    readiness.on_probe_held()
-    assert readiness.timed_out("svc") is None and readiness.early_end("s", "x") is None
+    state, error = _end(readiness, TaskState.DONE, return_value=1)
+    assert "'svc' returned before" in str(error)
+    # A failure keeps its own error (RS-3 keeps the type); a cancel stays.
+    assert _end(readiness, TaskState.FAILED) == (TaskState.FAILED, None)
+    assert _end(readiness, TaskState.CANCELED) == (TaskState.CANCELED, None)
+
+
+def test_after_ready_a_service_ends_like_any_task() -> None:
+    readiness = _readiness()
+    readiness.on_running()
+    for state in TaskState:
+        if state is not TaskState.RUNNING:
+            assert _end(readiness, state) == (state, None)
+
+
+def test_a_ready_timeout_fails_with_task_timeout_error() -> None:
+    readiness = _readiness({"file": "/f"}, timeout=1.5)
+    readiness.on_running()
+    assert readiness.on_deadline()
+    assert readiness.on_probe_held() is None  # too late: it is being stopped
+    state, error = _end(readiness, TaskState.CANCELED)  # stopped for it
+    assert state is TaskState.FAILED and isinstance(error, TaskTimeoutError)
+    assert "1.5 s" in str(error) and "ready probe file '/f'" in str(error)
+    # At shutdown, what shutdown stops is CANCELED (SD-2).
+    assert _end(readiness, TaskState.CANCELED, closing=True) == (
+        TaskState.CANCELED,
+        None,
+    )
+    ready = _readiness(timeout=1.0)
+    ready.on_running()
+    assert not ready.on_deadline()  # ready in time: nothing to stop
+
+
+def test_lines_are_split_across_chunks() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"star") == []
+    assert splitter.feed(b"ting\r\nready on") == ["starting"]
+    assert splitter.feed("  80\nmore") == ["ready on  80"]
+    assert splitter.feed(b"\xff\n") == ["more\ufffd"]
+    splitter.feed(b"x" * (LineSplitter.LIMIT * 2))
+    assert splitter.feed(b"\n") == ["x" * LineSplitter.LIMIT]
 
 
 @pytest.mark.asyncio
