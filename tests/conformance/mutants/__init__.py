@@ -18,6 +18,7 @@ from typing import Any
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
 from mutants import resource_mutants as resources
+from mutants import service_mutants as services
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -134,5 +135,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-3", resources.IgnoresMalformedRequests),
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
+    # Services
+    _row("SV-2", services.NeverAnnouncesServices),
+    _row("SV-2", services.AnnouncesEveryTask),
+    _row("SV-3", services.CallbackOverwritesDoneFutures),
 )
 """Every mutant, in clause order."""
