@@ -4,7 +4,9 @@ A service is a task with ``is_service: True``. The harness records each
 ``service_callback`` the backend passes with a state (`Harness.readiness`);
 these tests judge when it came, what it does to a future, and how services
 end. Services here end by themselves after `BLOCK_LIMIT` seconds at most,
-or as soon as the test's work directory is gone.
+or as soon as the test's work directory is gone. A running service holds what
+runs it (a worker, a core), so a test runs one service at a time and its
+other tasks first: a backend with one worker conforms too.
 """
 
 from __future__ import annotations
@@ -96,10 +98,10 @@ def _blocking_service(h: Harness) -> tuple[dict[str, Any], Callable[[], None]]:
 @cites("SV-2", "SV-3")
 async def ready_once_with_service_callback(h: Harness) -> None:
     """A service gets one extra RUNNING with service_callback; it resolves a future."""
-    service, let_go = _blocking_service(h)
     plain = h.runnable_task()
+    service, let_go = _blocking_service(h)
     uid = service["uid"]
-    await h.submit([service, plain])
+    await h.submit([plain, service])
     await _wait_ready(h, service, "SV-2")
     loop = asyncio.get_running_loop()
     callback = h.readiness[uid][0][1]
@@ -271,22 +273,23 @@ async def probes_hold_before_ready(h: Harness) -> None:
             found[uid] = held[uid]()  # at the moment readiness is announced
 
     h.also_call(on_state)
-    await h.submit([file_svc, line_svc, tcp_svc])
-    for task in (file_svc, line_svc, tcp_svc):
-        await _wait_ready(h, task, "SV-4")
     expected = {
         file_svc["uid"]: ("file", "path", str(flag)),
         line_svc["uid"]: ("stdout", "line", "listening on 8123"),
         tcp_uid: ("tcp", "endpoint", f"127.0.0.1:{port}"),
     }
-    for uid, (probe, key, value) in expected.items():
+    releases = (file_go, line_go, tcp_go)
+    for task, release in zip((file_svc, line_svc, tcp_svc), releases, strict=True):
+        uid = task["uid"]
+        probe, key, value = expected[uid]
+        await h.submit([task])
+        await _wait_ready(h, task, "SV-4")
         h.expect(
             found.get(uid),
             "SV-4",
             f"announced ready before its {probe} probe held",
             uid,
         )
-        task = next(t for t in (file_svc, line_svc, tcp_svc) if t["uid"] == uid)
         info = task.get("service_info") or {}
         h.expect(
             info.get("probe") == probe and info.get(key) == value,
@@ -294,10 +297,8 @@ async def probes_hold_before_ready(h: Harness) -> None:
             f"service_info is {info!r}; expected probe={probe!r} and {key}={value!r}",
             uid,
         )
-    file_go.touch()
-    line_go.touch()
-    tcp_go.touch()
-    await h.wait_terminal(list(held))
+        release.touch()
+        await h.wait_terminal([uid])
 
 
 MALFORMED: tuple[dict[str, Any], ...] = (
@@ -405,12 +406,12 @@ async def end_after_ready(h: Harness) -> None:
             go = h.work_dir / f"{uid}.release"
             task = h.function_task(func, str(started), str(go), BLOCK_LIMIT, uid=uid)
             cases.append((_as_service(task), go, end))
-    await h.submit([task for task, _, _ in cases])
-    for task, _, _ in cases:
+    states: dict[str, spec.TaskState] = {}
+    for task, go, _ in cases:
+        await h.submit([task])
         await _wait_ready(h, task, "SV-6")
-    for _, go, _ in cases:
         go.touch()
-    states = await h.wait_terminal([task["uid"] for task, _, _ in cases])
+        states.update(await h.wait_terminal([task["uid"]]))
     for task, _, end in cases:
         uid = task["uid"]
         h.expect(
@@ -445,10 +446,9 @@ async def cancel_and_shutdown_stop_the_group(h: Harness) -> None:
     stopped, stopped_pids = h.process_tree()
     for blocker in (canceled, stopped):
         _as_service(blocker.task)
-    await h.submit([canceled.task, stopped.task])
-    for blocker in (canceled, stopped):
-        await _wait_ready(h, blocker.task, "SV-7")
-        await h.wait_started(blocker, "SV-7")
+    await h.submit([canceled.task])
+    await _wait_ready(h, canceled.task, "SV-7")
+    await h.wait_started(canceled, "SV-7")
     procs = h.read_pids(canceled_pids)
     h.check(
         await h.backend.cancel_task(canceled.uid),
@@ -465,6 +465,9 @@ async def cancel_and_shutdown_stop_the_group(h: Harness) -> None:
         f"{len(left)} of its processes alive {_GRACE:g} s later",
         canceled.uid,
     )
+    await h.submit([stopped.task])
+    await _wait_ready(h, stopped.task, "SV-7")
+    await h.wait_started(stopped, "SV-7")
     procs = h.read_pids(stopped_pids)
     await h.shutdown()
     left = await h.wait_gone(procs, _GRACE)
@@ -502,28 +505,29 @@ async def async_generator_ready_at_first_yield(h: Harness) -> None:
                 found[uid] = started.exists()
 
     h.also_call(on_state)
-    await h.submit([task for task, _, _ in made])
-    for task, _, _ in made:
+    states: dict[str, spec.TaskState] = {}
+    for task, _, go in made:
+        uid = task["uid"]
+        await h.submit([task])
         await _wait_ready(h, task, "SV-8")
         info = task.get("service_info") or {}
         h.expect(
-            found.get(task["uid"]) and info.get("value") == task["args"][2],
+            found.get(uid) and info.get("value") == task["args"][2],
             "SV-8",
             f"ready with service_info {info!r} (generator started first: "
-            f"{found.get(task['uid'])}); expected its first yielded value "
+            f"{found.get(uid)}); expected its first yielded value "
             f"{task['args'][2]!r}",
-            task["uid"],
+            uid,
         )
-    await asyncio.sleep(_QUIET / 2)
-    for task, _, go in made:
+        await asyncio.sleep(_QUIET / 2)  # no event: it must simply go on
         h.expect(
-            not _ended(h, task["uid"]),
+            not _ended(h, uid),
             "SV-8",
             "the generator service ended at its first yield",
-            task["uid"],
+            uid,
         )
         go.touch()
-    states = await h.wait_terminal([task["uid"] for task, _, _ in made])
+        states.update(await h.wait_terminal([uid]))
     ok, bad = made[0][0], made[1][0]
     h.expect(
         states[ok["uid"]] is _S.DONE,
