@@ -78,6 +78,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("SB-4", noop.IgnoresUidsInFlight),
     _row("SB-5", noop.NothingToRunIsDone),
     _row("SB-6", local.WrongCapabilityError),
+    _row("SB-6", services.RunsServicesAsBatchTasks),
     _row("SB-7", noop.IgnoresSubmitAfterShutdown),
     _row("SB-8", noop.RejectsEmptyBatch),
     _row("SB-9", noop.OneFailureFailsBatch),
@@ -136,8 +137,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
     # Services
+    _row("SV-1", services.StopsServicesOnceReady),
     _row("SV-2", services.NeverAnnouncesServices),
     _row("SV-2", services.AnnouncesEveryTask),
     _row("SV-3", services.CallbackOverwritesDoneFutures),
+    _row("SV-4", services.IgnoresProbes),
+    _row("SV-5", services.EarlyEndEndsAsItWould),
+    _row("SV-6", services.ReadyServicesEndDone),
+    _row("SV-7", services.StopsOnlyTheServiceLeader),
+    _row("SV-8", services.GeneratorsRunToTheEnd),
 )
 """Every mutant, in clause order."""
