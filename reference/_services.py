@@ -212,7 +212,12 @@ class Readiness:
                 f"service {uid!r} was not ready within its ready_timeout of "
                 f"{self.options.ready_timeout:g} s ({self._waited_for()})"
             )
-        if state is not TaskState.DONE or self.ready:
+        started_is_ready = (
+            self.options.probe.kind is ProbeKind.STARTED and not self.options.generator
+        )
+        if state is not TaskState.DONE or self.ready or started_is_ready:
+            # Ending DONE, it had started: without a probe that is ready
+            # (its RUNNING may have been dropped as stale, and it with it).
             return state, None
         code = task.get("exit_code")
         how = "returned" if code is None else f"exited with code {code}"

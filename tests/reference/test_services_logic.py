@@ -240,6 +240,14 @@ def test_ending_well_before_ready_is_a_failure_saying_what_was_awaited() -> None
     assert _end(readiness, TaskState.CANCELED) == (TaskState.CANCELED, None)
 
 
+def test_without_a_probe_a_quick_end_is_a_plain_end() -> None:
+    readiness = _readiness()  # its RUNNING was never reported: it ended first
+    assert _end(readiness, TaskState.DONE, return_value=1) == (TaskState.DONE, None)
+    generator = Readiness(ServiceOptions(parse_ready(None), None, True), {"pid": 1})
+    state, error = _end(generator, TaskState.DONE, return_value=None)
+    assert state is TaskState.FAILED and "waiting for its first yield" in str(error)
+
+
 def test_after_ready_a_service_ends_like_any_task() -> None:
     readiness = _readiness()
     readiness.on_running()
