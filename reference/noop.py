@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from reference._base import BackendBase, Job, logger
+from reference._base import BackendBase, Job
 from reference._services import announce, service_options
 from spec import (
     BackendState,
@@ -104,18 +104,6 @@ class NoopExecutionBackend(BackendBase[Job]):
         self._report(job.task, TaskState.RUNNING)
         announce(self._report, job.task, {"probe": "dry_run", "dry_run": True})
         return True
-
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
-        """Deliver one state, with ``service_callback`` for a ready service."""
-        if not extra:
-            super()._report(task, state)
-            return
-        try:
-            self._callback(task, state, **extra)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:
-            logger.exception("state callback raised for service %r", task.get("uid"))
 
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a task whose state has not been delivered yet.

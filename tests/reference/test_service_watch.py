@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from reference._service_watch import ServiceWatch, drive_generator
 from reference._services import Readiness, ServiceOptions
+from reference.local.services import ServiceWatch, drive_generator
 from spec import TaskState, parse_ready
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]

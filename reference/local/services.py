@@ -4,7 +4,8 @@
 one service: from its RUNNING on, it polls its probe (a TCP connection, a
 file, the lines of its output), bounds the wait by ``ready_timeout``, and
 announces readiness through the backend's ``_report``. The runners run a
-service like any task; `drive_generator` runs an async generator service,
+service like any task, but ``async def`` and async generator services run on
+the loop (`on_loop`); `drive_generator` runs an async generator service,
 ready at its first ``yield``.
 """
 
@@ -12,14 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reference._services import LineSplitter, Readiness, announce
-from spec import ProbeKind, ServiceInfo
+from reference._services import LineSplitter, Readiness, announce, service_options
+from spec import ProbeKind, ServiceInfo, TaskKind, TaskState, task_kind
 
-__all__ = ["ServiceWatch", "drive_generator"]
+if TYPE_CHECKING:
+    from reference.local.jobs import LocalJob
+
+__all__ = [
+    "ServiceWatch",
+    "drive_generator",
+    "on_loop",
+    "prepare",
+    "service_call",
+    "settle",
+    "start_watching",
+]
 
 POLL = 0.05
 """Seconds between two looks at a probe that is not ready yet."""
@@ -202,3 +215,86 @@ async def drive_generator(
         return first
     finally:
         await generator.aclose()
+
+
+def prepare(
+    task: dict[str, Any],
+    report: Callable[..., None],
+    stop: Callable[[], None],
+) -> ServiceWatch:
+    """The watch of a service about to be run, from its checked options.
+
+    Raises:
+        ValueError: A malformed ``ready`` or ``ready_timeout``, or a probe
+            that does not fit what it runs (SV-4); the task fails with it.
+        TypeError: ``ready_timeout`` is not a number.
+    """
+    kind = task_kind(task)
+    options = service_options(task, kind if kind is not None else TaskKind.FUNCTION)
+    backend_options = task.get("task_backend_specific_kwargs") or {}
+    cwd = backend_options.get("cwd") if isinstance(backend_options, dict) else None
+    readiness = Readiness(options, {"pid": os.getpid()})
+    return ServiceWatch(
+        readiness, task, report, stop, cwd if isinstance(cwd, str) else None
+    )
+
+
+def on_loop(watch: ServiceWatch, func: Callable[..., Any]) -> bool:
+    """Whether a function service runs as an asyncio task on the backend's loop.
+
+    ``async def`` and async generator services do: a service holds what runs
+    it for as long as it runs, and a pool thread or worker held for ever is
+    one fewer for the batch tasks.
+    """
+    return watch.readiness.options.generator or inspect.iscoroutinefunction(func)
+
+
+def service_call(
+    watch: ServiceWatch,
+    call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The call an on-loop runner makes for a function service."""
+    if not watch.readiness.options.generator:
+        return call
+    func, args, kwargs = call
+    return drive_generator, (watch, func, args, kwargs), {}
+
+
+def start_watching(
+    job: LocalJob, loop: asyncio.AbstractEventLoop, output_path: str | None
+) -> None:
+    """A service's RUNNING was reported: where it runs, and watch from now on."""
+    watch = job.service
+    if watch is None:
+        return
+    child = job.child
+    identity: ServiceInfo | None = None
+    output: Callable[[], Sequence[bytes]] | None = None
+    if child is not None:
+        identity = {"pid": child.pid}
+        if output_path is None:
+            chunks = child.stdout
+            output = lambda: chunks  # noqa: E731 - the list grows as output comes
+    else:
+        # A process-pool worker (its slot's process), else this process.
+        pid = getattr(getattr(job.worker, "worker", None), "pid", None)
+        if isinstance(pid, int):
+            identity = {"pid": pid}
+    watch.on_running(loop, identity, output, output_path)
+
+
+def settle(job: LocalJob, state: TaskState, *, closing: bool) -> TaskState:
+    """The state a service ending in ``state`` is reported in (SV-5, SV-6).
+
+    Stops its watch; writes the error it fails with, if it is failed for
+    ending before it was ready or for its ready timeout.
+    """
+    watch = job.service
+    if watch is None:
+        return state
+    watch.close()
+    final, error = watch.readiness.outcome(job.uid, state, job.task, closing=closing)
+    if error is not None:
+        job.task["exception"] = error
+        job.task["stderr"] = str(error)
+    return final
