@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 _POLL = 0.01
@@ -152,3 +153,31 @@ async def async_write_later(started: str, marker: str, delay: float) -> str:
     with open(marker, "w"):
         pass
     return "not stopped"
+
+
+def block_then_fail(started: str, release: str, limit: float) -> None:
+    """`block`, then raise `PayloadError`: a service failing after it was ready."""
+    block(started, release, limit)
+    raise PayloadError("the service failed after it was ready")
+
+
+async def serve(
+    started: str, release: str, value: Any, limit: float, fail: bool = False
+) -> AsyncIterator[Any]:
+    """An async generator service: create ``started``, yield ``value``, then wait.
+
+    It waits until ``release`` exists (at most ``limit`` s, or until the
+    folder of ``started`` is gone), then ends, raising `PayloadError` if
+    ``fail``.
+    """
+    with open(started, "w"):
+        pass
+    yield value
+    folder = os.path.dirname(started)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if os.path.exists(release) or not os.path.isdir(folder):
+            break
+        await asyncio.sleep(_POLL)
+    if fail:
+        raise PayloadError("the service failed after it was ready")

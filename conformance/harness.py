@@ -75,6 +75,8 @@ class Harness(TaskBuilder):
             ``_work_dir`` when it has one).
         clauses: As given.
         states: Every state delivered, per uid, in order.
+        readiness: Per service uid, each ``service_callback`` delivered, as
+            ``(index of its delivery in states[uid], service_callback)`` (SV-2).
         threads: The thread each uid's last state was delivered on.
         measurements: Figures the test reports (e.g. the loop stall).
         notes: Extra lines the report shows with the test's result.
@@ -107,6 +109,7 @@ class Harness(TaskBuilder):
         self._monitor = watch(backend, on_violation="record")
         self.backend: Any = self._monitor
         self.states: dict[str, list[Any]] = {}
+        self.readiness: dict[str, list[tuple[int, Any]]] = {}
         self.threads: dict[str, int] = {}
         self.measurements: dict[str, float] = {}
         self.notes: list[str] = []
@@ -150,9 +153,14 @@ class Harness(TaskBuilder):
 
     # -- the callback --------------------------------------------------------
 
-    def _on_state(self, task: Any, state: Any) -> None:
+    def _on_state(self, task: Any, state: Any, **extra: Any) -> None:
         uid = task.get("uid") if isinstance(task, dict) else None
-        self.states.setdefault(str(uid), []).append(state)
+        delivered = self.states.setdefault(str(uid), [])
+        delivered.append(state)
+        if "service_callback" in extra:
+            self.readiness.setdefault(str(uid), []).append(
+                (len(delivered) - 1, extra["service_callback"])
+            )
         self.threads[str(uid)] = threading.get_ident()
         if _is_terminal(state):
             self._ended.append(str(uid))

@@ -173,7 +173,7 @@ class BackendFacade:
     ``__init__``.
     """
 
-    _callback: Callable[[Any, str], None]
+    _callback: Callable[..., None]
 
     def register_callback(self, func: Callable[[Any, str], None]) -> None:
         """Set the one callback that receives ``(task, state)`` (LC-4).
@@ -239,7 +239,7 @@ class BackendBase(BackendFacade, Generic[JobT]):
         self._work_dir: str = os.getcwd()
         self.is_attached: bool = False
         self.attached_to: list[str] = []
-        self._callback: Callable[[Any, str], None] = _ignore_state
+        self._callback: Callable[..., None] = _ignore_state
         self._state = BackendState.INITIALIZED
         # Only the jobs in flight: the one uid table (SB-4, SC-1).
         self._table: JobTable[JobT] = JobTable()
@@ -321,12 +321,21 @@ class BackendBase(BackendFacade, Generic[JobT]):
     def _unrunnable(self, task: dict[str, Any]) -> Exception:
         """The error to fail a task with that names nothing this backend runs.
 
-        Call it only for a task without ``function`` and ``executable``: a
-        prompt task on a backend without prompts gets a
-        `CapabilityNotSupportedError` (SB-6), a task naming nothing to run a
-        `ValueError` (SB-5).
+        Call it only for a task without ``function`` and ``executable``, or
+        a service on a backend without services: a service or a prompt task
+        the backend does not run gets a `CapabilityNotSupportedError` (SB-6),
+        a task naming nothing to run a `ValueError` (SB-5).
         """
         uid = task["uid"]
+        if (
+            task.get("is_service") is True
+            and Capability.SERVICES not in self.capabilities
+        ):
+            return CapabilityNotSupportedError(
+                Capability.SERVICES.value,
+                f"{type(self).__name__} runs no services (task {uid!r} has "
+                "is_service); route it to a backend that offers them",
+            )
         if (
             task.get("prompt") is not None
             and Capability.PROMPTS not in self.capabilities
@@ -340,8 +349,12 @@ class BackendBase(BackendFacade, Generic[JobT]):
             f"task {uid!r} has none of 'function', 'executable' or 'prompt'"
         )
 
-    def _report(self, task: dict[str, Any], state: TaskState) -> None:
+    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
         """Deliver one state; a raising callback is logged, never propagated.
+
+        ``extra`` is ``service_callback=`` when a service is ready (SV-2):
+        passed to the callback, and not a change of state for
+        ``task_state_cb``.
 
         Any exception is contained (ST-7), `asyncio.CancelledError` included
         (ST-8): it is a `BaseException`, and letting it out would abort the
@@ -350,8 +363,9 @@ class BackendBase(BackendFacade, Generic[JobT]):
         program to stop.
         """
         try:
-            self.task_state_cb(task, state)
-            self._callback(task, state)
+            if not extra:
+                self.task_state_cb(task, state)
+            self._callback(task, state, **extra)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:

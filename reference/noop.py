@@ -7,7 +7,15 @@ from collections import deque
 from typing import Any
 
 from reference._base import BackendBase, Job
-from spec import BackendState, Capability, TaskKind, TaskState, task_kind
+from reference._services import announce, service_options
+from spec import (
+    BackendState,
+    Capability,
+    TaskKind,
+    TaskState,
+    is_service,
+    task_kind,
+)
 
 __all__ = ["NoopExecutionBackend"]
 
@@ -26,14 +34,17 @@ class NoopExecutionBackend(BackendBase[Job]):
     Function and executable tasks get ``stdout`` and ``return_value`` set to
     ``"Dummy Output"``; prompt tasks get ``"Dummy Prompt Output"`` (RS-13). A
     task with nothing to run is ``FAILED`` with a `ValueError` (clause SB-5),
-    and so is a prompt that is not a ``str`` (RS-14).
+    and so is a prompt that is not a ``str`` (RS-14). A service
+    (``is_service``) is reported RUNNING, ready at once with
+    ``service_info == {"probe": "dry_run", "dry_run": True}`` (SV-2, SV-3),
+    then DONE like any task; its ``ready`` options are still checked.
 
     Args:
         name: Name used to identify this backend in an engine's registry.
     """
 
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.DRY_RUN, Capability.PROMPTS}
+        {Capability.DRY_RUN, Capability.PROMPTS, Capability.SERVICES}
     )
 
     async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
@@ -74,12 +85,25 @@ class NoopExecutionBackend(BackendBase[Job]):
                     ),
                 )
                 continue
+            if is_service(task) and not self._dry_run_service(job, kind):
+                continue
             output = "Dummy Prompt Output" if prompt else "Dummy Output"
             task["stdout"] = output
             task["return_value"] = output
             self._finish(job, TaskState.DONE)
         if batch and self._state is not BackendState.SHUTDOWN:
             asyncio.get_running_loop().call_soon(self._complete, batch)
+
+    def _dry_run_service(self, job: Job, kind: TaskKind) -> bool:
+        """Report a service RUNNING and ready; False if its options are refused."""
+        try:
+            service_options(job.task, kind)
+        except (TypeError, ValueError) as error:
+            self._fail(job, error)  # strict: a real run would refuse it (SV-4)
+            return False
+        self._report(job.task, TaskState.RUNNING)
+        announce(self._report, job.task, {"probe": "dry_run", "dry_run": True})
+        return True
 
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a task whose state has not been delivered yet.

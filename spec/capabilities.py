@@ -53,6 +53,8 @@ class Capability(str, enum.Enum):
     """Cancelling a running function task stops the function (contract 1.1)."""
     RESOURCES = "resources"
     """Honours resource requests (``ranks``, ``cores_per_rank``, ...) (1.1)."""
+    SERVICES = "services"
+    """Runs service tasks (``is_service``) and reports when they are ready (1.2)."""
 
     def __str__(self) -> str:
         return self.value

@@ -40,6 +40,7 @@ class Area(str, enum.Enum):
     SC = "Scale"
     CP = "Engine compatibility"
     RQ = "Resources"
+    SV = "Services"
 
 
 @dataclass(frozen=True)
@@ -468,6 +469,74 @@ _CLAUSE_LIST = (
         "is set and empty, even where the backend's environment or the task's "
         "own `env` lists GPUs.",
         _C.RESOURCES,
+    ),
+    # Services (contract 1.2)
+    Clause(
+        "SV-1",
+        _M,
+        "A task with `is_service` true is a service: the backend never ends it "
+        "for running long (a `timeout` applies only when the task gives one); "
+        "it ends when it exits by itself, is canceled, or the backend shuts down.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-2",
+        _M,
+        "Once a service is ready, the callback is invoked once more for it, "
+        "with state RUNNING and the keyword `service_callback`, after its first "
+        "RUNNING and before its terminal state (the one RUNNING that ST-3 does "
+        "not count); no other task gets `service_callback`.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-3",
+        _M,
+        "`service_callback(future, task, state)`, called on the event-loop "
+        "thread, resolves `future` with the service's info unless it is already "
+        'done; the same info is in `task["service_info"]`, a dict with '
+        "`probe` and one of `pid`, `worker` or `dry_run`.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-4",
+        _M,
+        "A service with a `ready` probe (`tcp`, `file` or `stdout`) is not "
+        "announced ready before the probe holds, and its info names what "
+        "matched; a malformed `ready` or `ready_timeout` fails the task with an "
+        "error naming it.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-5",
+        _M,
+        "A service that exits, fails or passes its `ready_timeout` before it is "
+        "ready is reported FAILED when that happens, without waiting for the "
+        "rest of the timeout (with `TaskTimeoutError` when the timeout passes), "
+        "and is never passed a `service_callback`.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-6",
+        _M,
+        "A service that ends after it was ready is reported like any task: DONE "
+        "on exit code 0 or a return, FAILED with its exit code or exception "
+        "otherwise.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-7",
+        _M,
+        "Cancelling a ready service, or shutting the backend down, stops its "
+        "whole process group, and the service is reported CANCELED.",
+        _C.SERVICES,
+    ),
+    Clause(
+        "SV-8",
+        _M,
+        "A function service that is an async generator function is ready at its "
+        'first `yield`, with the yielded value in `service_info["value"]`, '
+        "and runs on until the generator ends, raises or is canceled.",
+        _C.SERVICES,
     ),
 )
 

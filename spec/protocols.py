@@ -46,6 +46,10 @@ TaskStateCallback: TypeAlias = Callable[[Any, str], None]
 ``task`` is the submitted dict; ``state`` a `TaskState` member. Backends may
 annotate the parameter more loosely (``Callable[..., None]``) or with
 narrower argument types (``Callable[[dict[str, Any], TaskState], None]``).
+A backend with the ``services`` capability also calls it as
+``func(task, RUNNING, service_callback=...)`` when a service is ready, and
+only for tasks with ``is_service`` true (SV-2): an engine that submits
+services registers a `spec.ServiceStateCallback`.
 """
 
 
@@ -104,7 +108,9 @@ class ExecutionBackend(Protocol):
 
         The callback is called as ``func(task, state)`` on the event-loop
         thread that submitted the task (ST-4), never from inside
-        ``submit_tasks`` or ``cancel_task`` (ST-5).
+        ``submit_tasks`` or ``cancel_task`` (ST-5). For a ready service, a
+        backend with the ``services`` capability adds the keyword
+        ``service_callback`` (SV-2, `spec.ServiceStateCallback`).
         """
         ...
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from typing_extensions import Required, TypedDict
 
+from spec.services import ServiceInfo
+
 __all__ = [
     "BackendSpecificKwargs",
     "TaskDescription",
@@ -40,6 +42,12 @@ class BackendSpecificKwargs(TypedDict, total=False):
     """Environment of the child process, replacing the inherited one."""
     timeout: float
     """Seconds the child may run; past it, it is killed and the task FAILED."""
+    ready: dict[str, str]
+    """When a service is ready: ``{"tcp": "host:port"}``, ``{"file": "path"}``
+    or ``{"stdout": "regex"}``; started, when missing (`spec.parse_ready`, SV-4)."""
+    ready_timeout: float
+    """Seconds a service may take to be ready; past it, it is stopped and
+    FAILED with `TaskTimeoutError` (SV-5). No limit when missing."""
 
 
 class TaskMetadata(TypedDict, total=False):
@@ -82,7 +90,8 @@ class TaskDescription(TypedDict, total=False):
     capture_stdio: bool
     """Write an executable's output to ``<work_dir>/<uid>.stdout|.stderr``."""
     is_service: bool
-    """The engine marks long-running service tasks with it."""
+    """``True`` for a service: a long-running task others use while it runs
+    (capability ``services``, SV-1..SV-8; without it, FAILED per SB-6)."""
     target_backend: str | None
     """Name of the backend the engine routes the task to."""
     workflow_id: str | None
@@ -104,6 +113,9 @@ class TaskResult(TypedDict, total=False):
     """An executable's exit status; ``DONE`` if and only if it is ``0``."""
     exception: BaseException | None
     """Why a FAILED task failed."""
+    service_info: ServiceInfo
+    """What the backend knows about a ready service; written before the
+    readiness callback, and the value its future is resolved with (SV-3)."""
 
 
 class TaskDict(TaskDescription, TaskResult, total=False):

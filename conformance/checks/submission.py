@@ -206,7 +206,7 @@ _KINDS = (
 
 @cites("SB-6")
 async def undeclared_capability_fails(h: Harness) -> None:
-    """A task of a kind the backend does not declare ends FAILED, never hangs."""
+    """A task needing what the backend does not declare (a kind, services) is FAILED."""
     if h.has(_C.DRY_RUN):
         h.not_applicable("a dry-run backend completes every kind of task")
     tasks: list[dict[str, Any]] = []
@@ -219,6 +219,11 @@ async def undeclared_capability_fails(h: Harness) -> None:
             tasks.append(h.executable_task("true"))
         else:
             tasks.append(h.prompt_task())
+    if not h.has(_C.SERVICES):
+        # Run as a batch task, a service would never "finish" for the engine.
+        service = h.runnable_task()
+        service["is_service"] = True
+        tasks.append(service)
     if not tasks:
         h.not_applicable("the backend declares every kind of task")
     states = await h.run(tasks)

@@ -18,6 +18,7 @@ __all__ = [
     "Finding",
     "backend_state_findings",
     "expected_rejection",
+    "readiness_findings",
     "rejection_findings",
     "short",
     "task_uid",
@@ -134,3 +135,28 @@ def rejection_findings(
             )
         ]
     return []
+
+
+def readiness_findings(
+    task: Any, state: spec.TaskState, last: spec.TaskState | None, ready: bool
+) -> list[Finding]:
+    """Return what a delivery carrying ``service_callback`` breaks (SV-2).
+
+    Args:
+        task: The delivered task dict.
+        state: The state it came with.
+        last: The task's state before it (``None``: nothing delivered yet).
+        ready: Whether a ``service_callback`` was already passed for it.
+    """
+    uid = task_uid(task)
+    if not spec.is_service(task):
+        problem = "a task without is_service was passed a service_callback"
+    elif state is not spec.TaskState.RUNNING:
+        problem = f"service_callback came with state {state}, not RUNNING"
+    elif last is not spec.TaskState.RUNNING:
+        problem = "service_callback came before the service's first RUNNING"
+    elif ready:
+        problem = "service_callback was passed a second time for one service"
+    else:
+        return []
+    return [Finding("SV-2", problem, uid)]

@@ -27,6 +27,7 @@ from conformance.monitor._findings import (
     Finding,
     backend_state_findings,
     expected_rejection,
+    readiness_findings,
     rejection_findings,
     short,
     task_uid,
@@ -41,13 +42,14 @@ FINISHED_MEMORY = 100_000
 class TaskRecord:
     """What the monitor knows about one accepted, unfinished task."""
 
-    __slots__ = ("cancel_promised", "last", "task", "thread")
+    __slots__ = ("cancel_promised", "last", "ready", "task", "thread")
 
     def __init__(self, task: dict[str, Any], thread: int) -> None:
         self.task = task
         self.thread = thread
         self.last: spec.TaskState | None = None
         self.cancel_promised = False
+        self.ready = False  # a service_callback was passed (SV-2)
 
 
 class Delivery(NamedTuple):
@@ -57,10 +59,13 @@ class Delivery(NamedTuple):
         findings: The rules the delivery breaks.
         state: The state to record (`TaskLedger.record`), or ``None`` when
             the delivery must not change what the monitor knows.
+        ready: The delivery announces a ready service (`TaskLedger.ready`):
+            no change of state.
     """
 
     findings: list[Finding]
     state: spec.TaskState | None
+    ready: bool = False
 
 
 class TaskLedger:
@@ -272,6 +277,7 @@ class TaskLedger:
         thread: int,
         thread_name: str,
         inside_call: bool,
+        ready: bool = False,
     ) -> Delivery:
         """Judge one state delivered to the callback of ``generation``.
 
@@ -283,6 +289,7 @@ class TaskLedger:
             thread_name: Its name, for the message.
             inside_call: Whether ``submit_tasks`` or ``cancel_task`` was
                 running on that thread at the time (ST-5).
+            ready: It came with ``service_callback`` (SV-2).
         """
         uid = task_uid(task)
         findings = []
@@ -341,6 +348,12 @@ class TaskLedger:
                     "ST-6", f"state {state} delivered with a different dict object", uid
                 )
             )
+        if ready:
+            findings += readiness_findings(task, state, record.last, record.ready)
+            if state is spec.TaskState.RUNNING:
+                # Not a state change (ST-3 does not count it): the
+                # announcement that a running service is ready.
+                return Delivery(findings, None, ready=True)
         if state not in spec.TASK_TRANSITIONS[record.last]:
             findings.append(Finding("ST-3", f"state {state} after {record.last}", uid))
             return Delivery(findings, None)
@@ -379,6 +392,10 @@ class TaskLedger:
         return Finding(
             "ST-2", f"state {state} delivered for a task never accepted", uid
         )
+
+    def ready(self, uid: str) -> None:
+        """Note that a service was announced ready (after `judge_delivery`)."""
+        self.in_flight[uid].ready = True
 
     def record(self, uid: str, state: spec.TaskState) -> None:
         """Note ``state`` as the task's latest (after `judge_delivery` allowed it)."""

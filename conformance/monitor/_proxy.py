@@ -261,7 +261,9 @@ class ContractMonitor:
     ) -> None:
         ledger = self._cm_ledger
         uid = task_uid(task)
-        self._cm_recorder.event("callback", "callback", uid, str(state))
+        ready = "service_callback" in kwargs
+        detail = "with service_callback" if ready else ""
+        self._cm_recorder.event("callback", "callback", uid, str(state), detail)
         try:
             verdict = ledger.judge_delivery(
                 generation,
@@ -270,10 +272,13 @@ class ContractMonitor:
                 thread=threading.get_ident(),
                 thread_name=threading.current_thread().name,
                 inside_call=self._cm_steps.active(),
+                ready=ready,
             )
             self._cm_recorder.report(verdict.findings)
             if verdict.state is not None:
                 ledger.record(cast(str, uid), verdict.state)
+            elif verdict.ready:
+                ledger.ready(cast(str, uid))
         finally:
             # Deliver even after a violation, so the engine (or test) behind
             # the monitor sees the state and one broken rule does not cascade.

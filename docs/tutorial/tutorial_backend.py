@@ -28,6 +28,7 @@ from spec import (
     ExecutionBackend,
     TaskKind,
     TaskState,
+    is_service,
     task_kind,
     validate_batch,
 )
@@ -150,6 +151,10 @@ class TutorialBackend:
             return
         if kind is not TaskKind.FUNCTION:
             task["exception"] = CapabilityNotSupportedError(kind.value)
+            self._finish(task, TaskState.FAILED)
+            return
+        if is_service(task):  # it would run until stopped, never announced ready
+            task["exception"] = CapabilityNotSupportedError("services")
             self._finish(task, TaskState.FAILED)
             return
         self._report(task, TaskState.RUNNING)

@@ -25,7 +25,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tutorial_backend import TutorialBackend
 
-from spec import Capability, ExecutionBackend, TaskKind, TaskState, task_kind
+from spec import (
+    Capability,
+    ExecutionBackend,
+    TaskKind,
+    TaskState,
+    is_service,
+    task_kind,
+)
 
 KILL_GRACE = 2.0
 """Seconds a canceled child's group has between SIGTERM and SIGKILL."""
@@ -82,7 +89,8 @@ class ExecutableBackend(TutorialBackend):
         self._work_dir = os.getcwd()
 
     async def _run(self, task: dict[str, Any]) -> None:
-        if self._pending(task) and task_kind(task) is TaskKind.EXECUTABLE:
+        runs_here = task_kind(task) is TaskKind.EXECUTABLE and not is_service(task)
+        if self._pending(task) and runs_here:
             await self._run_executable(task)
         else:
             await super()._run(task)  # functions, and everything part one fails

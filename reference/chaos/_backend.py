@@ -154,7 +154,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         super().__init__(inner)
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
-        self._callback: Callable[[Any, str], None] = _ignore_state
+        self._callback: Callable[..., None] = _ignore_state
         self._deliveries = Deliveries(self._policy, self._report)
         # Batches accepted, not yet handed to the inner backend (submit_delay).
         self._held: list[_HeldBatch] = []
@@ -315,11 +315,15 @@ class ChaosBackend(InnerForwarding, BackendFacade):
 
     # -- what the inner backend reports --------------------------------------
 
-    def _on_inner_state(self, task: Any, state: Any) -> None:
+    def _on_inner_state(self, task: Any, state: Any, **extra: Any) -> None:
         uid = task.get("uid") if isinstance(task, dict) else None
         entry = self._deliveries.entry(uid) if isinstance(uid, str) else None
         if entry is None or entry.terminal is not None:
             logger.debug("chaos: ignoring %s for %r, not in flight here", state, uid)
+            return
+        if "service_callback" in extra:
+            # A service is ready: held back like its RUNNING (SV-2).
+            self._deliveries.hold_ready(entry, extra["service_callback"])
             return
         try:
             state = TaskState(state)
@@ -366,13 +370,13 @@ class ChaosBackend(InnerForwarding, BackendFacade):
     def task_state_cb(self, task: dict[str, Any], state: str) -> None:
         """Observe every state this backend delivers, before the callback."""
 
-    def _report(self, task: dict[str, Any], state: TaskState) -> None:
+    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
         """Deliver one state as every reference backend does (ST-7, ST-8).
 
         The same code as theirs: it needs only ``task_state_cb`` and
         ``_callback``, which this backend has too.
         """
-        BackendBase._report(cast(Any, self), task, state)
+        BackendBase._report(cast(Any, self), task, state, **extra)
 
     # -- cancellation --------------------------------------------------------
 

@@ -27,9 +27,7 @@ class Deliveries:
         report: Delivers one state to the engine.
     """
 
-    def __init__(
-        self, policy: ChaosPolicy, report: Callable[[dict[str, Any], TaskState], None]
-    ) -> None:
+    def __init__(self, policy: ChaosPolicy, report: Callable[..., None]) -> None:
         self._policy = policy
         self._report = report
         # The tasks in flight: the task dict itself until something happens
@@ -64,6 +62,23 @@ class Deliveries:
         """Deliver ``entry``'s RUNNING after its delay (an on-time RUNNING)."""
         entry.running_pending = True
         self.due.hold(self._now() + self.decide(entry).running_delay, entry, False)
+
+    def hold_ready(self, entry: Entry, service_callback: Any) -> None:
+        """Deliver a service's readiness after its running delay (SV-2)."""
+        entry.ready = service_callback
+        loop = self.due.loop or asyncio.get_running_loop()
+        loop.call_later(self.decide(entry).running_delay, self.deliver_ready, entry)
+
+    def deliver_ready(self, entry: Entry) -> None:
+        """Deliver a held readiness now: after RUNNING, before the end (SV-2)."""
+        if entry.ready is None or not self.owns(entry):
+            return
+        if not entry.running_sent:
+            # Readiness comes after RUNNING, whatever the RUNNING policy.
+            entry.running_pending = True
+            self._deliver_running(entry)
+        ready, entry.ready = entry.ready, None
+        self._report(entry.task, TaskState.RUNNING, service_callback=ready)
 
     def hold_terminal(self, entry: Entry, state: TaskState) -> None:
         """Deliver ``state`` as ``entry``'s terminal state after its delay."""
@@ -101,6 +116,8 @@ class Deliveries:
             # Held back until now (or never sent by the inner backend).
             entry.running_pending = True
             self._deliver_running(entry)
+        if entry.ready is not None and state is not TaskState.CANCELED:
+            self.deliver_ready(entry)  # held back until now: it still comes first
         # Dropped before the callback: a cancel from inside it returns False.
         self.drop(entry)
         if entry.lost and state is TaskState.FAILED:

@@ -24,6 +24,7 @@ class Entry:
         "decisions",
         "due",
         "lost",
+        "ready",
         "running_pending",
         "running_sent",
         "saw_running",
@@ -45,6 +46,8 @@ class Entry:
         self.cancel_promised = False
         self.lost = False
         self.waiter: asyncio.Future[None] | None = None
+        # A service's service_callback, held until it is delivered (SV-2).
+        self.ready: Any = None
 
 
 uid_of = operator.itemgetter("uid")

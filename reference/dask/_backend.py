@@ -24,7 +24,7 @@ from reference.dask._jobs import Chunk, DaskJob
 from reference.dask._link import ClusterLink, cancel_and_wait
 from reference.dask._options import DaskOptions
 from reference.dask._settle import Settler
-from spec import BackendState, Capability, ResourceCapacity, TaskKind
+from spec import BackendState, Capability, ResourceCapacity, TaskKind, is_service
 
 __all__ = ["DaskExecutionBackend"]
 
@@ -253,7 +253,8 @@ class DaskExecutionBackend(BackendBase[DaskJob]):
         unrunnable: list[DaskJob] = []
         runnable: list[DaskJob] = []
         for job in accepted:
-            if job.kind is None or job.kind is TaskKind.PROMPT:
+            if job.kind is None or job.kind is TaskKind.PROMPT or is_service(job.task):
+                # A service could not be stopped on a shared cluster (SB-6).
                 unrunnable.append(job)
             else:
                 runnable.append(job)

@@ -24,6 +24,7 @@ from reference._resources import (
     ResourcePool,
     capacity_from,
 )
+from reference.local import services
 from reference.local.dispatch import Dispatcher
 from reference.local.executables import ExecutableRunner
 from reference.local.functions import (
@@ -206,7 +207,9 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         ValueError: A numeric option is out of range.
     """
 
-    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES
+    capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
+        Capability.SERVICES
+    }
     """What a thread-pool backend offers; a process-pool one adds
     ``crash_isolation`` and ``preemptive_cancel`` (per instance)."""
 
@@ -422,6 +425,8 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             job.threaded = self._procs is None and not (
                 self._async_on_loop and self._is_coroutine_function(call[0])
             )
+            if job.service is not None and services.on_loop(job.service, call[0]):
+                job.threaded = False  # it runs on the loop (_hand_over)
         demand = read_request(
             task,
             is_function=is_function,
@@ -439,6 +444,9 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
     def _finish(self, job: LocalJob, state: TaskState) -> bool:
         # A job a puller took gives back its grant in that puller, as the
         # function returns (_workers.JobQueue); any other grant comes back here.
+        if job.service is not None and self._jobs.get(job.uid) is job:
+            shutting_down = self._state is BackendState.SHUTDOWN
+            state = services.settle(job, state, closing=shutting_down)
         waiting = (
             job.grant is not None and not job.pulled and self._fn_queue.release(job)
         )
@@ -446,6 +454,44 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         if waiting and not self._closed:
             self._dispatcher.released()
         return reported
+
+    # -- services (capability "services") -------------------------------------
+
+    def _prepare_service(self, job: LocalJob) -> bool:
+        """Give a service its readiness watch; False if its options failed it."""
+        if job.service is not None or job.task.get("is_service") is not True:
+            return True
+        try:
+            job.service = services.prepare(
+                job.task, self._report, lambda: self._service_timed_out(job)
+            )
+        except (TypeError, ValueError) as exc:
+            self._fail(job, exc)  # SV-4
+            return False
+        return True
+
+    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
+        super()._report(task, state, **extra)
+        if state is TaskState.RUNNING and not extra and task.get("is_service") is True:
+            job = self._job(task["uid"])
+            if job is not None and job.service is not None:
+                capture = task.get("capture_stdio") and job.child is not None
+                path = self._capture_paths(self._work_dir, job.uid)[0]
+                services.start_watching(
+                    job, self._bound_loop(), path if capture else None
+                )
+
+    def _service_timed_out(self, job: LocalJob) -> None:
+        """Stop a service whose ``ready_timeout`` passed; it ends FAILED (SV-5)."""
+        if self._jobs.get(job.uid) is not job or self._closed:
+            return
+        decision = self._stop(job)
+        if decision is CancelDecision.CANNOT_STOP:
+            # A function in a thread cannot be stopped: FAILED now, its
+            # later result dropped.
+            self._finish(job, TaskState.FAILED)
+        elif decision is CancelDecision.NEVER_RUNS:
+            self._cancel_soon(job, self._bound_loop())
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:  # pragma: no cover - set by the first submit
@@ -508,6 +554,8 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         job = self._job(uid)
         if job is None or self._closed:
             return False  # CN-2, CN-3
+        if job.service is not None and job.service.readiness.timed_out:
+            return False  # being stopped for its ready timeout: FAILED (SV-5)
         if job.canceled:
             return True
         decision = self._stop(job)
@@ -582,6 +630,8 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         try:
             jobs = list(self._jobs.values())
             for job in jobs:
+                if job.service is not None:
+                    job.service.close()
                 running = self._fn_queue.stop(job)
                 # Even a sync function that runs on: SD-2 reports it CANCELED.
                 job.canceled = True

@@ -20,6 +20,7 @@ from reference import _workers
 from reference._base import function_call
 from reference._procpool import ProcessPool
 from reference._resources import ResourcePool
+from reference.local import services
 from reference.local.executables import ExecutableRunner
 from reference.local.functions import CoroutineCheck, OnLoopRunner
 from reference.local.jobs import BackendHooks, LocalJob
@@ -40,6 +41,8 @@ class DispatchHost(BackendHooks, Protocol):
     def _wait_for_resources(
         self, job: Any, pool: ResourcePool[Any]
     ) -> ResourceDemand | None: ...
+
+    def _prepare_service(self, job: Any) -> bool: ...
 
 
 class Dispatcher:
@@ -111,7 +114,7 @@ class Dispatcher:
             ready: list[LocalJob] = []
             for _ in range(count):
                 job = pending.popleft()
-                if not job.canceled:
+                if not job.canceled and self._host._prepare_service(job):
                     ready.append(job)
             self.launch(ready)
         else:
@@ -122,11 +125,12 @@ class Dispatcher:
             plain = self._procs is None and not self._async_on_loop
             for _ in range(count):
                 job = pending.popleft()
-                if job.canceled:
+                if job.canceled or not self._host._prepare_service(job):
                     continue
                 task = job.task
                 if (
                     plain
+                    and job.service is None
                     and not task.get("task_backend_specific_kwargs")
                     and task.get("function") is not None
                 ):
@@ -174,7 +178,11 @@ class Dispatcher:
             try:
                 if task.get("function") is not None:
                     call = function_call(task)  # a malformed call fails here
-                    if on_loop and self._is_coroutine(call[0]):
+                    service = job.service
+                    if service is not None and services.on_loop(service, call[0]):
+                        self._on_loop.start(job, services.service_call(service, call))
+                        looped.append(job)
+                    elif on_loop and self._is_coroutine(call[0]):
                         self._on_loop.start(job, call)
                         looped.append(job)
                     elif procs is not None:

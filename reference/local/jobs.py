@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reference._base import Job
 from reference._children import Child
 from reference._resources import Grant
+
+if TYPE_CHECKING:
+    from reference.local.services import ServiceWatch
 from spec import TaskState
 
 __all__ = ["BackendHooks", "LocalJob", "Notice"]
@@ -36,6 +39,7 @@ class LocalJob(Job):
         "on_loop",
         "pulled",
         "ranks",
+        "service",
         "started",
         "threaded",
         "timed_out",
@@ -70,6 +74,8 @@ class LocalJob(Job):
         # Set in the environment of the child and all its descendants, so the
         # ones that leave its process group can still be found and killed.
         self.mark: str | None = None
+        # A service's readiness watch (reference.local.services), from dispatch on.
+        self.service: ServiceWatch | None = None
 
 
 class BackendHooks(Protocol):

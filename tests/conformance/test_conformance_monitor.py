@@ -332,11 +332,14 @@ def test_extra_keyword_arguments_reach_the_engine_callback_unchanged() -> None:
         monitor = ContractMonitor(raw, on_violation="record")
         monitor.register_callback(engine)
         task = _task()
+        task["is_service"] = True  # service_callback is for services only (SV-2)
         await monitor.submit_tasks([task])
         marker = object()
+        raw.deliver(task, S.RUNNING)
         raw._callback(task, S.RUNNING, service_callback=marker)
         raw.deliver(task, S.DONE)
         assert seen == [
+            (task, S.RUNNING, {}),
             (task, S.RUNNING, {"service_callback": marker}),
             (task, S.DONE, {}),
         ]

@@ -18,6 +18,7 @@ from typing import Any
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
 from mutants import resource_mutants as resources
+from mutants import service_mutants as services
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -77,6 +78,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("SB-4", noop.IgnoresUidsInFlight),
     _row("SB-5", noop.NothingToRunIsDone),
     _row("SB-6", local.WrongCapabilityError),
+    _row("SB-6", services.RunsServicesAsBatchTasks),
     _row("SB-7", noop.IgnoresSubmitAfterShutdown),
     _row("SB-8", noop.RejectsEmptyBatch),
     _row("SB-9", noop.OneFailureFailsBatch),
@@ -136,5 +138,15 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
     _row("RQ-6", resources.NoGpuSeesEvery),
+    # Services
+    _row("SV-1", services.StopsServicesOnceReady),
+    _row("SV-2", services.NeverAnnouncesServices),
+    _row("SV-2", services.AnnouncesEveryTask),
+    _row("SV-3", services.CallbackOverwritesDoneFutures),
+    _row("SV-4", services.IgnoresProbes),
+    _row("SV-5", services.EarlyEndEndsAsItWould),
+    _row("SV-6", services.ReadyServicesEndDone),
+    _row("SV-7", services.StopsOnlyTheServiceLeader),
+    _row("SV-8", services.GeneratorsRunToTheEnd),
 )
 """Every mutant, in clause order."""
