@@ -44,6 +44,7 @@ AREA_MODULES = (
     "scale",
     "compat",
     "resources",
+    "placement",
     "stateful",
 )
 """The modules of `conformance.checks`: one per area of the contract, then the

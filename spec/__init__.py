@@ -31,6 +31,7 @@ from spec.errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from spec.placement import Placement
 from spec.protocols import (
     AsyncflowBackend,
     EngineAttachable,
@@ -101,6 +102,7 @@ __all__ = [
     "ExecutionBackend",
     "InvalidTaskError",
     "Level",
+    "Placement",
     "ResourceCapacity",
     "ResourceDemand",
     "ResourceRequest",

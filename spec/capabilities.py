@@ -53,6 +53,9 @@ class Capability(str, enum.Enum):
     """Cancelling a running function task stops the function (contract 1.1)."""
     RESOURCES = "resources"
     """Honours resource requests (``ranks``, ``cores_per_rank``, ...) (1.1)."""
+    PLACEMENT = "placement"
+    """Binds each task to the cores and GPUs it was granted and reports them in
+    ``task["placement"]`` (1.2); declared with ``resources``."""
 
     def __str__(self) -> str:
         return self.value

@@ -40,6 +40,7 @@ class Area(str, enum.Enum):
     SC = "Scale"
     CP = "Engine compatibility"
     RQ = "Resources"
+    PL = "Placement"
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,40 @@ _CLAUSE_LIST = (
         "A request that fits the capacity eventually runs, even while smaller "
         "tasks keep arriving (no starvation).",
         _C.RESOURCES,
+    ),
+    # Placement
+    Clause(
+        "PL-1",
+        _M,
+        'Every task that started carries `task["placement"]` (a '
+        "`spec.Placement`) when its terminal state is delivered: the host, "
+        "one core id per core it asked for (or `None` where cores are not "
+        "bound), one GPU id per whole GPU, and the memory granted.",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-2",
+        _M,
+        "Tasks running at the same time never share a core id or a GPU id in "
+        "their placements, and every id is one the capacity names "
+        "(`core_ids`, `gpus`).",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-3",
+        _M,
+        "A task runs where its placement says: an executable's CPU affinity "
+        "and `CUDA_VISIBLE_DEVICES`, and a function task's "
+        "`os.sched_getaffinity(0)`, equal its placement's cores and GPUs.",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-4",
+        _M,
+        "Binding lasts only the task: when its terminal state is delivered, "
+        "the thread or worker process that ran it, and the backend's own "
+        "threads, have the CPU affinity they had before.",
+        _C.PLACEMENT,
     ),
 )
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from typing_extensions import Required, TypedDict
 
+from spec.placement import Placement
+
 __all__ = [
     "BackendSpecificKwargs",
     "TaskDescription",
@@ -104,6 +106,9 @@ class TaskResult(TypedDict, total=False):
     """An executable's exit status; ``DONE`` if and only if it is ``0``."""
     exception: BaseException | None
     """Why a FAILED task failed."""
+    placement: Placement
+    """Where the task ran (capability ``placement``, clause PL-1): host,
+    core ids, GPU ids, memory granted."""
 
 
 class TaskDict(TaskDescription, TaskResult, total=False):

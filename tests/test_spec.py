@@ -50,7 +50,7 @@ def test_backend_states_only_move_forward() -> None:
 
 def test_clause_ids_are_well_formed_and_unique() -> None:
     for clause_id, clause in CLAUSES.items():
-        assert re.fullmatch(r"(LC|SB|ST|RS|CN|SD|SC|CP|RQ)-\d+", clause_id)
+        assert re.fullmatch(r"[A-Z]{2}-[1-9]\d*", clause_id)
         assert clause.id == clause_id
         assert clause.area.name == clause_id.split("-")[0]
         assert clause.text.endswith(".")
