@@ -31,7 +31,6 @@ from spec.errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
-from spec.placement import Placement
 from spec.protocols import (
     AsyncflowBackend,
     EngineAttachable,
@@ -62,6 +61,7 @@ from spec.states import (
 )
 from spec.task import (
     BackendSpecificKwargs,
+    Placement,
     TaskDescription,
     TaskDict,
     TaskMetadata,
