@@ -1,7 +1,8 @@
 """Before/after for the local backend under the engine, interleaved in one process.
 
-Loads ``reference/local.py`` and ``reference/_workers.py`` as they were at a
-git revision (the rest of ``reference`` is today's), and runs 2,000 gathered
+Loads the ``reference`` package as it was at a git revision (under another
+name, beside today's; ``spec`` is today's), whether its local backend is one
+module (``reference/local.py``) or a package, and runs 2,000 gathered
 tasks through radical.asyncflow 0.6's ``WorkflowEngine`` over that backend
 and over today's, each run right after a run of the noop ceiling::
 
@@ -18,14 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
+import importlib
 import inspect
+import io
 import logging
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
-import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,36 +43,39 @@ from _engine import EngineSubject, run_engine
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _module_at(rev: str, path: str, name: str, source_edit: Any = None) -> Any:
-    """Import ``path`` as it was at ``rev`` under the module name ``name``."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:{path}"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    if source_edit is not None:
-        source = source_edit(source)
-    module = types.ModuleType(name)
-    module.__file__ = f"<{rev}:{path}>"
-    sys.modules[name] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
+_OLD = "_compare_reference"
+_IMPORTS = re.compile(r"^(\s*)(from|import) reference\b", re.MULTILINE)
 
 
 def old_backend(rev: str) -> Any:
-    """``LocalExecutionBackend`` as it was at ``rev`` (with that rev's _workers)."""
-    _module_at(rev, "reference/_workers.py", "_compare_workers")
-    local = _module_at(
-        rev,
-        "reference/local.py",
-        "_compare_local",
-        lambda text: text.replace(
-            "from reference import _workers\n", "import _compare_workers as _workers\n"
-        ),
-    )
-    return local.LocalExecutionBackend
+    """``LocalExecutionBackend`` as it was at ``rev``, with that rev's ``reference``.
+
+    The tree is extracted into a temporary directory as the package
+    ``_compare_reference`` (its imports of ``reference`` renamed), so the old
+    and the new backend run side by side in one process.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="compare-local-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "reference"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and late 3.10/3.11
+            tar.extractall(tmp, filter="data")
+        else:  # pragma: no cover - our own git tree, nothing to filter
+            tar.extractall(tmp)
+    (tmp / "reference").rename(tmp / _OLD)
+    for source in (tmp / _OLD).rglob("*.py"):
+        text = source.read_text()
+        source.write_text(_IMPORTS.sub(rf"\1\2 {_OLD}", text))
+    for name in [m for m in sys.modules if m.split(".")[0] == _OLD]:
+        del sys.modules[name]  # another revision loaded before
+    sys.path.insert(0, str(tmp))
+    try:
+        module = importlib.import_module(f"{_OLD}.local")
+    finally:
+        sys.path.remove(str(tmp))
+    return module.LocalExecutionBackend
 
 
 def _maker(cls: Any, **options: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import Self
 
+from reference._core import JobTable, Ticket
 from spec import (
     BackendShutdownError,
     BackendState,
@@ -63,19 +64,6 @@ _RUNS_FUNCTIONS_AND_EXECUTABLES: frozenset[Capability] = frozenset(
     }
 )
 """What the local and the Dask backend both offer: the same task options."""
-
-
-_V = TypeVar("_V")
-
-
-def _without(table: dict[str, _V], key: str) -> dict[str, _V]:
-    """Delete ``key`` from ``table``; return it, or a fresh dict once it is empty.
-
-    A dict never shrinks: an emptied one would keep the table sized for the
-    largest batch. Rebinding to a fresh one releases it (SC-1).
-    """
-    del table[key]
-    return table if table else {}
 
 
 _LONGEST_WAIT = 1e9
@@ -154,7 +142,7 @@ def _ignore_state(task: Any, state: str) -> None:
     """Stand-in callback until the engine registers one."""
 
 
-class Job:
+class Job(Ticket):
     """A backend's handle on one accepted task; backends subclass it.
 
     Attributes:
@@ -164,7 +152,7 @@ class Job:
             still arrives is dropped, and a queued job never starts.
     """
 
-    __slots__ = ("canceled", "task", "uid")
+    __slots__ = ("task",)
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.task = task
@@ -254,7 +242,12 @@ class BackendBase(BackendFacade, Generic[JobT]):
         self._callback: Callable[[Any, str], None] = _ignore_state
         self._state = BackendState.INITIALIZED
         # Only the jobs in flight: the one uid table (SB-4, SC-1).
-        self._jobs: dict[str, JobT] = {}
+        self._table: JobTable[JobT] = JobTable()
+
+    @property
+    def _jobs(self) -> dict[str, JobT]:
+        """The jobs in flight by uid (the table's mapping; read it, do not keep it)."""
+        return self._table.jobs
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -307,11 +300,10 @@ class BackendBase(BackendFacade, Generic[JobT]):
                 f"backend {self.name!r} is shut down; submit_tasks refused "
                 f"{len(tasks) if isinstance(tasks, list) else 'the'} task(s)"
             )
-        validate_batch(tasks, self._jobs)
-        jobs = self._jobs
+        table = self._table
+        validate_batch(tasks, table.jobs)  # SB-2, SB-3, SB-4: all or nothing
         accepted = [new_job(task) for task in tasks]
-        for job in accepted:
-            jobs[job.uid] = job
+        table.add(accepted)
         self._state = BackendState.RUNNING
         return accepted
 
@@ -320,11 +312,11 @@ class BackendBase(BackendFacade, Generic[JobT]):
 
         Never raises, whatever ``uid`` is (an unhashable list included).
         """
-        return self._jobs.get(uid) if isinstance(uid, str) else None
+        return self._table.get(uid)
 
     def _owes_result(self, job: JobT) -> bool:
         """Whether ``job`` is in flight and not canceled: its result is wanted."""
-        return not job.canceled and self._jobs.get(job.uid) is job
+        return self._table.owes_result(job)
 
     def _unrunnable(self, task: dict[str, Any]) -> Exception:
         """The error to fail a task with that names nothing this backend runs.
@@ -375,10 +367,8 @@ class BackendBase(BackendFacade, Generic[JobT]):
         Returns:
             Whether this call reported it.
         """
-        uid = job.uid
-        if self._jobs.get(uid) is not job:
-            return False
-        self._jobs = _without(self._jobs, uid)
+        if not self._table.settle(job):
+            return False  # exactly one terminal state (ST-2, ST-3)
         self._report(job.task, state)
         return True
 
@@ -406,6 +396,5 @@ class BackendBase(BackendFacade, Generic[JobT]):
 
     def _cancel_all(self) -> None:
         """Report every job still in flight CANCELED (shutdown, SD-2)."""
-        for job in list(self._jobs.values()):
-            job.canceled = True
-            self._finish(job, TaskState.CANCELED)
+        for job in self._table.cancel_all():
+            self._finish(job, TaskState.CANCELED)  # SD-2

@@ -20,33 +20,27 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 import weakref
 from collections.abc import Iterable, Mapping
 from subprocess import DEVNULL, PIPE
 from typing import IO, Any, cast
 
-from reference._executables import ExecOptions, marked_env
+from reference._executables import ExecOptions, marked_env, pidfds_work
 
 __all__ = ["Child", "spawn"]
 
 _READ_SIZE = 1 << 16
 _pidfd_works: bool | None = None
+"""``None``: as probed; a bool overrides the probe."""
 
 
 def _pidfd_supported() -> bool:
-    """Probe once whether pidfds work here (kernel >= 5.3, not filtered out)."""
-    global _pidfd_works
-    if _pidfd_works is None:
-        _pidfd_works = False
-        if sys.platform == "linux" and hasattr(os, "pidfd_open"):
-            try:
-                os.close(os.pidfd_open(os.getpid()))
-                _pidfd_works = True
-            except OSError:
-                pass
-    return _pidfd_works
+    """Whether children are watched through pidfds (`_executables.pidfds_work`).
+
+    ``_pidfd_works`` set to False turns them off (the tests of the fallback).
+    """
+    return pidfds_work() if _pidfd_works is None else _pidfd_works
 
 
 class Child:

@@ -21,7 +21,8 @@ dispatcher threads, off the event loop. Workers never outlive the parent:
 each watches a lifeline pipe and kills its own process group when the parent
 goes away, however it goes.
 
-Notices go to the ``push`` callable the backend gives, as
+What runs inside a worker, and the messages it exchanges with its dispatcher,
+is `reference._procworker`. Notices go to the ``push`` callable the backend gives, as
 ``(job, kind, value, text)`` tuples with the kinds of `reference._workers`.
 """
 
@@ -35,7 +36,6 @@ import os
 import pickle
 import signal
 import threading
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -46,19 +46,20 @@ from typing import Any
 import cloudpickle
 
 from reference import _workers
+from reference._core import CancelDecision
+from reference._procworker import (
+    MSG_DONE,
+    MSG_READY,
+    PROTOCOL,
+    parse,
+    worker_main,
+)
 from spec import StandInError
 
 __all__ = ["ProcessPool", "default_context"]
 
 logger = logging.getLogger("reference")
 
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-
-# Message kinds from a worker: the first byte of each message.
-_READY = 0
-_DONE = 1
-_FAILED = 2
-_INIT_FAILED = 3
 
 _FINISHED = "finished"
 """``job.worker`` once its result has come back: too late to cancel."""
@@ -82,94 +83,6 @@ def default_context(context: BaseContext | None = None) -> BaseContext:
     )
 
 
-# -- inside a worker process ---------------------------------------------------
-
-
-def _message(kind: int, type_name: str, payload: bytes) -> bytes:
-    name = type_name.encode("utf-8", "replace")[:65535]
-    return bytes((kind,)) + len(name).to_bytes(2, "big") + name + payload
-
-
-def _type_name(value: object) -> str:
-    kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _failure(exc: BaseException, text: str) -> bytes:
-    sendable = _workers.sendable(exc)
-    try:
-        payload = pickle.dumps((sendable, text), _PROTOCOL)
-    except Exception:  # a stand-in's message or the text itself would not pickle
-        stand_in = StandInError(_type_name(exc), "<the exception could not be sent>")
-        payload = pickle.dumps((stand_in, text), _PROTOCOL)
-    return _message(_FAILED, _type_name(exc), payload)
-
-
-def _watch_parent(lifeline: Connection) -> None:
-    """Kill this worker's process group once the parent's end of ``lifeline`` closes.
-
-    Runs in a daemon thread of the worker: the parent never writes to the
-    lifeline, so ``recv_bytes`` returns only when the parent closed it (its
-    pool shut down, it was collected, or the parent died, however it died).
-    """
-    with contextlib.suppress(BaseException):
-        lifeline.recv_bytes()
-    with contextlib.suppress(OSError):
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-    os._exit(1)  # pragma: no cover - the SIGKILL above already ended us
-
-
-def _worker_main(
-    jobs: Connection,
-    results: Connection,
-    lifeline: Connection,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-) -> None:
-    """Run one worker: take a pickled call, run it, send its outcome; repeat."""
-    # Its own session and process group: a cancel kills the function's
-    # children along with it, and a signal sent to the parent's group does
-    # not reach it mid-task.
-    with contextlib.suppress(OSError):
-        os.setsid()
-    threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
-    if initializer is not None:
-        try:
-            initializer(*initargs)
-        except BaseException as exc:
-            results.send_bytes(_failure(exc, traceback.format_exc()))
-            return
-    results.send_bytes(_message(_READY, "", b""))
-    recv, send = jobs.recv_bytes, results.send_bytes
-    while True:
-        try:
-            data = recv()
-        except (EOFError, OSError):
-            return  # the parent closed the pipe: no more work
-        try:
-            func, args, kwargs = pickle.loads(data)
-        except BaseException as exc:
-            send(_failure(exc, traceback.format_exc()))
-            continue
-        try:
-            result = _workers.call(func, args, kwargs)
-        except BaseException as exc:  # a task's SystemExit must not end the worker
-            send(_failure(exc, traceback.format_exc()))
-            continue
-        del func, args, kwargs
-        try:
-            payload = pickle.dumps(result, _PROTOCOL)
-        except Exception as exc:
-            error = pickle.PicklingError(
-                f"the return value, a {_type_name(result)} object, cannot be "
-                f"pickled to send it back from the worker process: {exc}"
-            )
-            send(_failure(error, traceback.format_exc()))
-            continue
-        send(_message(_DONE, _type_name(result), payload))
-        del result, payload
-
-
 # -- in the parent -------------------------------------------------------------
 
 
@@ -182,23 +95,17 @@ def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
     """
     if getattr(value[0], "__module__", None) != "__main__":
         try:
-            return pickle.dumps(value, _PROTOCOL)
+            return pickle.dumps(value, PROTOCOL)
         except Exception:
             pass  # cloudpickle below
     try:
-        data: bytes = cloudpickle.dumps(value, _PROTOCOL)
+        data: bytes = cloudpickle.dumps(value, PROTOCOL)
     except Exception as exc:
         raise pickle.PicklingError(
             f"function task {uid!r} cannot be sent to a process pool: "
             f"its function or arguments cannot be pickled ({exc})"
         ) from exc
     return data
-
-
-def _parse(message: bytes) -> tuple[int, str, memoryview]:
-    size = int.from_bytes(message[1:3], "big")
-    name = message[3 : 3 + size].decode("utf-8", "replace")
-    return message[0], name, memoryview(message)[3 + size :]
 
 
 class _Worker:
@@ -347,28 +254,29 @@ class ProcessPool:
             )
             slot.thread.start()
 
-    def cancel(self, job: Any) -> bool | None:
+    def cancel(self, job: Any) -> CancelDecision:
         """Cancel ``job``: mark it so it never starts, or stop its worker.
 
         Returns:
-            ``True`` if it was queued (it never starts: report CANCELED now),
-            ``False`` if it was running (its worker is being killed: a
-            ``STOPPED`` notice follows once the worker is dead), ``None`` if
-            its result has already come back (too late: the outcome stands).
+            `CancelDecision.NEVER_RUNS` if it was queued (report CANCELED
+            now), `CancelDecision.STOPPING` if it was running (its worker is
+            being killed: a ``STOPPED`` notice follows once the worker is
+            dead), `CancelDecision.CANNOT_STOP` if its result has already
+            come back (too late: the outcome stands).
         """
         with self._lock:
             where = job.worker
             if where is _FINISHED:
-                return None
+                return CancelDecision.CANNOT_STOP
             job.canceled = True
             if where is None:
-                return True
+                return CancelDecision.NEVER_RUNS
             slot: _Slot = where
             if slot.job is job and not slot.kill:
                 slot.kill = True
                 with contextlib.suppress(OSError):
                     os.write(slot.wake_w, b"k")
-            return False
+            return CancelDecision.STOPPING
 
     def close(self) -> None:
         """Stop taking work: queued jobs are dropped, busy workers are killed.
@@ -522,20 +430,20 @@ class ProcessPool:
             self._bury(slot, worker, retire=True)
 
     def _outcome(self, job: Any, message: bytes) -> Notice:
-        kind, type_name, payload = _parse(message)
+        kind, type_name, payload = parse(message)
         try:
             value = pickle.loads(payload)
         except Exception as exc:
-            what = "return value" if kind == _DONE else "exception"
+            what = "return value" if kind == MSG_DONE else "exception"
             error = pickle.UnpicklingError(
                 f"task {job.uid!r}: its {what}, a {type_name} object, was pickled "
                 f"in the worker process but cannot be unpickled here: {exc!r}"
             )
             error.__cause__ = exc
-            if kind == _DONE:
+            if kind == MSG_DONE:
                 return (job, _workers.FAILED, error, str(error))
             return (job, _workers.FAILED, StandInError(type_name, str(exc)), str(error))
-        if kind == _DONE:
+        if kind == MSG_DONE:
             return (job, _workers.DONE, value, None)
         error_sent, text = value
         return (job, _workers.FAILED, error_sent, text)
@@ -592,7 +500,7 @@ class ProcessPool:
         results_r, results_w = ctx.Pipe(duplex=False)
         life_r, life_w = ctx.Pipe(duplex=False)
         process = ctx.Process(  # type: ignore[attr-defined]
-            target=_worker_main,
+            target=worker_main,
             args=(jobs_r, results_w, life_r, self.initializer, self.initargs),
             name=f"asyncflow-{self.name}-worker",
         )
@@ -612,10 +520,10 @@ class ProcessPool:
         if results_r in ready:
             with contextlib.suppress(EOFError, OSError):
                 message = results_r.recv_bytes()
-        if message is not None and message[0] == _READY:
+        if message is not None and message[0] == MSG_READY:
             return True
         if message is not None:
-            _, type_name, payload = _parse(message)
+            _, type_name, payload = parse(message)
             try:
                 exc, text = pickle.loads(payload)
             except Exception as load_error:

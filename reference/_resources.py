@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from spec import (
     CapabilityNotSupportedError,
@@ -40,10 +40,6 @@ __all__ = [
 
 _J = TypeVar("_J")
 
-_Need = tuple[int, int, int, "Grant | None"]
-"""A queued demand as the pool compares it: cores, whole GPUs, MB (0 when
-memory is not accounted), and the shared grant of a demand of cores alone."""
-
 
 @dataclass(frozen=True)
 class Grant:
@@ -58,6 +54,18 @@ class Grant:
     cores: int
     gpus: tuple[str, ...]
     memory: int
+
+
+class _Need(NamedTuple):
+    """A queued demand as the pool compares it (one per demand object)."""
+
+    cores: int
+    gpus: int
+    """Whole GPUs."""
+    memory: int
+    """MB; 0 when memory is not accounted."""
+    plain: Grant | None
+    """The shared grant of a demand of cores alone."""
 
 
 def capacity_from(
@@ -175,7 +183,7 @@ class ResourcePool(Generic[_J]):
         # Grants of cores alone, shared: the default path builds none per task.
         self._plain: dict[int, Grant] = {}
         self._last_demand: ResourceDemand | None = None
-        self._last_need: _Need = (0, 0, 0, None)
+        self._last_need = _Need(0, 0, 0, None)
 
     def __len__(self) -> int:
         """How many jobs wait for resources."""
@@ -193,7 +201,7 @@ class ResourcePool(Generic[_J]):
             plain = self._plain.get(demand.cores)
             if plain is None:
                 plain = self._plain[demand.cores] = Grant(demand.cores, (), 0)
-        need = (demand.cores, gpus, memory, plain)
+        need = _Need(demand.cores, gpus, memory, plain)
         self._last_demand, self._last_need = demand, need
         return need
 

@@ -15,25 +15,22 @@ import contextlib
 import contextvars
 import functools
 import operator
-import os
-import pickle
 import threading
 import traceback
-import types
 from asyncio import _get_running_loop, _set_running_loop
 from collections import deque
 from collections.abc import (
     Callable,
     Coroutine,
-    Generator,
     Iterable,
-    Mapping,
     Sequence,
 )
-from typing import Any
+from typing import Any, NamedTuple
 
+from reference._calls import call, in_context, sendable, thread_loop
+from reference._core import CancelDecision
 from reference._resources import ResourcePool
-from spec import ResourceDemand, StandInError
+from spec import ResourceDemand
 
 __all__ = [
     "ADMITTED",
@@ -42,15 +39,31 @@ __all__ = [
     "LOST",
     "RUNNING",
     "STOPPED",
+    "CoroutineStop",
     "JobQueue",
     "call",
     "sendable",
     "thread_loop",
 ]
 
-# What JobQueue.stop found.
-NOT_STARTED = "not started"
-UNSTOPPABLE = "unstoppable"
+# What JobQueue.stop found, besides a coroutine to stop (`CoroutineStop`).
+NOT_STARTED = CancelDecision.NEVER_RUNS
+UNSTOPPABLE = CancelDecision.CANNOT_STOP
+
+
+class CoroutineStop(NamedTuple):
+    """How to stop a job's coroutine running in a pool thread (`JobQueue.stop`).
+
+    Attributes:
+        loop: The pool thread's event loop.
+        cancel: Run it on ``loop`` (``call_soon_threadsafe``) to throw
+            `asyncio.CancelledError` into the coroutine; it does nothing once
+            the coroutine has ended.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    cancel: Callable[[], None]
+
 
 # Notice kinds pushed to the backend; small ints keep the hot path cheap.
 RUNNING = 0
@@ -65,50 +78,6 @@ ADMITTED = 5
 
 _is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
 """Whether a job waiting for resources was canceled (it is then skipped)."""
-
-
-class _LoopHolder:
-    """Owns a worker's event loop and closes it when the worker goes away."""
-
-    __slots__ = ("loop", "pid")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.pid = os.getpid()
-
-    def __del__(self) -> None:
-        # A thread's locals are dropped when it exits; close its loop then,
-        # so no "unclosed event loop" warning is left for the GC.
-        if self.pid == os.getpid() and not self.loop.is_closed():
-            self.loop.close()
-
-
-_thread_state = threading.local()
-
-
-def thread_loop() -> asyncio.AbstractEventLoop:
-    """Return this thread's own event loop, created on first use.
-
-    It lives as long as the thread and is closed when the thread ends; the
-    local backend's workers and the Dask workers run coroutines on it.
-    """
-    holder: _LoopHolder | None = getattr(_thread_state, "holder", None)
-    # The pid check drops a loop inherited through fork (a forked process
-    # pool worker must not reuse its parent's loop).
-    if holder is None or holder.pid != os.getpid():
-        holder = _LoopHolder()
-        _thread_state.holder = holder
-    return holder.loop
-
-
-def call(
-    func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Call ``func``; run a coroutine it returns on this thread's own loop."""
-    result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        result = thread_loop().run_until_complete(result)
-    return result
 
 
 class JobQueue:
@@ -429,9 +398,7 @@ class JobQueue:
                     self._starting -= count - started
                 return
 
-    def stop(
-        self, job: Any
-    ) -> tuple[asyncio.AbstractEventLoop, Callable[[], None]] | str:
+    def stop(self, job: Any) -> CoroutineStop | CancelDecision:
         """Cancel ``job`` if it can be stopped; say what became of it.
 
         Under the lock, exclusive with a puller taking the job and with
@@ -442,10 +409,9 @@ class JobQueue:
             `UNSTOPPABLE`: a puller has taken it and it is not a coroutine
             (a sync function running in a thread, or one that has just
             returned); it is left alone and its outcome stands.
-            Otherwise ``(loop, cancel)`` for its running coroutine: it is
-            marked canceled, and the caller runs ``cancel`` on ``loop`` (with
-            ``call_soon_threadsafe``) to throw `asyncio.CancelledError` into
-            it; ``cancel`` does nothing once the coroutine has ended.
+            Otherwise a `CoroutineStop` for its running coroutine: it is
+            marked canceled, and the caller runs it (the job is then
+            `CancelDecision.STOPPING`).
         """
         with self._lock:
             if job.pulled and job.coro is None:
@@ -454,7 +420,7 @@ class JobQueue:
             if job.coro is None:
                 return NOT_STARTED
             loop, puller = job.coro
-            return loop, functools.partial(puller.cancel, job)
+            return CoroutineStop(loop, functools.partial(puller.cancel, job))
 
     def pull(self) -> None:
         """Run queued jobs in this pool thread until none is left (a puller)."""
@@ -543,7 +509,7 @@ class JobQueue:
         context.run(_JOB_TOKEN.set, token)
         puller.task.awaiting = token
         try:
-            return await _in_context(context, coro)
+            return await in_context(context, coro)
         finally:
             with self._lock:
                 job.coro = None
@@ -621,46 +587,3 @@ class _Puller:
         if self._uncancel is not None:
             while self._uncancel() > 0:
                 pass
-
-
-@types.coroutine
-def _in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    """``await coro``, each of its steps run in ``context``.
-
-    What the awaiting task sends or throws in is passed on to ``coro``, and
-    what ``coro`` yields (the futures it waits on) is passed up, as
-    ``await`` itself does.
-    """
-    run = context.run
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            yielded = run(coro.send, value) if error is None else run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = yield yielded
-            error = None
-        except GeneratorExit:
-            run(coro.close)
-            raise
-        except BaseException as exc:
-            value = None
-            error = exc
-
-
-def sendable(exc: BaseException) -> BaseException:
-    """Return ``exc`` if it survives a pickle round trip, else a stand-in."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        kind = type(exc)
-        try:
-            message = str(exc)
-        except Exception:
-            message = "<str() of the exception failed>"
-        return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
-    return exc

@@ -36,9 +36,9 @@ async def test_a_stale_running_notice_is_not_delivered(recorder: Recorder) -> No
         # Hold the loop until the worker has queued both notices, so the
         # drain finds RUNNING only after the function has returned.
         deadline = time.monotonic() + 20
-        while len(backend._notices) < 2 and time.monotonic() < deadline:
+        while len(backend._inbox.notices) < 2 and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert len(backend._notices) == 2
+        assert len(backend._inbox.notices) == 2
         await recorder.wait(["t"])
     finally:
         await backend.shutdown()
@@ -103,7 +103,7 @@ async def test_a_coroutine_done_in_its_first_step_goes_straight_to_done(
     assert [t["return_value"] for t in tasks] == [i * 2 for i in range(300)]
     assert all(recorder.states(t["uid"]) == [TaskState.DONE] for t in tasks)
     # The dispatch's memo of the last function does not outlive its turn.
-    assert backend._last_function is None
+    assert backend._is_coroutine_function._last is None
 
 
 async def test_failures_keep_the_exception_and_the_traceback(

@@ -223,7 +223,7 @@ async def test_an_abandoned_runner_kills_its_child(tmp_path: Path) -> None:
     )
     pid = await read_pid(pid_file)
     # What asyncio.run() does to leftover tasks when a program forgets shutdown.
-    runners = list(backend._runners)
+    runners = list(backend._executables.runners)
     for runner in runners:
         runner.cancel()
     await asyncio.wait(runners, timeout=10)

@@ -20,7 +20,8 @@ import pytest
 from _ref_helpers import QUICK_DONE, Recorder
 
 from reference import LocalExecutionBackend
-from reference import local as local_module
+from reference.local import dispatch as local_module
+from reference.local import functions as local_functions
 from spec import TaskState
 
 pytestmark = pytest.mark.asyncio
@@ -87,14 +88,14 @@ async def test_the_executor_gets_a_few_puller_calls_not_one_per_task(
     # At most one puller per pool thread (its size unknown here: the stdlib's
     # default is assumed) for each chunk of work handed over.
     chunks = math.ceil(len(tasks) / local_module._DISPATCH_CHUNK)
-    assert 1 <= executor.calls <= chunks * local_module._pool_width(executor)
+    assert 1 <= executor.calls <= chunks * local_functions.pool_width(executor)
     assert executor.calls < len(tasks)
 
 
 async def test_pool_width_reads_the_thread_pool_size() -> None:
     pool = ThreadPoolExecutor(3)
     try:
-        assert local_module._pool_width(pool) == 3
+        assert local_functions.pool_width(pool) == 3
     finally:
         pool.shutdown()
 
