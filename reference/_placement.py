@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from spec import Placement
@@ -28,9 +28,11 @@ from spec import Placement
 __all__ = [
     "CAN_BIND",
     "CoreSet",
+    "bind_thread",
     "bound",
     "core_ids_from",
     "placement",
+    "thread_cores",
     "usable_cores",
 ]
 
@@ -174,8 +176,18 @@ def placement(
     }
 
 
+def thread_cores() -> tuple[int, ...]:
+    """The cores the calling thread may run on now, sorted."""
+    return tuple(sorted(os.sched_getaffinity(0)))
+
+
+def bind_thread(cores: Iterable[int]) -> None:
+    """Bind the calling thread (and what it starts from now on) to ``cores``."""
+    os.sched_setaffinity(0, cores)
+
+
 @contextmanager
-def bound(cores: Set[int] | tuple[int, ...] | None) -> Iterator[None]:
+def bound(cores: Iterable[int] | None) -> Iterator[None]:
     """Bind the calling thread to ``cores`` for the block, then restore it.
 
     What the thread starts meanwhile (threads, processes) inherits the

@@ -491,8 +491,8 @@ _CLAUSE_LIST = (
     Clause(
         "PL-4",
         _M,
-        "Binding lasts only the task: when its terminal state is delivered, "
-        "the thread or worker process that ran it, and the backend's own "
+        "Binding lasts only while tasks run: once no task is in flight, the "
+        "threads and worker processes that ran tasks, and the backend's own "
         "threads, have the CPU affinity they had before.",
         _C.PLACEMENT,
     ),

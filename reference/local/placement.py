@@ -79,16 +79,19 @@ def place(
     options: ExecOptions,
     command: str | list[str],
 ) -> tuple[ExecOptions, str | list[str]]:
-    """Give an executable its GPUs (RQ-4) and, for ranks, its launcher.
+    """Give an executable its GPUs (RQ-4, PL-3) and, for ranks, its launcher.
 
     Returns:
         The options with ``CUDA_VISIBLE_DEVICES`` set to the granted GPUs (in
-        a copy of the environment), and the command behind the launcher
+        a copy of the environment), or emptied where the task has none and
+        would otherwise inherit some; and the command behind the launcher
         (``"{ranks}"`` replaced) when ``ranks > 1``.
     """
-    if grant.gpus:
-        env = dict(os.environ if options.env is None else options.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpus)
+    env = os.environ if options.env is None else options.env
+    visible = ",".join(grant.gpus)
+    if env.get("CUDA_VISIBLE_DEVICES", "") != visible:
+        env = dict(env)
+        env["CUDA_VISIBLE_DEVICES"] = visible
         options = dataclasses.replace(options, env=env)
     if ranks > 1 and launcher is not None:
         count = str(ranks)

@@ -17,6 +17,7 @@ from typing import Any
 
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
+from mutants import placement_mutants as placement
 from mutants import resource_mutants as resources
 
 __all__ = ["MUTANTS", "Mutant"]
@@ -134,5 +135,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("RQ-3", resources.IgnoresMalformedRequests),
     _row("RQ-4", resources.SharesFirstGpu),
     _row("RQ-5", resources.StarvesLargeRequests),
+    _row("PL-1", placement.OmitsPlacement),
+    _row("PL-2", placement.LeaksCoreZero),
+    _row("PL-3", placement.LiesAboutCores),
+    _row("PL-4", placement.ForgetsToRestore),
 )
 """Every mutant, in clause order."""
