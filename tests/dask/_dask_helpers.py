@@ -220,3 +220,10 @@ async def async_span(path: str, seconds: float) -> str:
     with open(path, "w") as out:
         out.write(f"{start} {time.time()}")
     return path
+
+
+def exit_worker_once_released(started: str, go: str, limit: float = 60.0) -> None:
+    """Say it started (``started``), wait until ``go`` exists, kill this process."""
+    with open(started, "w"):
+        pass
+    exit_worker_when(go, limit)

@@ -14,19 +14,31 @@ import pytest
 pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two worker processes, one thread each; a lost worker fails its task."""
+def _local_cluster(workers: int) -> Any:
+    """Worker processes of one thread each; a lost worker fails its task."""
     from distributed import LocalCluster
 
-    with LocalCluster(
-        n_workers=2,
+    return LocalCluster(
+        n_workers=workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",
         scheduler_kwargs={"allowed_failures": 0},
-    ) as local:
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Two worker processes, one thread each; a lost worker fails its task."""
+    with _local_cluster(2) as local:
         yield local
+
+
+@pytest.fixture
+def one_worker() -> Iterator[str]:
+    """A cluster of one worker of one thread (its scheduler in a thread of its own)."""
+    with _local_cluster(1) as local:
+        yield str(local.scheduler_address)
 
 
 @pytest.fixture

@@ -293,7 +293,7 @@ async def test_without_the_workers_answer_cancel_is_refused_and_outcomes_stand(
         await backend.submit_tasks(tasks)
         await _until(lambda: all((tmp_path / f"b{i}").exists() for i in range(2)))
         await _until(lambda: backend._jobs["queued"].chunk is not None)
-        backend._cancel_remote = unreachable  # type: ignore[method-assign]
+        backend._link.cancel_remote = unreachable  # type: ignore[method-assign]
         # Nobody can say whether they started: not CANCELED.
         answers = await asyncio.gather(*(backend.cancel_task(t["uid"]) for t in tasks))
         assert answers == [False, False, False]

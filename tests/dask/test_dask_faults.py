@@ -18,6 +18,7 @@ from _dask_helpers import (
     Unsendable,
     add,
     exit_worker,
+    exit_worker_once_released,
     exit_worker_when,
     pid_then_sleep,
     return_cancel_bomb,
@@ -216,7 +217,7 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
         backend = DaskExecutionBackend(address=cluster.scheduler_address, chunk_size=1)
         recorder = Recorder()
         backend.register_callback(recorder)
-        settle = backend._settle
+        settle = backend._settler.settle
 
         async def settle_after_the_loss(batch: list[Any]) -> None:
             # The first time a's future comes back finished, let "x" kill the
@@ -232,7 +233,7 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
                     seen.append(future.status)
             await settle(batch)
 
-        backend._settle = settle_after_the_loss  # type: ignore[method-assign]
+        backend._settler.settle = settle_after_the_loss  # type: ignore[method-assign]
         tasks: list[dict[str, Any]] = [
             {"uid": "a", "function": add, "args": (1, 2)},
             {"uid": "x", "function": exit_worker_when, "args": (str(go),)},
@@ -248,3 +249,49 @@ async def test_a_result_lost_with_its_worker_before_it_was_fetched_still_arrives
     ].get("exception")
     assert tasks[0]["return_value"] == 3
     assert isinstance(tasks[1]["exception"], WorkerLostError)
+
+
+@pytest.mark.timeout(300)  # a worker death and restart, on a loaded machine
+async def test_an_executable_queued_behind_a_worker_killer_runs_again(
+    tmp_path: Path, one_worker: str
+) -> None:
+    # Issue 20 item 7: one worker of one thread, chunk_size=1; the executable
+    # waits on that worker behind a function that kills it. Dask fails both;
+    # the executable never started, so it runs again (RS-12: queued tasks
+    # complete) instead of failing with WorkerLostError.
+    started, go = tmp_path / "started", tmp_path / "go"
+    backend = DaskExecutionBackend(address=one_worker, chunk_size=1)
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    killer: dict[str, Any] = {
+        "uid": "killer",
+        "function": exit_worker_once_released,
+        "args": (str(started), str(go)),
+    }
+    exe: dict[str, Any] = {"uid": "exe", "executable": "echo", "arguments": ["ran"]}
+
+    async def queued_on_the_worker() -> None:
+        while not started.exists():
+            await asyncio.sleep(0.02)
+        await backend.submit_tasks([exe])
+        while True:
+            job = backend._jobs.get("exe")
+            if job is not None and job.chunk is not None:
+                processing = await backend._link.client.processing()
+                if any(job.key in keys for keys in processing.values()):
+                    return  # on the worker, behind the killer
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(backend, 120)
+        await backend.submit_tasks([killer])
+        await asyncio.wait_for(queued_on_the_worker(), 60)
+        go.touch()
+        await recorder.wait("killer", "exe", timeout=120)
+    finally:
+        go.touch()
+        await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["killer"] == [TaskState.FAILED]
+    assert isinstance(killer["exception"], WorkerLostError)
+    assert recorder.states["exe"] == [TaskState.DONE], exe.get("exception")
+    assert exe["stdout"] == "ran\n"

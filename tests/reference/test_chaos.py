@@ -696,3 +696,61 @@ def test_conforms_for_seed(
     # SHOULD clauses too, but for SC-3: a loop-stall bound in milliseconds,
     # which the local backend misses as well on a machine loaded enough.
     assert failed <= {"SC-3"}, text
+
+
+# -- the policy alone: pure, no loop or backend ------------------------------------
+
+
+def policy(**given: Any) -> Any:
+    from reference.chaos._policy import ChaosPolicy
+
+    options: dict[str, Any] = {
+        "max_delay": 0.01,
+        "omit_running": 0.3,
+        "late_running": 0.3,
+        "lose_cancel": 0.5,
+        "cancel_wait": 0.005,
+        "shutdown_delay": 0.01,
+        "submit_delay": 0.002,
+        "worker_loss": 0.0,
+    }
+    options.update(given)
+    return ChaosPolicy.check(given.pop("seed", 7), **options)
+
+
+def test_policy_draws_per_uid_whatever_came_before() -> None:
+    one, other = policy(), policy()
+    first = [one.decisions(f"t{i}") for i in range(50)]
+    second = [other.decisions(f"t{i}") for i in reversed(range(50))]
+    assert first == list(reversed(second))
+    assert {d.running for d in first} == set(RunningPolicy)
+    assert all(0 <= d.terminal_delay < 0.01 for d in first)
+
+
+def test_policy_shares_at_the_edges() -> None:
+    never = policy(omit_running=0.0, late_running=0.0, lose_cancel=0.0)
+    always = policy(omit_running=1.0, late_running=0.0, worker_loss=1.0)
+    for uid in map(str, range(30)):
+        assert never.decisions(uid).running is RunningPolicy.ON_TIME
+        assert not never.decisions(uid).loses_cancel_race
+        assert always.decisions(uid).running is RunningPolicy.OMITTED
+        assert always.decisions(uid).worker_lost
+
+
+def test_policy_pauses_within_their_bounds() -> None:
+    found = policy(shutdown_delay=2.0, submit_delay=1.0)
+    assert 1.0 <= found.shutdown_pause() <= 2.0
+    assert 0.0 <= found.submit_pause("a") < 1.0
+    assert found.submit_pause("a") == policy(submit_delay=1.0).submit_pause("a")
+
+
+def test_late_running_goes_out_only_for_a_task_that_ran() -> None:
+    from reference.chaos._policy import sends_late_running
+
+    late = policy(omit_running=0.0, late_running=1.0).decisions("x")
+    assert sends_late_running(late, False, TaskState.DONE)
+    assert sends_late_running(late, True, TaskState.CANCELED)
+    assert not sends_late_running(late, False, TaskState.CANCELED)
+    assert not sends_late_running(late, False, TaskState.FAILED)
+    on_time = policy(omit_running=0.0, late_running=0.0).decisions("x")
+    assert not sends_late_running(on_time, True, TaskState.DONE)
