@@ -159,7 +159,10 @@ class CoreSet:
 
 
 def placement(
-    cores: tuple[int, ...] | None, gpus: tuple[str, ...], memory: int
+    cores: tuple[int, ...] | None,
+    gpus: tuple[str, ...],
+    memory: int,
+    host: str = HOST,
 ) -> Placement:
     """The record a task carries in ``task["placement"]`` (PL-1).
 
@@ -167,9 +170,10 @@ def placement(
         cores: The ids it is bound to; ``None`` where cores are not bound.
         gpus: Its GPU ids.
         memory: MB granted (0 where memory is not accounted).
+        host: Where it ran; this machine by default.
     """
     return {
-        "host": HOST,
+        "host": host,
         "cores": None if cores is None else list(cores),
         "gpus": list(gpus),
         "memory": memory,
