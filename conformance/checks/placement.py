@@ -19,7 +19,7 @@ from typing import Any
 
 import spec
 from conformance import _payloads
-from conformance.checks.resources import _capacity
+from conformance.checks.resources import _capacity, _run_spans
 from conformance.harness import Harness
 from conformance.registry import cites
 
@@ -132,21 +132,6 @@ def _placement(h: Harness, task: dict[str, Any], clause_id: str) -> dict[str, An
     return record
 
 
-async def _run_all_done(
-    h: Harness, tasks: list[dict[str, Any]], clause_id: str
-) -> None:
-    states = await h.run(tasks)
-    for task in tasks:
-        uid = task["uid"]
-        h.check(
-            states[uid] is spec.TaskState.DONE,
-            clause_id,
-            f"a task whose request fits the capacity ended {states[uid]} "
-            f"({task.get('exception')!r})",
-            uid,
-        )
-
-
 def _expect_record(
     h: Harness,
     task: dict[str, Any],
@@ -237,7 +222,7 @@ async def running_tasks_share_no_ids(h: Harness) -> None:
             _where_task(h, function=False, gpus_per_rank=1)
             for _ in range(min(2 * len(capacity.gpus), _MANY))
         ]
-    await _run_all_done(h, [task for task, _ in built], "PL-2")
+    await _run_spans(h, [task for task, _ in built], "PL-2")
     held: list[tuple[str, _Seen, set[int], set[str]]] = []
     for task, path in built:
         uid, record = task["uid"], _placement(h, task, "PL-2")
@@ -287,7 +272,7 @@ async def tasks_run_where_placed(h: Harness) -> None:
             built.append(_where_task(h, function=False, seconds=0, gpus_per_rank=1))
     if not built:
         h.not_applicable("the backend runs neither functions nor executables")
-    await _run_all_done(h, [task for task, _ in built], "PL-3")
+    await _run_spans(h, [task for task, _ in built], "PL-3")
     for task, path in built:
         uid, record = task["uid"], _placement(h, task, "PL-3")
         seen = _seen(h, task, path, "PL-3")
@@ -325,7 +310,7 @@ async def binding_is_undone(h: Harness) -> None:
         _where_task(h, function=kinds[i % len(kinds)], seconds=0.02)
         for i in range(min(4 * capacity.cores, _MANY))
     ]
-    await _run_all_done(h, [task for task, _ in built], "PL-4")
+    await _run_spans(h, [task for task, _ in built], "PL-4")
     pid = os.getpid()
     suspects = {(pid, threading.get_native_id()): "the event-loop thread"}
     for tid in _threads() - old_threads:
