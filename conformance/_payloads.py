@@ -181,3 +181,21 @@ async def serve(
         await asyncio.sleep(_POLL)
     if fail:
         raise PayloadError("the service failed after it was ready")
+
+
+def where(path: str, seconds: float) -> list[int]:
+    """Record where the task runs, holding it ``seconds``; return its cores.
+
+    Writes five lines to ``path``: start and end (epoch s), the cores of
+    ``os.sched_getaffinity(0)`` as a CPU list, then the pid and the native
+    thread id that ran it (so the suite can look at that thread afterwards).
+    """
+    start = time.time()
+    cores = sorted(os.sched_getaffinity(0))
+    time.sleep(seconds)
+    with open(path, "w") as out:
+        out.write(
+            f"{start}\n{time.time()}\n{','.join(map(str, cores))}\n"
+            f"{os.getpid()}\n{threading.get_native_id()}\n"
+        )
+    return cores

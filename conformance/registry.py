@@ -45,6 +45,7 @@ AREA_MODULES = (
     "compat",
     "resources",
     "services",
+    "placement",
     "stateful",
 )
 """The modules of `conformance.checks`: one per area of the contract, then the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import select
 import signal
@@ -27,6 +28,7 @@ from subprocess import DEVNULL, PIPE
 from typing import IO, Any, cast
 
 from reference._executables import ExecOptions, marked_env, pidfds_work
+from reference._placement import bind_thread, bound
 
 __all__ = ["Child", "spawn"]
 
@@ -343,6 +345,7 @@ async def spawn(
     stderr: int | IO[bytes] = PIPE,
     *,
     mark: str | None = None,
+    cores: tuple[int, ...] | None = None,
 ) -> Child:
     """Start a child in a new session on the running loop.
 
@@ -362,6 +365,10 @@ async def spawn(
         mark: The task's mark (`reference._executables.new_mark`), put in
             the child's environment so that its descendants can be found
             even after they leave its process group.
+        cores: Core ids the child is bound to from its first instruction
+            (and all it starts): this thread binds itself around the spawn,
+            and a new process starts with its creator's affinity. ``None``
+            leaves it unbound.
 
     Returns:
         The started child.
@@ -374,7 +381,8 @@ async def spawn(
     if isinstance(loop, asyncio.SelectorEventLoop) and _pidfd_supported():
         if _unreaped:
             _reap_leftovers()
-        return _start_watched(loop, command, options.cwd, env, stdout, stderr)
+        with bound(cores):
+            return _start_watched(loop, command, options.cwd, env, stdout, stderr)
     kwargs: dict[str, Any] = {
         "stdin": DEVNULL,
         "stdout": stdout,
@@ -383,6 +391,10 @@ async def spawn(
         "env": env,
         "start_new_session": True,
     }
+    if cores is not None:
+        # The loop may start the child after an await, with this thread
+        # doing other work meanwhile: bound in the child, before its exec.
+        kwargs["preexec_fn"] = functools.partial(bind_thread, cores)
     child = _ProtocolChild(loop.create_future())
     if isinstance(command, str):
         await loop.subprocess_shell(lambda: child, command, **kwargs)

@@ -47,6 +47,7 @@ import cloudpickle
 
 from reference import _procstart, _workers
 from reference._core import CancelDecision
+from reference._placement import placement
 from reference._procworker import (
     MSG_DONE,
     MSG_READY,
@@ -117,7 +118,16 @@ def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
 class _Worker:
     """One worker process and the parent's ends of its pipes."""
 
-    __slots__ = ("jobs", "lifeline", "pid", "process", "reaped", "results", "tasks_run")
+    __slots__ = (
+        "home",
+        "jobs",
+        "lifeline",
+        "pid",
+        "process",
+        "reaped",
+        "results",
+        "tasks_run",
+    )
 
     def __init__(
         self,
@@ -132,6 +142,8 @@ class _Worker:
         self.results = results
         self.lifeline = lifeline
         self.tasks_run = 0
+        # Its own CPU affinity, read before it is first bound for a job.
+        self.home: set[int] | None = None
         # Set by its dispatcher once reaped. Other threads read this flag, never
         # ``process.exitcode``: polling a forkserver child from two threads at
         # once can leave one blocked forever reading its exit status.
@@ -152,6 +164,21 @@ class _Worker:
     def close(self) -> None:
         for conn in (self.jobs, self.results, self.lifeline):
             conn.close()
+
+    def bind(self, cores: Iterable[int] | None) -> None:
+        """Bind the worker to ``cores`` (``None``: back to its own affinity).
+
+        Called only while it waits for a job, so the job runs bound from its
+        first instruction; what the job starts inherits the binding.
+        """
+        with contextlib.suppress(OSError):  # it died; its dispatcher sees it
+            if cores is None:
+                if self.home is not None:
+                    os.sched_setaffinity(self.pid, self.home)
+                return
+            if self.home is None:
+                self.home = os.sched_getaffinity(self.pid)
+            os.sched_setaffinity(self.pid, cores)
 
 
 class _Slot:
@@ -406,13 +433,24 @@ class ProcessPool:
             self._settle(slot, job)
             self._push((job, _workers.FAILED, exc, str(exc)))
             return
+        # With resource accounting the worker runs the job on its cores
+        # (PL-3) and is given its own affinity back before the outcome is
+        # pushed (PL-4).
+        grant = getattr(job, "grant", None)
+        cores = None if grant is None else grant.core_ids
+        if grant is not None:
+            job.task["placement"] = placement(cores, grant.gpus, grant.memory)
+        if cores is not None:
+            worker.bind(cores)
         self._push((job, _workers.RUNNING, None, None))
         with contextlib.suppress(OSError):  # it died; the wait below sees it
             worker.jobs.send_bytes(data)
         del data
-        self._await_outcome(slot, worker, job)
+        self._await_outcome(slot, worker, job, cores is not None)
 
-    def _await_outcome(self, slot: _Slot, worker: _Worker, job: Any) -> None:
+    def _await_outcome(
+        self, slot: _Slot, worker: _Worker, job: Any, bound: bool = False
+    ) -> None:
         results = worker.results
         sentinel = worker.process.sentinel
         message: bytes | None = None
@@ -434,6 +472,8 @@ class ProcessPool:
                 self._settle(slot, job)
                 self._push((job, _workers.STOPPED, None, None))
                 return
+        if bound and not dead:
+            worker.bind(None)  # idle again: unbound before its outcome is out
         with self._lock:
             kill = slot.kill
         if kill:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
+from reference._placement import CoreSet, core_ids_from, usable_cores
 from spec import (
     CapabilityNotSupportedError,
     ResourceCapacity,
@@ -49,11 +50,33 @@ class Grant:
         cores: Cores held.
         gpus: The GPU ids it holds, exclusively.
         memory: MB held (0 when memory is not accounted).
+        core_ids: The core ids it holds, exclusively, where the pool binds
+            (its capacity names core ids); ``None`` where cores are counted.
     """
 
     cores: int
     gpus: tuple[str, ...]
     memory: int
+    core_ids: tuple[int, ...] | None = None
+
+    def passes_to(self, need: _Need) -> bool:
+        """Whether a job with ``need`` can take this grant over as it is.
+
+        True for a need of cores alone, the same number, when this grant
+        holds nothing else: the thread pool's default path (one core each)
+        then hands a finished job's cores to the next with no pool count
+        changing and, binding, no thread rebound.
+        """
+        plain = need.plain
+        return plain is not None and (
+            plain is self
+            or (
+                self.cores == plain.cores
+                and self.core_ids is not None
+                and not self.gpus
+                and not self.memory
+            )
+        )
 
 
 class _Need(NamedTuple):
@@ -69,24 +92,42 @@ class _Need(NamedTuple):
 
 
 def capacity_from(
-    cores: int | None, gpus: Sequence[str] | None, memory: int | None
+    cores: int | Iterable[int] | None,
+    gpus: Sequence[str] | None,
+    memory: int | None,
+    *,
+    bind: bool = False,
 ) -> ResourceCapacity:
     """Build the capacity from constructor options, with their defaults.
 
     Args:
-        cores: Total cores; ``None`` for ``os.cpu_count()``.
+        cores: Total cores, or (binding) the core ids themselves; ``None``
+            for the cores of this process's CPU affinity (its cpuset), or
+            ``os.cpu_count()`` where the platform cannot tell.
         gpus: GPU ids; ``None`` for those in ``CUDA_VISIBLE_DEVICES`` (none
             when it is unset or empty).
         memory: Total MB, or ``None`` to leave memory unaccounted.
+        bind: Name the core ids (`ResourceCapacity.core_ids`), so that the
+            pool hands out ids and tasks are bound to them; they must be
+            cores this process may use (`reference._placement.core_ids_from`).
 
     Raises:
         TypeError: An option has the wrong type.
-        ValueError: An option is out of range, or a GPU id repeats.
+        ValueError: An option is out of range, a GPU id repeats, or (binding)
+            a core is not one this process may use.
     """
-    if cores is None:
-        cores = os.cpu_count() or 1
+    usable = usable_cores()
+    core_ids: tuple[int, ...] = ()
+    if bind:
+        core_ids = core_ids_from(cores, usable)
+        cores = len(core_ids)
+    elif cores is None:
+        cores = len(usable) if usable else os.cpu_count() or 1
     if isinstance(cores, bool) or not isinstance(cores, int):
-        raise TypeError(f"cores must be an int, got {type(cores).__name__}")
+        raise TypeError(
+            f"cores must be an int (core ids need binding on), got "
+            f"{type(cores).__name__}"
+        )
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
     if gpus is None:
@@ -102,7 +143,7 @@ def capacity_from(
             raise TypeError(f"memory must be an int (MB), got {type(memory).__name__}")
         if memory < 0:
             raise ValueError(f"memory must be >= 0 MB, got {memory}")
-    return ResourceCapacity(cores, ids, memory)
+    return ResourceCapacity(cores, ids, memory, core_ids)
 
 
 def function_refusal(
@@ -159,6 +200,7 @@ class ResourcePool(Generic[_J]):
     """
 
     __slots__ = (
+        "_free_core_ids",
         "_free_gpus",
         "_free_memory",
         "_last_demand",
@@ -175,6 +217,9 @@ class ResourcePool(Generic[_J]):
         self.lock = threading.Lock()
         self.free_cores = capacity.cores
         self._free_gpus: list[str] = list(capacity.gpus)
+        # Where the capacity names core ids, the free ones: each grant gets
+        # its own and the job is bound to them.
+        self._free_core_ids = CoreSet(capacity.core_ids) if capacity.core_ids else None
         # MB free; held at 0 when memory is not accounted (every demand then
         # counts 0 MB, so it is never compared).
         self._free_memory = capacity.memory or 0
@@ -249,12 +294,17 @@ class ResourcePool(Generic[_J]):
                 return None
             queue.popleft()
             self.free_cores -= cores
+            ids = self._free_core_ids
             if plain is not None:
-                return job, plain  # cores alone: a shared grant
+                if ids is None:
+                    return job, plain  # cores alone, counted: a shared grant
+                return job, Grant(cores, (), 0, ids.take(cores))
             held = tuple(self._free_gpus[:gpus])
             del self._free_gpus[:gpus]
             self._free_memory -= memory
-            return job, Grant(cores, held, memory)
+            return job, Grant(
+                cores, held, memory, None if ids is None else ids.take(cores)
+            )
         return None
 
     def head_fits(self) -> bool:
@@ -283,6 +333,8 @@ class ResourcePool(Generic[_J]):
     def release(self, grant: Grant) -> None:
         """Give back what a finished job held."""
         self.free_cores += grant.cores
+        if grant.core_ids is not None and self._free_core_ids is not None:
+            self._free_core_ids.give(grant.core_ids)
         if grant.gpus:
             self._free_gpus.extend(grant.gpus)
         if grant.memory:

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from reference._calls import call, sendable, thread_loop
 from reference._core import CancelDecision
+from reference._placement import bind_thread, placement, thread_cores
 from reference._resources import ResourcePool
 from spec import ResourceDemand
 
@@ -79,6 +80,32 @@ _is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
 """Whether a job waiting for resources was canceled (it is then skipped)."""
 
 
+class _Binding:
+    """A puller thread's CPU affinity, following the cores of its jobs (PL-3).
+
+    Where the pool names core ids, the thread is bound to the cores of the
+    job it runs and put back to its own affinity (``home``) when it has
+    none; a job that takes over the cores of the one before (the default
+    path) costs no system call. Without core ids it does nothing.
+    """
+
+    __slots__ = ("bound", "home")
+
+    def __init__(self, pool: ResourcePool[Any] | None) -> None:
+        binds = pool is not None and bool(pool.capacity.core_ids)
+        self.home: tuple[int, ...] | None = thread_cores() if binds else None
+        self.bound: tuple[int, ...] | None = None
+
+    def follow(self, job: Any) -> None:
+        """Bind the thread for ``job`` (``None``: restore it)."""
+        if self.home is None:
+            return
+        ids = None if job is None else job.grant.core_ids
+        if ids != self.bound:
+            bind_thread(self.home if ids is None else ids)
+            self.bound = ids
+
+
 class JobQueue:
     """Function jobs waiting for a pool thread, and the pullers that run them.
 
@@ -128,6 +155,7 @@ class JobQueue:
     Attributes:
         spawn: Submits one more `pull` to the pool (set by the backend);
             a puller that frees more than it takes starts a puller with it.
+        binding: Builds each puller's `_Binding` from the pool.
     """
 
     __slots__ = (
@@ -137,6 +165,7 @@ class JobQueue:
         "_pullers",
         "_push",
         "_starting",
+        "binding",
         "closed",
         "spawn",
         "width",
@@ -158,6 +187,9 @@ class JobQueue:
         self.closed = False
         self.spawn: Callable[[], object] | None = None
         self.width = width
+        # How a puller binds its thread to its jobs' cores (a seam for the
+        # mutants).
+        self.binding: Callable[[ResourcePool[Any] | None], _Binding] = _Binding
 
     def put(self, jobs: Iterable[Any]) -> int:
         """Queue jobs; return how many new pullers the caller must submit.
@@ -317,7 +349,7 @@ class JobQueue:
                 done.grant = None  # released once, here: a puller took it
                 if not self._jobs and waiting and not self.closed:
                     head, need = waiting[0]
-                    if need[3] is grant and head.threaded and not head.canceled:
+                    if grant.passes_to(need) and head.threaded and not head.canceled:
                         # The default path: the head asks for exactly the
                         # cores that came back. It takes them over, and the
                         # pool's counts do not change.
@@ -451,44 +483,70 @@ class JobQueue:
         # job runs in a task of its own (`_await`). Each job, sync or not,
         # starts from a copy of the puller's context, so a ContextVar one
         # job sets is not seen by the next.
+        #
+        # A job's outcome is pushed only once the next job is taken and this
+        # thread is bound for it (or restored, if there is none): so when
+        # the last outcome is reported, no thread is still bound (PL-4).
         puller = _Puller()
         fresh_context = contextvars.copy_context
         push = self._push
-        next_job = self._next if self._pool is None else self._next_admitted
+        pool = self._pool
+        next_job = self._next if pool is None else self._next_admitted
+        binding = self.binding(pool)
         job = None
-        while (job := next_job(job)) is not None:
-            task = job.task
-            push((job, RUNNING, None, None))
-            is_coroutine = False
-            try:
-                # No running loop while a function runs, as in a plain thread:
-                # a sync function may start its own (asyncio.run).
-                _set_running_loop(None)
-                try:
-                    result = fresh_context().run(
-                        task["function"],
-                        *(task.get("args") or ()),
-                        **(task.get("kwargs") or {}),
+        outcome: tuple[Any, int, Any, str | None] | None = None
+        try:
+            while True:
+                job = next_job(job)
+                if binding.home is not None:
+                    binding.follow(job)
+                if outcome is not None:
+                    push(outcome)
+                    outcome = None
+                if job is None:
+                    return
+                task = job.task
+                if pool is not None:
+                    grant = job.grant
+                    task["placement"] = placement(
+                        grant.core_ids, grant.gpus, grant.memory
                     )
-                finally:
-                    _set_running_loop(loop)
-                if asyncio.iscoroutine(result):
-                    is_coroutine = True
-                    result = await self._await(job, result, puller, loop)
-            except BaseException as exc:  # a task's SystemExit must not kill it
-                # Set before the outcome is pushed: a RUNNING notice the loop
-                # has not delivered yet is stale from here on, and is dropped.
+                push((job, RUNNING, None, None))
+                is_coroutine = False
+                try:
+                    # No running loop while a function runs, as in a plain
+                    # thread: a sync function may start its own (asyncio.run).
+                    _set_running_loop(None)
+                    try:
+                        result = fresh_context().run(
+                            task["function"],
+                            *(task.get("args") or ()),
+                            **(task.get("kwargs") or {}),
+                        )
+                    finally:
+                        _set_running_loop(loop)
+                    if asyncio.iscoroutine(result):
+                        is_coroutine = True
+                        result = await self._await(job, result, puller, loop)
+                except BaseException as exc:  # a task's SystemExit must not kill it
+                    # Set before the outcome is pushed: a RUNNING notice the
+                    # loop has not delivered yet is stale from here on, and
+                    # is dropped.
+                    job.ended = True
+                    if is_coroutine and job.canceled:
+                        outcome = (job, STOPPED, None, None)  # ended: CANCELED
+                    else:
+                        outcome = (job, FAILED, exc, traceback.format_exc())
+                    continue
                 job.ended = True
                 if is_coroutine and job.canceled:
-                    push((job, STOPPED, None, None))  # it has ended: CANCELED
+                    outcome = (job, STOPPED, None, None)  # it swallowed the cancel
                 else:
-                    push((job, FAILED, exc, traceback.format_exc()))
-                continue
-            job.ended = True
-            if is_coroutine and job.canceled:
-                push((job, STOPPED, None, None))  # it swallowed the cancel
-            else:
-                push((job, DONE, result, None))
+                    outcome = (job, DONE, result, None)
+        finally:
+            binding.follow(None)
+            if outcome is not None:  # the loop stopped under us: report it still
+                push(outcome)
 
     async def _await(
         self,

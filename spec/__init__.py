@@ -70,6 +70,7 @@ from spec.states import (
 )
 from spec.task import (
     BackendSpecificKwargs,
+    Placement,
     TaskDescription,
     TaskDict,
     TaskMetadata,
@@ -110,6 +111,7 @@ __all__ = [
     "ExecutionBackend",
     "InvalidTaskError",
     "Level",
+    "Placement",
     "ProbeKind",
     "ReadyProbe",
     "ResourceCapacity",

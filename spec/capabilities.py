@@ -55,6 +55,9 @@ class Capability(str, enum.Enum):
     """Honours resource requests (``ranks``, ``cores_per_rank``, ...) (1.1)."""
     SERVICES = "services"
     """Runs service tasks (``is_service``) and reports when they are ready (1.2)."""
+    PLACEMENT = "placement"
+    """Binds each task to the cores and GPUs it was granted and reports them in
+    ``task["placement"]`` (1.2); declared with ``resources``."""
 
     def __str__(self) -> str:
         return self.value

@@ -41,6 +41,7 @@ class Area(str, enum.Enum):
     CP = "Engine compatibility"
     RQ = "Resources"
     SV = "Services"
+    PL = "Placement"
 
 
 @dataclass(frozen=True)
@@ -537,6 +538,40 @@ _CLAUSE_LIST = (
         'first `yield`, with the yielded value in `service_info["value"]`, '
         "and runs on until the generator ends, raises or is canceled.",
         _C.SERVICES,
+    ),
+    # Placement
+    Clause(
+        "PL-1",
+        _M,
+        'Every task that started carries `task["placement"]` (a '
+        "`spec.Placement`) when its terminal state is delivered: the host, "
+        "one core id per core it asked for (or `None` where cores are not "
+        "bound), one GPU id per whole GPU, and the memory granted.",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-2",
+        _M,
+        "Tasks running at the same time never share a core id or a GPU id in "
+        "their placements, and every id is one the capacity names "
+        "(`core_ids`, `gpus`).",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-3",
+        _M,
+        "A task runs where its placement says: an executable's CPU affinity "
+        "and `CUDA_VISIBLE_DEVICES`, and a function task's "
+        "`os.sched_getaffinity(0)`, equal its placement's cores and GPUs.",
+        _C.PLACEMENT,
+    ),
+    Clause(
+        "PL-4",
+        _M,
+        "Binding lasts only while tasks run: once no task is in flight, the "
+        "threads and worker processes that ran tasks, and the backend's own "
+        "threads, have the CPU affinity they had before.",
+        _C.PLACEMENT,
     ),
 )
 

@@ -62,11 +62,28 @@ class ResourceCapacity:
         cores: Total cores.
         gpus: The GPU device ids it hands out, one task at a time each.
         memory: Total memory in MB, or ``None`` when memory is not accounted.
+        core_ids: The core ids it hands out, one task at a time each, where
+            it binds tasks to cores (capability ``placement``, contract
+            1.2): ``cores`` of them, distinct. Empty where cores are only
+            counted.
+
+    Raises:
+        ValueError: ``core_ids`` is not empty and does not hold ``cores``
+            distinct ids.
     """
 
     cores: int
     gpus: tuple[str, ...] = ()
     memory: int | None = None
+    core_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = self.core_ids
+        if ids and (len(set(ids)) != len(ids) or len(ids) != self.cores):
+            raise ValueError(
+                f"core_ids must be {self.cores} distinct ids (one per core), "
+                f"got {ids!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ Backends must ignore keys they do not know: engines add private keys (the
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from typing_extensions import Required, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 
 from spec.services import ServiceInfo
 
 __all__ = [
     "BackendSpecificKwargs",
+    "Placement",
     "TaskDescription",
     "TaskDict",
     "TaskMetadata",
@@ -100,6 +101,30 @@ class TaskDescription(TypedDict, total=False):
     """Dependency information recorded by the engine."""
 
 
+class Placement(TypedDict):
+    """Where a task ran (capability ``placement``, contract 1.2).
+
+    A backend adds keys of its own freely; these four are fixed by the
+    contract, and ``worker`` by backends that run tasks on named workers.
+    """
+
+    host: str
+    """Host name of the machine the task ran on (``socket.gethostname()`` there)."""
+    cores: list[int] | None
+    """The core ids the task was bound to, sorted, one per core it asked for
+    (``ranks * cores_per_rank``); ``None`` where the backend counts cores but
+    does not bind them (PL-3 then checks only the GPUs)."""
+    gpus: list[str]
+    """The GPU ids the task was given, exclusively (``CUDA_VISIBLE_DEVICES`` of
+    an executable); empty when it asked for none."""
+    memory: int
+    """The memory granted, in MB: what the task asked for (``ranks *
+    mem_per_rank``) where the backend accounts memory, else 0."""
+    worker: NotRequired[str]
+    """The worker that ran the task, where the backend has named workers (a
+    Dask worker's address)."""
+
+
 class TaskResult(TypedDict, total=False):
     """The keys a backend writes into the task before reporting its state."""
 
@@ -116,6 +141,9 @@ class TaskResult(TypedDict, total=False):
     service_info: ServiceInfo
     """What the backend knows about a ready service; written before the
     readiness callback, and the value its future is resolved with (SV-3)."""
+    placement: Placement
+    """Where the task ran (capability ``placement``, clause PL-1): host,
+    core ids, GPU ids, memory granted."""
 
 
 class TaskDict(TaskDescription, TaskResult, total=False):

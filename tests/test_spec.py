@@ -52,6 +52,7 @@ def test_clause_ids_are_well_formed_and_unique() -> None:
     for clause_id, clause in CLAUSES.items():
         areas = "|".join(area.name for area in spec.Area)
         assert re.fullmatch(rf"({areas})-\d+", clause_id)
+        assert re.fullmatch(r"[A-Z]{2}-[1-9]\d*", clause_id)
         assert clause.id == clause_id
         assert clause.area.name == clause_id.split("-")[0]
         assert clause.text.endswith(".")

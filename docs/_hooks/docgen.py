@@ -389,6 +389,11 @@ _TASK_SECTIONS = (
         "the engine",
         "before `submit_tasks`",
     ),
+    (
+        "Placement",
+        "the backend (capability `placement`)",
+        "before it reports the terminal state ([PL-1](contract.md#PL-1))",
+    ),
 )
 
 
@@ -401,6 +406,7 @@ def task_dict_tables() -> str:
         key = {
             "BackendSpecificKwargs": "task_backend_specific_kwargs",
             "TaskMetadata": "metadata",
+            "Placement": "placement",
         }.get(class_name)
         where = f' It is the value of `task["{key}"]`.' if key else ""
         doc = _rst_to_md((cls.__doc__ or "").strip().split("\n\n")[0])

@@ -146,7 +146,10 @@ class DaskExecutionBackend(BackendBase[DaskJob]):
         """Build the parts for ``options`` (again, for a shared test cluster)."""
         self._options = options
         if options.capacity is not None:
-            self.capabilities = type(self).capabilities | {Capability.RESOURCES}
+            self.capabilities = type(self).capabilities | {
+                Capability.RESOURCES,
+                Capability.PLACEMENT,
+            }
         chunks: dict[str, Chunk] = {}
         self._chunks = chunks
         self._link = ClusterLink(options, self.name, self._on_connected)
@@ -154,7 +157,9 @@ class DaskExecutionBackend(BackendBase[DaskJob]):
         self._dispatcher = Dispatcher(
             self, self._link, options, chunks, self._watch, token
         )
-        self._settler = Settler(self, self._link, chunks, self._dispatcher)
+        self._settler = Settler(
+            self, self._link, chunks, self._dispatcher, options.capacity
+        )
         self._cancels = CancelProtocol(self, self._link, options.kill_grace)
         self._stopper: asyncio.Task[None] | None = None
 

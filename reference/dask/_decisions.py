@@ -62,12 +62,14 @@ class Settlement(NamedTuple):
         fields: Results to write into the task dict, if any.
         error: The exception of a FAILED task (written with ``stderr``).
         stderr: Its traceback text, or ``None`` for ``str(error)``.
+        where: Where an executable ran (host, worker, GPUs), if it said.
     """
 
     state: TaskState
     fields: dict[str, Any] | None = None
     error: BaseException | None = None
     stderr: str | None = None
+    where: Mapping[str, Any] | None = None
 
 
 def settlement(kind: TaskKind | None, outcome: Outcome) -> Settlement:
@@ -86,7 +88,7 @@ def settlement(kind: TaskKind | None, outcome: Outcome) -> Settlement:
         error = load_exception(payload, type_name, message)
         return Settlement(TaskState.FAILED, fields, error, stderr)
     if kind is TaskKind.EXECUTABLE and status == _outcomes.EXITED:
-        stdout, err, exit_code, exception = cloudpickle.loads(payload)
+        stdout, err, exit_code, exception, *where = cloudpickle.loads(payload)
         fields = {
             "stdout": stdout,
             "stderr": err,
@@ -94,7 +96,9 @@ def settlement(kind: TaskKind | None, outcome: Outcome) -> Settlement:
             "exception": exception,
         }
         return Settlement(
-            TaskState.DONE if exit_code == 0 else TaskState.FAILED, fields
+            TaskState.DONE if exit_code == 0 else TaskState.FAILED,
+            fields,
+            where=where[0] if where else None,
         )
     if kind is TaskKind.FUNCTION and status == _outcomes.OK:
         try:

@@ -27,6 +27,8 @@ __all__ = [
     "FAILED",
     "OK",
     "Outcome",
+    "Ran",
+    "Where",
     "await_outcome",
     "dumps_function_item",
     "failure",
@@ -44,11 +46,32 @@ CANCELED = "canceled"
 EXITED = "exited"
 """Outcome status: an executable ran; ``payload`` pickles its results."""
 
+Where = dict[str, Any]
+"""Where a Dask task ran: ``{"host", "worker", "gpus"}``, for its placement."""
+
+
+class Ran(list):  # type: ignore[type-arg]
+    """A chunk's outcomes (a list, one per task) and where the chunk ran.
+
+    A list, so that code reading the outcomes needs no change; ``where``
+    rides along for the placement (PL-1).
+    """
+
+    __slots__ = ("where",)
+
+    def __init__(self, outcomes: list[Any], where: Where | None) -> None:
+        super().__init__(outcomes)
+        self.where = where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Ran, (list(self), self.where))
+
+
 Outcome = tuple[str, bytes | None, str, str, str]
 """``(status, payload, stderr, type_name, message)`` sent back per task.
 
 ``payload`` is cloudpickled: the return value (functions), the
-``(stdout, stderr, exit_code, exception)`` results (executables), or the
+``(stdout, stderr, exit_code, exception, where)`` results (executables), or the
 exception; ``None`` when it could not be pickled, in which case
 ``type_name`` and ``message`` describe what could not be sent.
 """

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from distributed.scheduler import KilledWorker
 
+from reference._placement import placement
 from reference.dask import _decisions
 from reference.dask._decisions import AfterLoss
 from reference.dask._dispatch import Dispatcher
@@ -26,6 +28,7 @@ from reference.dask._outcomes import CANCELED, Outcome
 from spec import (
     BackendError,
     BackendState,
+    ResourceCapacity,
     StandInError,
     TaskKind,
     TaskState,
@@ -47,6 +50,8 @@ class Settler:
         link: The connection the results are gathered through.
         chunks: The chunks on Dask by key, shared with the dispatcher.
         dispatcher: Sends the tasks of a lost chunk again.
+        capacity: With resource accounting, what is handed out: every task
+            that ran then gets its ``task["placement"]`` (PL-1).
     """
 
     def __init__(
@@ -55,8 +60,10 @@ class Settler:
         link: ClusterLink,
         chunks: dict[str, Chunk],
         dispatcher: Dispatcher,
+        capacity: ResourceCapacity | None = None,
     ) -> None:
         self._host = host
+        self._capacity = capacity
         self._link = link
         self._chunks = chunks
         self._dispatcher = dispatcher
@@ -180,6 +187,7 @@ class Settler:
         chunk = self._chunks.pop(future.key, None)
         if chunk is None:
             return
+        where = getattr(outcomes, "where", None)  # a chunk's: `Ran`
         if not isinstance(outcomes, list):  # an executable's one outcome
             outcomes = [outcomes]
         host = self._host
@@ -187,7 +195,7 @@ class Settler:
             if job.asking is not None and host._owes_result(job):
                 # A cancel is on its way: whether this outcome stands depends
                 # on the workers' answer, so it waits for it.
-                job.held = functools.partial(self.settle_member, job, outcome)
+                job.held = functools.partial(self.settle_member, job, outcome, where)
                 job.skipped = outcome[0] == CANCELED
                 continue
             if not host._owes_result(job):
@@ -198,10 +206,12 @@ class Settler:
                     # group to be killed: the cancel reports it.
                     host._finish(job, TaskState.CANCELED)
                 continue
-            self.settle_member(job, outcome)
+            self.settle_member(job, outcome, where)
 
-    def settle_member(self, job: DaskJob, outcome: Outcome) -> None:
-        """Report one task's outcome (RS-1, RS-2, RS-5)."""
+    def settle_member(
+        self, job: DaskJob, outcome: Outcome, where: Mapping[str, Any] | None = None
+    ) -> None:
+        """Report one task's outcome (RS-1, RS-2, RS-5), and where it ran (PL-1)."""
         host = self._host
         try:
             found = _decisions.settlement(job.kind, outcome)
@@ -221,6 +231,14 @@ class Settler:
             return
         if found.fields:
             job.task.update(found.fields)
+        where = found.where or where
+        capacity = self._capacity
+        if capacity is not None and where is not None:
+            # Dask binds no cores: counted, and said so (cores None).
+            memory = job.demand.memory if capacity.memory is not None else 0
+            record = placement(None, tuple(where["gpus"]), memory, where["host"])
+            record["worker"] = where["worker"]
+            job.task["placement"] = record
         if found.error is not None:
             host._fail(job, found.error, found.stderr)  # RS-2
         else:

@@ -21,6 +21,7 @@ import ctypes
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
 from reference._workers import thread_loop
 from reference.dask import _outcomes
-from reference.dask._outcomes import SKIPPED, Outcome, failure
+from reference.dask._outcomes import SKIPPED, Outcome, Ran, Where, failure
 from reference.dask._registry import CanceledBeforeStart, KeyRegistry
 from spec import WorkerLostError
 
@@ -202,6 +203,17 @@ async def _gather(awaitables: list[Any]) -> list[Outcome]:
     return list(found)
 
 
+def _where(gpus: tuple[str, ...] = ()) -> Where:
+    """Where this worker runs tasks: its host, its address, the GPUs given."""
+    try:
+        from distributed import get_worker
+
+        worker = str(get_worker().address)
+    except Exception:  # outside a Dask worker (the unit tests call directly)
+        worker = ""
+    return {"host": socket.gethostname(), "worker": worker, "gpus": list(gpus)}
+
+
 def run_functions(batch: FunctionBatch) -> list[Outcome]:
     """Run a chunk of function tasks; the Dask task the client submits.
 
@@ -216,12 +228,12 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
         batch: The tasks.
 
     Returns:
-        One `Outcome` per item, in order.
+        One `Outcome` per item, in order, in a `Ran` saying where they ran.
     """
     items = batch.items
     chunk = batch.key
     if batch.isolated:
-        return [_run_isolated(key, blob, chunk) for key, blob in items]
+        return Ran([_run_isolated(key, blob, chunk) for key, blob in items], _where())
     outcomes: list[Outcome] = [SKIPPED] * len(items)
     pending: list[tuple[int, Any]] = []
     begun: list[str] = []
@@ -245,7 +257,7 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
                 outcomes[index] = outcome
     finally:
         _registry.functions_returned(chunk, begun)
-    return outcomes
+    return Ran(outcomes, _where())
 
 
 # -- function tasks in a child process ------------------------------------------
@@ -341,7 +353,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
 
     Returns:
         The `Outcome`: `EXITED` with ``(stdout, stderr, exit_code,
-        exception)`` pickled once the child ran, `FAILED` when it could not
+        exception, where)`` pickled once the child ran, `FAILED` when it could not
         start, `CANCELED` when canceled before it started.
     """
     key = job.key
@@ -359,7 +371,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
             gpus = _take_gpus(job.gpu_pool, job.gpus)
         except RuntimeError as exc:
             return failure(exc)
-    if job.gpu_pool:  # GPUs are accounted: none granted, none seen (RQ-6)
+    if job.gpu_pool:  # GPUs are accounted: none granted, none seen (RQ-6, PL-3)
         _with_gpus(task, gpus)
     spawned = False
 
@@ -385,5 +397,11 @@ def run_executable(job: ExecutableJob) -> Outcome:
         _registry.child_ended(key, key, spawned=spawned)
     if task["exit_code"] is None:  # bad options, capture files or spawn
         return failure(task["exception"], stderr=task["stderr"])
-    results = (task["stdout"], task["stderr"], task["exit_code"], task.get("exception"))
+    results = (
+        task["stdout"],
+        task["stderr"],
+        task["exit_code"],
+        task.get("exception"),
+        _where(gpus),
+    )
     return (_outcomes.EXITED, cloudpickle.dumps(results), "", "", "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -48,6 +48,10 @@ from spec import (
 )
 
 __all__ = ["LocalExecutionBackend"]
+
+_ACCOUNTING = frozenset({Capability.RESOURCES, Capability.PLACEMENT})
+"""With accounting on: requests honoured, and every task says where it ran
+(bound to its cores where the platform can; ``"cores": None`` elsewhere)."""
 
 _PROCESS_POOL_EXTRAS = frozenset(
     {Capability.CRASH_ISOLATION, Capability.PREEMPTIVE_CANCEL}
@@ -104,7 +108,11 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
     arrival order until their cores, GPUs and memory are free, executables
     see only their GPUs in ``CUDA_VISIBLE_DEVICES``, and a request that can
     never fit fails at once with `spec.ResourceUnavailableError`
-    (docs/resources.md).
+    (docs/resources.md). Where the platform can (Linux), each task is also
+    bound to the core ids it was granted (capability ``placement``): an
+    executable from its first instruction, a function task's pool thread or
+    worker process while it runs; every task that started carries
+    ``task["placement"]`` saying where it ran.
 
     States are delivered on the event loop that called ``submit_tasks``:
     worker threads queue their notices, and the loop drains them in bursts.
@@ -187,7 +195,9 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             ``gpus_per_rank``, ``mem_per_rank``); implied by ``cores``,
             ``gpus``, ``memory`` or ``mpi_launcher``. The backend then
             declares the ``resources`` capability; see docs/resources.md.
-        cores: Cores to hand out; ``os.cpu_count()`` when ``None``.
+        cores: Cores to hand out: a count (the lowest ids of the cpuset) or
+            the core ids themselves; ``None`` for every core of this
+            process's CPU affinity (``os.sched_getaffinity(0)``).
         gpus: GPU ids to hand out; those in ``CUDA_VISIBLE_DEVICES`` when
             ``None``.
         memory: MB to hand out; ``None`` leaves memory unaccounted.
@@ -195,6 +205,10 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             ``ranks > 1``, ``"{ranks}"`` replaced by the rank count (e.g.
             ``["mpiexec", "-n", "{ranks}"]``). Without it such a task is
             FAILED with `spec.CapabilityNotSupportedError`.
+        bind: Bind tasks to the core ids they are granted: ``None`` (the
+            default) where the platform can, ``True`` always (an error where
+            it cannot), ``False`` never (cores are only counted, and a count
+            may then exceed the cpuset).
         async_on_loop: Run ``async def`` function tasks on the caller's
             event loop instead of in ``executor`` (default ``False``; see
             above and docs/reference-backends.md for when to choose it).
@@ -204,7 +218,8 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             ``executor`` and ``processes`` are given, or ``max_processes``,
             ``processes``, ``cores``, ``gpus``, ``memory``, ``mpi_launcher``
             or ``async_on_loop`` has the wrong type.
-        ValueError: A numeric option is out of range.
+        ValueError: A numeric option is out of range, or (binding) ``cores``
+            names more cores, or other cores, than this process may use.
     """
 
     capabilities: frozenset[Capability] = _RUNS_FUNCTIONS_AND_EXECUTABLES | {
@@ -223,10 +238,11 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
         resources: bool = False,
-        cores: int | None = None,
+        cores: int | Iterable[int] | None = None,
         gpus: Sequence[str] | None = None,
         memory: int | None = None,
         mpi_launcher: Sequence[str] | None = None,
+        bind: bool | None = None,
         async_on_loop: bool = False,
     ) -> None:
         super().__init__(name)
@@ -241,6 +257,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             gpus=gpus,
             memory=memory,
             mpi_launcher=mpi_launcher,
+            bind=bind,
             async_on_loop=async_on_loop,
         )
         self._options = options
@@ -248,12 +265,12 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         self._kill_grace = options.kill_grace
         self._is_coroutine_function = CoroutineCheck()
         self._resources: ResourcePool[LocalJob] | None = (
-            self._new_pool(capacity_from(cores, gpus, memory))
+            self._new_pool(capacity_from(cores, gpus, memory, bind=options.bind))
             if options.resources
             else None
         )
         if options.resources:
-            self.capabilities = self.capabilities | {Capability.RESOURCES}
+            self.capabilities = self.capabilities | _ACCOUNTING
         self._inbox = NoticeInbox(self)
         push = self._inbox.push
         self._procs: ProcessPool | None = None
@@ -302,10 +319,11 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         kill_grace: float = 2.0,
         shutdown_timeout: float = 5.0,
         resources: bool = False,
-        cores: int | None = None,
+        cores: int | Iterable[int] | None = None,
         gpus: Sequence[str] | None = None,
         memory: int | None = None,
         mpi_launcher: Sequence[str] | None = None,
+        bind: bool | None = None,
         async_on_loop: bool = False,
     ) -> Self:
         """Construct and await a backend: ``backend = await Backend.create()``.
@@ -327,6 +345,7 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             gpus=gpus,
             memory=memory,
             mpi_launcher=mpi_launcher,
+            bind=bind,
             async_on_loop=async_on_loop,
         )
         return await backend

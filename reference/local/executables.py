@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from reference import _executables as ex
 from reference._children import Child, spawn
 from reference._core import CancelDecision
+from reference._placement import placement
 from reference._resources import Grant
 from reference.local.jobs import BackendHooks, LocalJob
 from spec import TaskState
@@ -171,8 +172,11 @@ class ExecutableRunner:
         except ValueError as exc:
             self._host._fail(job, exc)
             return
-        if job.grant is not None:
-            options, command = self._host._placed(job, job.grant, options, command)
+        cores = None
+        if (grant := job.grant) is not None:
+            options, command = self._host._placed(job, grant, options, command)
+            cores = grant.core_ids
+            task["placement"] = placement(cores, grant.gpus, grant.memory)  # PL-1
         out = err = PIPE
         paths = ("", "")
         if options.capture_stdio:
@@ -188,7 +192,7 @@ class ExecutableRunner:
             self._scope = ex.new_mark()
         job.mark = ex.new_mark(self._scope)
         try:
-            child = await spawn(command, options, out, err, mark=job.mark)
+            child = await spawn(command, options, out, err, mark=job.mark, cores=cores)
         except OSError as exc:
             self._host._fail(job, ex.spawn_error(exc, task, options))  # RS-5
             return

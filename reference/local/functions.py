@@ -18,6 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Protocol
 
 from reference._core import CancelDecision
+from reference._placement import placement
 from reference._procpool import ProcessPool
 from reference.local.jobs import BackendHooks, LocalJob, Notice
 from spec import TaskState
@@ -129,6 +130,9 @@ class OnLoopRunner:
         # The coroutine is built here too, so a task canceled before its
         # first step leaves no never-awaited coroutine behind.
         job.started = True
+        if (grant := job.grant) is not None:
+            # Many coroutines share the loop's thread: counted, never bound.
+            job.task["placement"] = placement(None, grant.gpus, grant.memory)
         try:
             value = func(*args, **kwargs)
             if asyncio.iscoroutine(value):

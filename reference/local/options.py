@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 
 from reference._base import duration
+from reference._placement import CAN_BIND
 
 __all__ = ["LocalOptions"]
 
@@ -26,6 +27,8 @@ class LocalOptions:
     shutdown_timeout: float
     resources: bool
     mpi_launcher: list[str] | None
+    bind: bool
+    """Name core ids and bind tasks to them (``bind=None`` resolved)."""
     async_on_loop: bool
 
     @classmethod
@@ -38,10 +41,11 @@ class LocalOptions:
         kill_grace: float,
         shutdown_timeout: float,
         resources: bool,
-        cores: int | None,
+        cores: int | Iterable[int] | None,
         gpus: Sequence[str] | None,
         memory: int | None,
         mpi_launcher: Sequence[str] | None,
+        bind: bool | None,
         async_on_loop: bool,
     ) -> LocalOptions:
         """Check the backend's arguments; the options, or a clear error.
@@ -54,6 +58,8 @@ class LocalOptions:
                 ``processes`` are both given.
             ValueError: A numeric value is out of range.
         """
+        if bind is not None and not isinstance(bind, bool):
+            raise TypeError(f"bind must be a bool or None, got {type(bind).__name__}")
         if not isinstance(async_on_loop, bool):
             raise TypeError(
                 f"async_on_loop must be a bool, got {type(async_on_loop).__name__}"
@@ -98,5 +104,6 @@ class LocalOptions:
             shutdown_timeout=timeout,
             resources=accounting,
             mpi_launcher=None if mpi_launcher is None else list(mpi_launcher),
+            bind=accounting and (CAN_BIND if bind is None else bind),
             async_on_loop=async_on_loop,
         )

@@ -79,7 +79,7 @@ def place(
     options: ExecOptions,
     command: str | list[str],
 ) -> tuple[ExecOptions, str | list[str]]:
-    """Give an executable its GPUs (RQ-4, RQ-6) and, for ranks, its launcher.
+    """Give an executable its GPUs (RQ-4, RQ-6, PL-3) and, for ranks, its launcher.
 
     Returns:
         The options with ``CUDA_VISIBLE_DEVICES`` set to the granted GPUs (in

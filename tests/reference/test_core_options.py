@@ -21,6 +21,7 @@ _DEFAULTS: dict[str, Any] = {
     "gpus": None,
     "memory": None,
     "mpi_launcher": None,
+    "bind": None,
     "async_on_loop": False,
 }
 
@@ -31,7 +32,7 @@ def _check(executor: Any = None, **changes: Any) -> LocalOptions:
 
 def test_the_defaults_pass_unchanged() -> None:
     options = _check()
-    assert options == LocalOptions(None, 64, 2.0, 5.0, False, None, False)
+    assert options == LocalOptions(None, 64, 2.0, 5.0, False, None, False, False)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,27 @@ def test_the_defaults_pass_unchanged() -> None:
 )
 def test_any_resource_option_turns_accounting_on(implied: dict[str, Any]) -> None:
     assert _check(**implied).resources is True
+
+
+@pytest.mark.parametrize(
+    ("resources", "bind", "binds"),
+    [
+        (False, None, False),  # no accounting, nothing to bind
+        (False, True, False),
+        (True, False, False),
+        (True, True, True),
+    ],
+)
+def test_binding_needs_accounting(
+    resources: bool, bind: bool | None, binds: bool
+) -> None:
+    assert _check(resources=resources, bind=bind).bind is binds
+
+
+def test_binding_by_default_where_the_platform_can() -> None:
+    from reference._placement import CAN_BIND
+
+    assert _check(resources=True).bind is CAN_BIND
 
 
 def test_the_launcher_is_copied_from_the_callers_list() -> None:
@@ -64,6 +86,7 @@ def test_the_launcher_is_copied_from_the_callers_list() -> None:
         ({"mpi_launcher": []}, TypeError, "mpi_launcher"),
         ({"mpi_launcher": ["mpiexec", 4]}, TypeError, "mpi_launcher"),
         ({"async_on_loop": 1}, TypeError, "async_on_loop"),
+        ({"bind": 1}, TypeError, "bind"),
     ],
 )
 def test_a_bad_value_is_named(

@@ -17,6 +17,7 @@ from typing import Any
 
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
+from mutants import placement_mutants as placement
 from mutants import resource_mutants as resources
 from mutants import service_mutants as services
 
@@ -148,5 +149,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("SV-6", services.ReadyServicesEndDone),
     _row("SV-7", services.StopsOnlyTheServiceLeader),
     _row("SV-8", services.GeneratorsRunToTheEnd),
+    _row("PL-1", placement.OmitsPlacement),
+    _row("PL-2", placement.LeaksCoreZero),
+    _row("PL-3", placement.LiesAboutCores),
+    _row("PL-4", placement.ForgetsToRestore),
 )
 """Every mutant, in clause order."""
