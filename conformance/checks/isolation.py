@@ -10,6 +10,13 @@ Two capabilities, each with a MUST clause checked here when declared:
   Checked with sync and ``async def`` functions that would write a marker
   `STOP_WITHIN` seconds after they start; they are cancelled as soon as they
   run, and the marker must never appear.
+
+And one MUST clause for every backend that runs functions:
+
+- CN-9: a task reported CANCELED has no effects after the report. The same
+  functions, cancelled as soon as they run; a backend may refuse (False, and
+  the function finishes), but if it reports CANCELED, the marker must not
+  appear afterwards.
 """
 
 from __future__ import annotations
@@ -153,5 +160,45 @@ async def _cancel_and_watch(h: Harness, func: Any, kind: str) -> None:
         "CN-8",
         f"the cancelled {kind} function kept running: {STOP_WITHIN:g} s after "
         "the cancel it wrote what it writes only if not stopped",
+        uid,
+    )
+
+
+@cites("CN-9", requires=[_C.FUNCTIONS], deadline=30.0)
+async def canceled_sync_function_has_no_later_effects(h: Harness) -> None:
+    """A sync function reported CANCELED writes nothing after the report."""
+    await _no_effects_after_canceled(h, _payloads.write_later, "sync")
+
+
+@cites("CN-9", requires=[_C.FUNCTIONS], deadline=30.0)
+async def canceled_async_function_has_no_later_effects(h: Harness) -> None:
+    """An ``async def`` function reported CANCELED writes nothing after the report."""
+    await _no_effects_after_canceled(h, _payloads.async_write_later, "async")
+
+
+async def _no_effects_after_canceled(h: Harness, func: Any, kind: str) -> None:
+    uid = h.uid(kind)
+    started = h.work_dir / f"{uid}.started"
+    marker = h.work_dir / f"{uid}.late"
+    task = h.function_task(func, str(started), str(marker), STOP_WITHIN, uid=uid)
+    await h.submit([task])
+    await h.wait_started(Blocker(task, started, h.work_dir / f"{uid}.release"), "CN-9")
+    began = time.monotonic()
+    promised = await h.backend.cancel_task(uid)
+    await h.wait_terminal([uid], clause_id="CN-9")
+    if promised is not True or h.final(uid) is not spec.TaskState.CANCELED:
+        return  # refused (it runs to its end), or CN-4's business: nothing to judge
+    if marker.exists():
+        return  # it ran to its end before the report: no effect came after it
+    # A function merely abandoned (its await cancelled, its thread running
+    # on) writes its marker STOP_WITHIN seconds after it started.
+    await asyncio.sleep(max(0.0, began + STOP_WITHIN + _SETTLE - time.monotonic()))
+    h.check(
+        not marker.exists(),
+        "CN-9",
+        f"the {kind} function was reported CANCELED and went on running: "
+        f"{STOP_WITHIN:g} s after the cancel it wrote what it writes only if "
+        "not stopped. A backend that cannot stop a running function must "
+        "return False from cancel_task for it",
         uid,
     )

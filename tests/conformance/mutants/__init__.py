@@ -18,6 +18,7 @@ from typing import Any
 from mutants import local_mutants as local
 from mutants import noop_mutants as noop
 from mutants import resource_mutants as resources
+from mutants import tutorial_mutants as tutorial
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -112,6 +113,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CN-6", local.QueuedTasksNotCancellable),
     _row("CN-7", local.WaitsForHeldPipes),
     _row("CN-8", local.CancelLeavesFunctionRunning),
+    _row("CN-9", tutorial.LiesAboutThreadCancel),
     # Shutdown
     _row("SD-1", noop.SecondShutdownRaises),
     _row("SD-2", noop.ShutdownForgetsTasks),
