@@ -110,6 +110,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CN-3", noop.CancelFinishedSaysTrue),
     _row("CN-4", noop.CancelPromisesButCompletes),
     _row("CN-5", local.KillsOnlyTheLeader),
+    _row("CN-5", local.NeverKills),
     _row("CN-6", local.QueuedTasksNotCancellable),
     _row("CN-7", local.WaitsForHeldPipes),
     _row("CN-8", local.CancelLeavesFunctionRunning),
