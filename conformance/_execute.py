@@ -34,6 +34,7 @@ from typing import Any
 
 import spec
 from conformance import processes
+from conformance._escapes import Escape, Escapes
 from conformance._watchdog import LoopWatch
 from conformance.errors import (
     ContractViolation,
@@ -70,6 +71,9 @@ class _Findings:
     error: str = ""
     """A bug in the test itself (e.g. it failed a clause it does not declare)."""
     teardown: list[ContractViolation] = field(default_factory=list)
+    escapes: list[Escape] = field(default_factory=list)
+    """Exceptions that escaped the backend's own tasks, callbacks and threads."""
+    escape_count: int = 0
 
 
 async def execute(
@@ -78,11 +82,18 @@ async def execute(
     """Run one test in the current event loop; see the module docstring."""
     began = time.monotonic()
     found = _Findings()
-    async with contextlib.AsyncExitStack() as cleanup:
-        harness = await _set_up(case, factory, deadline, cleanup, found)
-        if harness is not None:
-            harness.seed = seed
-            await _run_body(case, harness, deadline, found)
+    escapes = Escapes()
+    escapes.install(asyncio.get_running_loop())
+    try:
+        async with contextlib.AsyncExitStack() as cleanup:
+            harness = await _set_up(case, factory, deadline, cleanup, found)
+            if harness is not None:
+                harness.seed = seed
+                await _run_body(case, harness, deadline, found)
+        found.escapes = escapes.collect()
+        found.escape_count = escapes.count
+    finally:
+        escapes.uninstall()
     return _result(case, found, time.monotonic() - began)
 
 
@@ -266,6 +277,9 @@ def _result(case: Case, found: _Findings, duration: float) -> TestResult:
         failures.append(
             Failure(violation.clause_id, violation.message, tuple(violation.evidence()))
         )
+    notes = list(harness.notes) if harness is not None else []
+    if found.escapes:
+        failures, notes = _show_escapes(failures, notes, found)
     if failures or found.error:
         outcome = Outcome.FAIL
     elif found.not_applicable:
@@ -280,8 +294,43 @@ def _result(case: Case, found: _Findings, duration: float) -> TestResult:
         failures,
         found.not_applicable,
         dict(harness.measurements) if harness is not None else {},
-        list(harness.notes) if harness is not None else [],
+        notes,
         completed=found.completed,
         error=found.error,
         stopped_by=(found.stopped_by.clause_id if found.stopped_by is not None else ""),
     )
+
+
+ESCAPED = "escaped from "
+"""How an escape's first evidence line starts (`Escape.lines`)."""
+
+
+def _show_escapes(
+    failures: list[Failure], notes: list[str], found: _Findings
+) -> tuple[list[Failure], list[str]]:
+    """Put what escaped the backend next to the failure it most likely caused.
+
+    That is the failure that stopped the test (a task that never got its
+    state, a call that hung), else the first one; its message names the
+    exception, and its evidence gets the tracebacks right after the message.
+    A test that passed anyway notes them.
+    """
+    escapes = found.escapes
+    first = escapes[0]
+    more = found.escape_count - 1
+    summary = f"the backend let {first.exception} escape from {first.where}" + (
+        f" (and {more} more)" if more else ""
+    )
+    if not failures:
+        return failures, [*notes, f"{summary}; it did not fail this test"]
+    stopped = found.stopped_by.clause_id if found.stopped_by is not None else ""
+    index = next((i for i, f in enumerate(failures) if f.clause_id == stopped), 0)
+    blamed = failures[index]
+    lines = [line for escape in escapes for line in escape.lines()]
+    evidence = (
+        f"{blamed.evidence[0]}; {summary}",
+        *lines,
+        *blamed.evidence[1:],
+    )
+    shown = Failure(blamed.clause_id, f"{blamed.message}; {summary}", evidence)
+    return [*failures[:index], shown, *failures[index + 1 :]], notes
