@@ -5,7 +5,8 @@ step is a small function returning what it found; every cleanup is pushed on
 an `contextlib.AsyncExitStack` as soon as there is something to clean, so it
 runs (in reverse order) however the test ended:
 
-1. a fresh work directory (removed last) and the child processes alive
+1. a fresh work directory deep in a directory of its own (removed whole,
+   last: `conformance._sandbox`) and the child processes alive
    before the backend was built (any new one still alive at the end fails
    SD-5 and is killed);
 2. the backend from the factory (a factory that raises or hangs fails LC-1),
@@ -24,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import spec
 from conformance import processes
 from conformance._escapes import Escape, Escapes
+from conformance._sandbox import sandbox
 from conformance._watchdog import LoopWatch
 from conformance.errors import (
     ContractViolation,
@@ -105,8 +104,7 @@ async def _set_up(
     found: _Findings,
 ) -> Harness | None:
     """Build the work dir, the backend and its harness; None if the test cannot run."""
-    work_dir = Path(tempfile.mkdtemp(prefix="conformance-"))
-    cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
+    work_dir = cleanup.enter_context(sandbox())
     baseline = processes.descendants()
     cleanup.push_async_callback(_reap_children, baseline, found)
     backend, broken = await _build(factory)

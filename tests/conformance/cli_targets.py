@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from typing import Any
+
+from mutants.local_mutants import CaptureOutsideWorkDir
 
 from reference import NoopExecutionBackend
 
@@ -29,3 +33,23 @@ class LeavesAThreadRunning(NoopExecutionBackend):
     def __init__(self) -> None:
         super().__init__()
         threading.Thread(target=_NEVER.wait, name="left-running").start()
+
+
+class LittersAroundItsWorkDir(CaptureOutsideWorkDir):
+    """Joins uids to the work dir as is (RS-11), and litters besides.
+
+    Each batch also writes two levels above the work dir and leaves a
+    read-only folder with a file in it inside the work dir.
+    """
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        work = self._work_dir
+        with open(os.path.join(work, "..", "..", "litter.txt"), "a") as out:
+            out.write("x\n")
+        locked = os.path.join(work, "locked")
+        if not os.path.isdir(locked):
+            os.makedirs(locked)
+            with open(os.path.join(locked, "inside.txt"), "w") as out:
+                out.write("x\n")
+            os.chmod(locked, 0o500)
+        await super().submit_tasks(tasks)
