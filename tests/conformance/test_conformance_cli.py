@@ -179,16 +179,8 @@ def test_cli_ends_with_its_status_after_the_report(target: str, status: int) -> 
     """A thread the backend leaves running never keeps the CLI alive (issue 20,
     item 9): without the fix this run waits at interpreter exit for ever, and
     the subprocess timeout fails the test."""
-    out = _run(
-        "-m",
-        "conformance",
-        target,
-        "--clauses",
-        "SD-1",
-        "--deadline-scale",
-        "0.3",
-        timeout=90,
-    )
+    # LC-8's one test is quick and brings no stateful test along.
+    out = _run("-m", "conformance", target, "--clauses", "LC-8", timeout=120)
     assert out.returncode == status, out.stdout + out.stderr
     assert "CONFORM" in out.stdout  # the report came out first
     assert ("DOES NOT CONFORM" in out.stdout) is bool(status)
