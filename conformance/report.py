@@ -10,7 +10,6 @@ import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree
 
 import spec
 
@@ -262,64 +261,9 @@ class Report:
                 the message, then the last trace lines (the violating event
                 and those just before it).
         """
-        caps = ", ".join(self.capabilities) or "none"
-        lines = [
-            "asyncflow-backend-spec conformance report",
-            f"backend:      {self.backend} "
-            f"({self.backend_type}, name={self.backend_name!r})",
-            f"capabilities: {caps}",
-            f"contract:     {self.contract_version}    suite: {self.suite_version}"
-            f"    python: {self.python}    platform: {self.platform}",
-            f"started:      {self.started}    duration: {self.duration:.2f} s"
-            f"    tests: {len(self.tests)}"
-            + (
-                f"    runs: {self.repeat} (seed {self.seed})"
-                if self.repeat > 1 or self.seed is not None
-                else ""
-            ),
-            "",
-            f"{'clause':<7} {'level':<6} {'outcome':<8} text",
-        ]
-        for result in self.clauses.values():
-            text = result.clause.text
-            if len(text) > 60 and not verbose:
-                text = text[:57] + "..."
-            lines.append(
-                f"{result.clause.id:<7} {result.clause.level.value:<6} "
-                f"{result.outcome.value:<8} {text}"
-            )
-            if result.outcome in (Outcome.FAIL, Outcome.XFAIL, Outcome.XPASS):
-                shown = _evidence_shown(
-                    result.evidence, None if verbose else evidence_lines
-                )
-                lines.extend(f"{'':>23}{line}" for line in shown)
-            if result.reason and (
-                verbose or result.outcome is not Outcome.NOT_APPLICABLE
-            ):
-                lines.append(f"{'':>23}({result.reason})")
-        if self.measurements:
-            lines.append("")
-            lines.append("measurements:")
-            lines.extend(
-                f"  {k}: {v:.3f}" for k, v in sorted(self.measurements.items())
-            )
-        if verbose:
-            lines.append("")
-            lines.append("tests:")
-            for test in self.tests:
-                run = f" (run {test.run})" if self.repeat > 1 else ""
-                lines.append(
-                    f"  {test.outcome.value:<8} {test.id}{run} "
-                    f"[{', '.join(test.clauses)}] {test.duration:.2f} s {test.reason}"
-                )
-                lines.extend(f"           {note}" for note in test.notes)
-        for error in self.errors:
-            lines.append(f"ERROR: {error}")
-        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items() if v)
-        verdict = "CONFORMS" if self.ok else "DOES NOT CONFORM"
-        lines.append("")
-        lines.append(f"{len(self.clauses)} clauses: {counts}. {verdict}.")
-        return "\n".join(lines)
+        from conformance import _render  # it imports this module's types
+
+        return _render.text(self, verbose=verbose, evidence_lines=evidence_lines)
 
     def to_json(self) -> dict[str, Any]:
         """Return the report as JSON-ready data: the conformance certificate."""
@@ -351,90 +295,6 @@ class Report:
 
     def to_junit(self) -> str:
         """Render the report as JUnit XML: one testcase per clause."""
-        suite = ElementTree.Element(
-            "testsuite",
-            name=f"conformance[{self.backend}]",
-            tests=str(len(self.clauses)),
-            failures=str(len(self.clauses_with(Outcome.FAIL, Outcome.XPASS))),
-            skipped=str(
-                len(
-                    self.clauses_with(
-                        Outcome.NOT_APPLICABLE, Outcome.XFAIL, Outcome.UNTESTED
-                    )
-                )
-            ),
-            errors=str(len(self.clauses_with(Outcome.BLOCKED))),
-            time=f"{self.duration:.3f}",
-        )
-        props = ElementTree.SubElement(suite, "properties")
-        for key in ("backend", "contract_version", "suite_version", "python"):
-            ElementTree.SubElement(
-                props, "property", name=key, value=str(getattr(self, key))
-            )
-        ElementTree.SubElement(
-            props, "property", name="capabilities", value=",".join(self.capabilities)
-        )
-        ElementTree.SubElement(props, "property", name="repeat", value=str(self.repeat))
-        for result in self.clauses.values():
-            case = ElementTree.SubElement(
-                suite,
-                "testcase",
-                classname=f"conformance.{result.clause.area.name}",
-                name=f"{result.clause.id} [{result.clause.level.value}]",
-                time=f"{result.seconds:.3f}",
-            )
-            _junit_outcome(case, result)
-            citing = [t for t in self.tests if result.clause.id in t.clauses]
-            if citing:
-                # Per-test times: a clause's time is the sum of its tests'.
-                out = ElementTree.SubElement(case, "system-out")
-                out.text = "\n".join(
-                    f"{t.id}{f' (run {t.run})' if self.repeat > 1 else ''}: "
-                    f"{t.outcome.value} in {t.duration:.3f} s"
-                    for t in citing
-                )
-        return ElementTree.tostring(suite, encoding="unicode")
+        from conformance import _render  # it imports this module's types
 
-
-def _evidence_shown(evidence: list[str], limit: int | None) -> list[str]:
-    """The evidence lines to print: all, or the head and the trace's end.
-
-    The head (which test, the message) comes first; the trace is cut from
-    its start, so the violating event and the events just before it stay.
-    """
-    if limit is None or len(evidence) <= limit:
-        return list(evidence)
-    head = evidence[:2]
-    tail = evidence[len(evidence) - max(1, limit - len(head)) :]
-    cut = len(evidence) - len(head) - len(tail)
-    return [
-        *head,
-        f"  ... {cut} earlier line(s): -v or --json for the whole trace",
-        *tail,
-    ]
-
-
-def _failure_message(result: ClauseResult) -> str:
-    """The JUnit failure message: the reason, and the test that saw it."""
-    if len(result.evidence) >= 2 and result.evidence[0].startswith("in "):
-        where = result.evidence[0][3:].rstrip(":")
-        return f"{result.evidence[1].splitlines()[0]} (in {where})"
-    return result.evidence[0] if result.evidence else "failed"
-
-
-def _junit_outcome(case: ElementTree.Element, result: ClauseResult) -> None:
-    text = "\n".join(result.evidence)
-    if result.outcome is Outcome.FAIL:
-        node = ElementTree.SubElement(case, "failure", message=_failure_message(result))
-        node.text = text
-    elif result.outcome is Outcome.XPASS:
-        ElementTree.SubElement(
-            case, "failure", message=f"expected to fail: {result.reason}"
-        )
-    elif result.outcome is Outcome.BLOCKED:
-        node = ElementTree.SubElement(case, "error", message=result.reason or "blocked")
-    elif result.outcome in (Outcome.NOT_APPLICABLE, Outcome.XFAIL, Outcome.UNTESTED):
-        node = ElementTree.SubElement(
-            case, "skipped", message=f"{result.outcome.value}: {result.reason}"
-        )
-        node.text = text or None
+        return _render.junit(self)

@@ -17,7 +17,7 @@ import platform
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import spec
@@ -288,9 +288,32 @@ def run(
     chosen, clause_ids = select(clauses)
     began = time.monotonic()
     info, error = probe(factory)
+    report = _new_report(label, info, repeat, seed)
+    capabilities = frozenset(spec.Capability(c) for c in report.capabilities)
+    if error is not None:
+        report.errors.append(error)
+        chosen = []
+    for run_number, case, case_seed in _schedule(chosen, repeat, seed):
+        result = _run_one(
+            case, factory, capabilities, expected, deadline_scale, case_seed
+        )
+        result.run = run_number
+        _add_result(report, result)
+        if progress is not None:
+            progress(result)
+    report.clauses.update(
+        _judge_clauses(clause_ids, capabilities, report.tests, expected, error)
+    )
+    report.duration = time.monotonic() - began
+    return report
+
+
+def _new_report(
+    label: str, info: tuple[str, str, list[str]] | None, repeat: int, seed: int | None
+) -> Report:
+    """Return an empty report naming the backend (``info`` from `probe`)."""
     backend_type, backend_name, capability_names = info or ("?", "?", [])
-    capabilities = frozenset(spec.Capability(c) for c in capability_names)
-    report = Report(
+    return Report(
         backend=label,
         backend_type=backend_type,
         backend_name=backend_name,
@@ -305,49 +328,66 @@ def run(
         repeat=repeat,
         seed=seed,
     )
-    if error is not None:
-        report.errors.append(error)
-        chosen = []
+
+
+def _schedule(
+    chosen: list[Case], repeat: int, seed: int | None
+) -> Iterator[tuple[int, Case, int | None]]:
+    """Yield (run number, case, the case's seed) in the order to run them.
+
+    Without a seed the registry's order, repeated; with one, every run
+    shuffled by one generator and run ``n`` seeded with ``seed + n - 1``.
+    """
     shuffler = random.Random(seed)
     for run_number in range(1, repeat + 1):
         order = list(chosen)
         if seed is not None:
             shuffler.shuffle(order)
+        case_seed = None if seed is None else seed + run_number - 1
         for case in order:
-            result = _run_one(
-                case,
-                factory,
-                capabilities,
-                expected,
-                deadline_scale,
-                None if seed is None else seed + run_number - 1,
-            )
-            result.run = run_number
-            report.tests.append(result)
-            report.measurements.update(result.measurements)
-            if result.error:
-                report.errors.append(result.error)
-            if progress is not None:
-                progress(result)
+            yield run_number, case, case_seed
+
+
+def _add_result(report: Report, result: TestResult) -> None:
+    """Add one test's result (its measurements and error too) to the report."""
+    report.tests.append(result)
+    report.measurements.update(result.measurements)
+    if result.error:
+        report.errors.append(result.error)
+
+
+def _judge_clauses(
+    clause_ids: list[str],
+    capabilities: frozenset[spec.Capability],
+    tests: list[TestResult],
+    expected: Mapping[str, str],
+    error: str | None,
+) -> dict[str, ClauseResult]:
+    """Return each reported clause's result, in the contract's order.
+
+    Args:
+        clause_ids: The clauses selected.
+        capabilities: The backend's capabilities.
+        tests: The tests' results.
+        expected: Clause or test ID -> reason it is expected to fail.
+        error: Why the backend could not be built, if it could not (LC-1).
+    """
     cited = {c for case in cases() for c in case.clauses}
     # A selected test may find an unselected clause broken (the monitor
     # watches everything): report that clause too, rather than hide it.
-    seen_broken = {f.clause_id for t in report.tests for f in t.failures}
-    clause_ids = [c for c in spec.CLAUSES if c in clause_ids or c in seen_broken]
-    for clause_id in clause_ids:
-        report.clauses[clause_id] = _clause_result(
-            spec.CLAUSES[clause_id],
-            capabilities,
-            report.tests,
-            expected,
-            clause_id in cited,
+    seen_broken = {f.clause_id for t in tests for f in t.failures}
+    results = {
+        clause_id: _clause_result(
+            spec.CLAUSES[clause_id], capabilities, tests, expected, clause_id in cited
         )
+        for clause_id in spec.CLAUSES
+        if clause_id in clause_ids or clause_id in seen_broken
+    }
     if error is not None:
-        report.clauses["LC-1"] = ClauseResult(
+        results["LC-1"] = ClauseResult(
             spec.CLAUSES["LC-1"], Outcome.FAIL, evidence=[f"[LC-1] {error}"]
         )
-    report.duration = time.monotonic() - began
-    return report
+    return results
 
 
 def _run_one(

@@ -319,3 +319,28 @@ def test_violation_survives_python_O() -> None:
         [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60
     )
     assert out.stdout.split() == ["ST-1"], out.stderr
+
+
+def test_extra_keyword_arguments_reach_the_engine_callback_unchanged() -> None:
+    seen: list[tuple[Any, Any, dict[str, Any]]] = []
+
+    def engine(task: Any, state: Any, **kwargs: Any) -> None:
+        seen.append((task, state, kwargs))
+
+    async def body() -> ContractMonitor:
+        raw = Silent()
+        monitor = ContractMonitor(raw, on_violation="record")
+        monitor.register_callback(engine)
+        task = _task()
+        await monitor.submit_tasks([task])
+        marker = object()
+        raw._callback(task, S.RUNNING, service_callback=marker)
+        raw.deliver(task, S.DONE)
+        assert seen == [
+            (task, S.RUNNING, {"service_callback": marker}),
+            (task, S.DONE, {}),
+        ]
+        return monitor
+
+    monitor = asyncio.run(asyncio.wait_for(body(), 10))
+    assert monitor.violations == []
