@@ -263,6 +263,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             deadline_scale=args.deadline_scale,
             repeat=args.repeat,
             seed=args.seed,
+            started=progress.started,
         )
     finally:
         progress.close()

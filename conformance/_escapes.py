@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Escape", "Escapes"]
+__all__ = ["ESCAPED", "TRACEBACK", "Escape", "Escapes"]
+
+ESCAPED = "escaped from "
+"""How an escape's first evidence line starts."""
+
+TRACEBACK = "  | "
+"""How each line of an escape's traceback starts in the evidence (the
+report keeps them with the message, never cuts them as trace lines)."""
 
 _KEPT = 5
 """Escapes kept per test; the rest are counted."""
@@ -42,7 +49,7 @@ class Escape:
 
     def lines(self) -> list[str]:
         """The escape for a failure's evidence: where, what, the traceback."""
-        return [f"escaped from {self.where}: {self.exception}", *self.traceback]
+        return [f"{ESCAPED}{self.where}: {self.exception}", *self.traceback]
 
 
 def _traceback_lines(
@@ -53,7 +60,7 @@ def _traceback_lines(
     if exc is None:
         return ()
     text = "".join(traceback.format_exception(kind or type(exc), exc, tb))
-    return tuple("  " + line for line in text.rstrip().splitlines()[-_FRAMES:])
+    return tuple(TRACEBACK + line for line in text.rstrip().splitlines()[-_FRAMES:])
 
 
 class Escapes:

@@ -299,10 +299,6 @@ def _result(case: Case, found: _Findings, duration: float) -> TestResult:
     )
 
 
-ESCAPED = "escaped from "
-"""How an escape's first evidence line starts (`Escape.lines`)."""
-
-
 def _show_escapes(
     failures: list[Failure], notes: list[str], found: _Findings
 ) -> tuple[list[Failure], list[str]]:

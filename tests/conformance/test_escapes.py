@@ -96,3 +96,11 @@ def test_handlers_are_given_back_after_the_run() -> None:
     hook = threading.excepthook
     conformance.run(CrashesInItsThread, clauses=["RS-10"], deadline_scale=0.25)
     assert threading.excepthook is hook
+
+
+def test_the_report_shows_the_traceback_without_verbose() -> None:
+    report = conformance.run(CrashesInItsTask, clauses=["RS-10"], deadline_scale=0.25)
+    text = report.to_text()  # evidence cut to 8 lines, but never the escape
+    assert "escaped from an asyncio task or loop callback" in text
+    assert "in _explode_in_task" in text
+    assert "ValueError: boom in the backend's task" in text

@@ -71,3 +71,21 @@ def test_on_a_terminal_with_verbose_each_test_gets_a_line_too() -> None:
     # The live line was cleared before the plain line was written over it.
     before = text.split("[1/1] pass", 1)[0]
     assert before.endswith("\r") and "running lifecycle.a" in before
+
+
+def test_clause_texts_are_wrapped_whole_not_cut() -> None:
+    import conformance
+    import spec
+    from reference import NoopExecutionBackend
+
+    report = conformance.run(NoopExecutionBackend, clauses=["SB-10", "LC-8"])
+    text = report.to_text()
+    rows = text.split("clause  level  outcome  text\n", 1)[1].split("\n\n", 1)[0]
+    lines = rows.splitlines()
+    assert all(len(line) <= 96 for line in lines)
+    starts = [i for i, line in enumerate(lines) if not line.startswith(" ")]
+    assert [lines[i].split()[0] for i in starts] == ["LC-8", "SB-10"]
+    sb10 = lines[starts[1] :]
+    assert len(sb10) > 1  # a long text: wrapped, not cut
+    # The text column, first line and continuations alike, is the whole text.
+    assert " ".join(line[24:] for line in sb10) == spec.CLAUSES["SB-10"].text
