@@ -89,7 +89,8 @@ async def execute(
             if harness is not None:
                 harness.seed = seed
                 await _run_body(case, harness, deadline, found)
-        found.escapes = escapes.collect()
+        failed = found.stopped_by is not None or bool(found.teardown)
+        found.escapes = escapes.collect(thorough=failed)
         found.escape_count = escapes.count
     finally:
         escapes.uninstall()
