@@ -42,6 +42,10 @@ class Target:
     """Key divided by (throughput), or ``None`` for bounds."""
     threshold: float
     at_most: bool = False
+    n: int | None = None
+    """The task count the target is set at, where the figure depends on it
+    (a stall, retained memory, an absolute rate); a run at another N (a
+    ``--quick`` run) gets ``n/a`` for it, not a verdict about another size."""
 
 
 TARGETS = [
@@ -59,14 +63,15 @@ TARGETS = [
            "throughput", "sync-fn", "ours-local-process", "raw-process", 1.0),
     Target("T7", "Noop >= 0.5x bare loop.call_soon",
            "throughput", "noop", "ours-noop", "raw-call-soon", 0.5),
-    Target("T8", "Noop memory retained after the run <= 10 MiB",
-           "memory", "noop", "ours-noop", None, 10.0, at_most=True),
+    Target("T8", "Noop memory retained after a 100,000-task run <= 10 MiB",
+           "memory", "noop", "ours-noop", None, 10.0, at_most=True, n=100_000),
     Target("T9", "Loop stall during a 10,000-task submit < 50 ms (Local)",
-           "stall", "async-fn", "ours-local-thread", None, 50.0, at_most=True),
+           "stall", "async-fn", "ours-local-thread", None, 50.0, at_most=True,
+           n=10_000),
     Target("T10", "Loop stall during a 10,000-task submit < 50 ms (Noop)",
-           "stall", "noop", "ours-noop", None, 50.0, at_most=True),
+           "stall", "noop", "ours-noop", None, 50.0, at_most=True, n=10_000),
     Target("T11", "Dask async fn at 10,000 >= 615 tasks/s (5x rhapsody 0.6's 123)",
-           "absolute", "async-fn", "dask-2x1-10000", None, 615.0),
+           "absolute", "async-fn", "dask-2x1-10000", None, 615.0, n=10_000),
     Target("T12", "Local executables >= 0.9x bare posix_spawn loop (same width)",
            "throughput", "exec", "ours-local", "raw-posix-spawn", 0.9),
     Target("T13", "Engine + Local threads, async fn >= 0.8x engine + Noop",
@@ -139,6 +144,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             elif t.reference is None:
                 assert row is not None
                 verdict["measured"] = row["tasks_per_s"]
+                verdict["n"] = row["n"]
             elif not _usable(ref):
                 verdict["note"] = f"{t.reference} not measured" + (
                     f": {ref['note']}" if ref else ""
@@ -167,13 +173,23 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if mem is not None and mem.get("retained_bytes") is not None:
                 verdict["measured"] = mem["retained_bytes"] / MiB
                 verdict["note"] = f"tracemalloc, N={mem['n']:,}"
+                verdict["n"] = mem["n"]
         elif t.section == "stall":
             stall = _find(results["stall"], t.workload, t.subject)
             if stall is not None and stall.get("max_stall_ms") is not None:
                 verdict["measured"] = stall["max_stall_ms"]
                 verdict["note"] = f"N={stall['n']:,}"
+                verdict["n"] = stall["n"]
         measured = verdict["measured"]
-        if measured is not None:
+        measured_n = verdict.pop("n", None)
+        if measured is not None and t.n is not None and measured_n != t.n:
+            # A figure at another size says nothing about this target.
+            verdict["status"] = "n/a"
+            verdict["note"] = (
+                f"measured at N={measured_n:,}, the target is set at N={t.n:,}"
+                + (" (a --quick run)" if results["config"].get("quick") else "")
+            )
+        elif measured is not None:
             ok = measured <= t.threshold if t.at_most else measured >= t.threshold
             verdict["status"] = "pass" if ok else "MISS"
         out.append(verdict)
@@ -218,6 +234,13 @@ def _fmt_rate(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+
+
+def _rate_cell(row: dict[str, Any]) -> str:
+    """A row's rate, or what went wrong: a run whose tasks failed has no rate."""
+    if row["status"] in ("failed", "error"):
+        return row["status"].upper()
+    return _fmt_rate(row["tasks_per_s"])
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -281,6 +304,14 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
         f"{cfg['threads']} threads / {cfg['processes']} processes; subprocess "
         f"bound {cfg['subprocess_bound']}."
     )
+    if cfg.get("quick"):
+        out += [
+            "",
+            "A --quick run: tiny task counts, one run per figure, no Dask unless "
+            "--dask: a smoke test that every part runs, not a measurement. Targets "
+            "set at a task count (T8-T11) are n/a at these sizes; the others "
+            "compare ratios at the sizes shown.",
+        ]
     rows = []
     if results["throughput"]:
         title("Throughput (first submit to last terminal callback)")
@@ -290,7 +321,7 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
                 r["workload"],
                 f"{r['n']:,}",
                 r["label"],
-                _fmt_rate(r["tasks_per_s"]),
+                _rate_cell(r),
                 str(len(r["runs"])),
                 _fmt_ratio(r["ratio"]),
                 r["baseline_label"] or "",
@@ -321,7 +352,7 @@ def format_report(results: dict[str, Any], heading: str = "") -> str:
             [
                 f"{r['n']:,}",
                 r["label"],
-                _fmt_rate(r["tasks_per_s"]),
+                _rate_cell(r),
                 str(len(r["runs"])),
                 _fmt_ratio(r["ratio"]),
                 _ratio_range(r),

@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/run.py                 # full run (a few minutes)
     python benchmarks/run.py --quick         # tiny sizes, seconds (a smoke run)
+    python benchmarks/run.py --check         # exit 1 when a target is missed
     python benchmarks/run.py --repeat 5 --json out.json --chart out.png
     python benchmarks/run.py --profile async-fn:ours-local-thread
 
@@ -197,7 +198,8 @@ async def throughput(
             )
     out = list(rows.values())
     for row in out:
-        if row["runs"]:
+        # A run whose tasks failed measured how fast they failed: no rate.
+        if row["runs"] and row["status"] == "ok":
             row["tasks_per_s"] = round(median(row["runs"]), 1)
         if row["status"] == "ok" and len(row["runs"]) < repeat:
             stopped = f"stopped after {len(row['runs'])} run(s): over {slow_cap:.0f} s"
@@ -284,7 +286,7 @@ async def engine(
                     round(rate / ceiling, 4)
                 )
     for row in rows.values():
-        if row["runs"]:
+        if row["runs"] and row["status"] == "ok":  # failed tasks: no rate
             row["tasks_per_s"] = round(median(row["runs"]), 1)
         pairs = row.pop("pair_ratios", [])
         if row["status"] == "ok" and pairs:
@@ -638,6 +640,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-chart", action="store_true", help="draw no chart")
     p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a target is missed (MISS), naming it; without it the "
+        "run reports and exits 0",
+    )
+    p.add_argument(
         "--only",
         default="",
         help="comma-separated sections: async-fn,sync-fn,exec,noop,"
@@ -738,6 +746,11 @@ def main(argv: list[str] | None = None) -> int:
             chart_ref = os.path.relpath(Path(results["chart"]).resolve(), page.parent)
         update_docs(results, str(page), chart_ref)
         print(f"results written into {page}")
+    missed = [t for t in results["targets"] if t["status"] == "MISS"]
+    if args.check and missed:
+        for t in missed:
+            print(f"missed: {t['id']} {t['target']}: {t['measured']}", file=sys.stderr)
+        return 1
     return 0
 
 

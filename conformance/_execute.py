@@ -5,7 +5,8 @@ step is a small function returning what it found; every cleanup is pushed on
 an `contextlib.AsyncExitStack` as soon as there is something to clean, so it
 runs (in reverse order) however the test ended:
 
-1. a fresh work directory (removed last) and the child processes alive
+1. a fresh work directory deep in a directory of its own (removed whole,
+   last: `conformance._sandbox`) and the child processes alive
    before the backend was built (any new one still alive at the end fails
    SD-5 and is killed);
 2. the backend from the factory (a factory that raises or hangs fails LC-1),
@@ -24,16 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import spec
 from conformance import processes
+from conformance._escapes import Escape, Escapes
+from conformance._sandbox import sandbox
 from conformance._watchdog import LoopWatch
 from conformance.errors import (
     ContractViolation,
@@ -70,6 +70,9 @@ class _Findings:
     error: str = ""
     """A bug in the test itself (e.g. it failed a clause it does not declare)."""
     teardown: list[ContractViolation] = field(default_factory=list)
+    escapes: list[Escape] = field(default_factory=list)
+    """Exceptions that escaped the backend's own tasks, callbacks and threads."""
+    escape_count: int = 0
 
 
 async def execute(
@@ -78,11 +81,19 @@ async def execute(
     """Run one test in the current event loop; see the module docstring."""
     began = time.monotonic()
     found = _Findings()
-    async with contextlib.AsyncExitStack() as cleanup:
-        harness = await _set_up(case, factory, deadline, cleanup, found)
-        if harness is not None:
-            harness.seed = seed
-            await _run_body(case, harness, deadline, found)
+    escapes = Escapes()
+    escapes.install(asyncio.get_running_loop())
+    try:
+        async with contextlib.AsyncExitStack() as cleanup:
+            harness = await _set_up(case, factory, deadline, cleanup, found)
+            if harness is not None:
+                harness.seed = seed
+                await _run_body(case, harness, deadline, found)
+        failed = found.stopped_by is not None or bool(found.teardown)
+        found.escapes = escapes.collect(thorough=failed)
+        found.escape_count = escapes.count
+    finally:
+        escapes.uninstall()
     return _result(case, found, time.monotonic() - began)
 
 
@@ -94,8 +105,7 @@ async def _set_up(
     found: _Findings,
 ) -> Harness | None:
     """Build the work dir, the backend and its harness; None if the test cannot run."""
-    work_dir = Path(tempfile.mkdtemp(prefix="conformance-"))
-    cleanup.callback(shutil.rmtree, work_dir, ignore_errors=True)
+    work_dir = cleanup.enter_context(sandbox())
     baseline = processes.descendants()
     cleanup.push_async_callback(_reap_children, baseline, found)
     backend, broken = await _build(factory)
@@ -266,6 +276,9 @@ def _result(case: Case, found: _Findings, duration: float) -> TestResult:
         failures.append(
             Failure(violation.clause_id, violation.message, tuple(violation.evidence()))
         )
+    notes = list(harness.notes) if harness is not None else []
+    if found.escapes:
+        failures, notes = _show_escapes(failures, notes, found)
     if failures or found.error:
         outcome = Outcome.FAIL
     elif found.not_applicable:
@@ -280,8 +293,39 @@ def _result(case: Case, found: _Findings, duration: float) -> TestResult:
         failures,
         found.not_applicable,
         dict(harness.measurements) if harness is not None else {},
-        list(harness.notes) if harness is not None else [],
+        notes,
         completed=found.completed,
         error=found.error,
         stopped_by=(found.stopped_by.clause_id if found.stopped_by is not None else ""),
     )
+
+
+def _show_escapes(
+    failures: list[Failure], notes: list[str], found: _Findings
+) -> tuple[list[Failure], list[str]]:
+    """Put what escaped the backend next to the failure it most likely caused.
+
+    That is the failure that stopped the test (a task that never got its
+    state, a call that hung), else the first one; its message names the
+    exception, and its evidence gets the tracebacks right after the message.
+    A test that passed anyway notes them.
+    """
+    escapes = found.escapes
+    first = escapes[0]
+    more = found.escape_count - 1
+    summary = f"the backend let {first.exception} escape from {first.where}" + (
+        f" (and {more} more)" if more else ""
+    )
+    if not failures:
+        return failures, [*notes, f"{summary}; it did not fail this test"]
+    stopped = found.stopped_by.clause_id if found.stopped_by is not None else ""
+    index = next((i for i, f in enumerate(failures) if f.clause_id == stopped), 0)
+    blamed = failures[index]
+    lines = [line for escape in escapes for line in escape.lines()]
+    evidence = (
+        f"{blamed.evidence[0]}; {summary}",
+        *lines,
+        *blamed.evidence[1:],
+    )
+    shown = Failure(blamed.clause_id, f"{blamed.message}; {summary}", evidence)
+    return [*failures[:index], shown, *failures[index + 1 :]], notes

@@ -6,15 +6,20 @@ JSON certificate (`Report.to_json`) stays with the data it mirrors.
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
+from conformance._escapes import ESCAPED, TRACEBACK
 from conformance.report import Outcome
 
 if TYPE_CHECKING:
     from conformance.report import ClauseResult, Report
 
-__all__ = ["junit", "text"]
+__all__ = ["TEXT_WIDTH", "junit", "text"]
+
+TEXT_WIDTH = 72
+"""Columns of a clause's text in the table (rows stay under 96 columns)."""
 
 
 def text(report: Report, *, verbose: bool = False, evidence_lines: int = 8) -> str:
@@ -38,13 +43,13 @@ def text(report: Report, *, verbose: bool = False, evidence_lines: int = 8) -> s
         f"{'clause':<7} {'level':<6} {'outcome':<8} text",
     ]
     for result in report.clauses.values():
-        text = result.clause.text
-        if len(text) > 60 and not verbose:
-            text = text[:57] + "..."
+        # The whole text, wrapped under its column: a cut rule misleads.
+        wrapped = textwrap.wrap(result.clause.text, TEXT_WIDTH) or [""]
         lines.append(
             f"{result.clause.id:<7} {result.clause.level.value:<6} "
-            f"{result.outcome.value:<8} {text}"
+            f"{result.outcome.value:<8} {wrapped[0]}"
         )
+        lines.extend(f"{'':>24}{more}" for more in wrapped[1:])
         if result.outcome in (Outcome.FAIL, Outcome.XFAIL, Outcome.XPASS):
             shown = _evidence_shown(
                 result.evidence, None if verbose else evidence_lines
@@ -125,12 +130,16 @@ def junit(report: Report) -> str:
 def _evidence_shown(evidence: list[str], limit: int | None) -> list[str]:
     """The evidence lines to print: all, or the head and the trace's end.
 
-    The head (which test, the message) comes first; the trace is cut from
-    its start, so the violating event and the events just before it stay.
+    The head (which test, the message, and what escaped the backend with
+    its traceback) comes first and whole; the trace is cut from its start,
+    so the violating event and the events just before it stay.
     """
     if limit is None or len(evidence) <= limit:
         return list(evidence)
-    head = evidence[:2]
+    end = 2
+    while end < len(evidence) and evidence[end].startswith((ESCAPED, TRACEBACK)):
+        end += 1
+    head = evidence[:end]
     tail = evidence[len(evidence) - max(1, limit - len(head)) :]
     cut = len(evidence) - len(head) - len(tail)
     return [

@@ -251,6 +251,7 @@ def run(
     deadline_scale: float = 1.0,
     repeat: int = 1,
     seed: int | None = None,
+    started: Callable[[str], None] | None = None,
 ) -> Report:
     """Run the conformance suite against a backend and return the report.
 
@@ -271,6 +272,8 @@ def run(
         seed: Shuffle the order of the tests in every run with this seed
             (and give it to the tests that randomise, such as the stateful
             one); ``None`` keeps the registry's order.
+        started: Called with each test's ID as it starts (the command
+            line's progress shows the test running).
 
     Returns:
         The report; ``report.ok`` / ``report.exit_code`` give the verdict and
@@ -294,6 +297,8 @@ def run(
         report.errors.append(error)
         chosen = []
     for run_number, case, case_seed in _schedule(chosen, repeat, seed):
+        if started is not None:
+            started(case.id)
         result = _run_one(
             case, factory, capabilities, expected, deadline_scale, case_seed
         )

@@ -195,6 +195,15 @@ def _import(target: str, name: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError:
         raise
+    except SystemExit as exc:
+        # A script's main() run at import (no __name__ guard): the module
+        # asked the process to end, which is not a backend to test.
+        raise TargetError(
+            target,
+            f"importing {name!r} called sys.exit({exc.code!r}); a module to "
+            "test must not end the program when imported (guard its main() "
+            'with `if __name__ == "__main__":`)',
+        ) from exc
     except Exception as exc:
         raise TargetError(
             target, f"importing {name!r} raised {type(exc).__name__}: {exc}"

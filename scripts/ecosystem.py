@@ -157,6 +157,7 @@ PORT: dict[str, str] = {
     "CN-6": "drop a queued task on cancel, so it never starts",
     "CN-7": "bound the wait for output after a kill (no pipe held open forever)",
     "CN-8": "stop a running function on cancel (a process you can kill)",
+    "CN-9": "return `False` for a running function you cannot stop; never CANCELED",
     "SD-1": "make `shutdown()` idempotent",
     "SD-2": "report every unfinished task CANCELED before `shutdown()` returns",
     "SD-3": "nothing reaches the callback once `shutdown()` has returned",

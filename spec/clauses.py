@@ -364,6 +364,13 @@ _CLAUSE_LIST = (
         "grace happens.",
         _C.PREEMPTIVE_CANCEL,
     ),
+    Clause(
+        "CN-9",
+        _M,
+        "A task that `cancel_task` reported CANCELED has no effects after the "
+        "report, whatever the backend's capabilities: a backend that cannot "
+        "stop a running function returns False for it and lets it finish.",
+    ),
     # Shutdown
     Clause(
         "SD-1", _M, "`shutdown()` is idempotent: a second call returns without error."

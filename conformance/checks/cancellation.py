@@ -6,6 +6,7 @@ import asyncio
 import random
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ async def cancel_kills_process_group(h: Harness) -> None:
         promised = await h.backend.cancel_task(blocker.uid)
         # Without the promise the task runs on: nothing more to check.
         h.check(promised, "CN-5", "cancel_task of a running executable returned False")
-        await h.wait_terminal([blocker.uid], clause_id="CN-5")
+        await _wait_killed(h, blocker.uid, "CN-5", procs)
         survivors = await h.wait_gone(procs, grace=5.0)
         h.expect(
             not survivors,
@@ -302,7 +303,9 @@ async def _bounded_despite_escape(h: Harness, cancel: bool) -> None:
     try:
         submitted = time.monotonic()
         await h.submit([task])
-        procs = processes.snapshot(await _escaped_pids(h, uid, pid_file))
+        pids = await _escaped_pids(h, uid, pid_file)
+        procs = processes.snapshot(pids)
+        group = {pid: info for pid, info in procs.items() if pid == pids[0]}
         what = "a timed-out"
         bound = _ESCAPE_BOUND
         if cancel:
@@ -313,7 +316,7 @@ async def _bounded_despite_escape(h: Harness, cancel: bool) -> None:
             bound += timeout
         # From the cancel, or from the earliest the timeout can expire.
         started = time.monotonic() if cancel else submitted + timeout
-        await h.wait_terminal([uid], timeout=bound, clause_id="CN-7")
+        await _wait_killed(h, uid, "CN-7", group, timeout=bound)
         h.measure(
             f"CN-7 {'cancel' if cancel else 'timeout'} to its report, "
             "an escaped descendant holding stdout (s)",
@@ -338,6 +341,40 @@ async def _bounded_despite_escape(h: Harness, cancel: bool) -> None:
             pids = [int(p) for p in pid_file.read_text().split() if p.isdigit()]
             procs = processes.snapshot(pids)
         processes.kill(procs)
+
+
+async def _wait_killed(
+    h: Harness,
+    uid: str,
+    clause_id: str,
+    procs: Mapping[int, processes.ProcessInfo],
+    timeout: float | None = None,
+) -> None:
+    """Wait for the terminal state of a task being killed; name what is missing.
+
+    A task that never gets its state after a cancel or a timeout is either
+    never killed, or killed and never reported: ``procs``, the processes in
+    its group, tell which, and the failure says so.
+    """
+    try:
+        await h.wait_terminal([uid], timeout=timeout, clause_id=clause_id)
+    except ContractViolation as exc:
+        left = processes.alive(procs)
+        if left:
+            why = (
+                f"the kill never came: {len(left)} of its {len(procs)} process(es) "
+                "are still alive (the contract wants SIGTERM to the whole process "
+                "group, then SIGKILL after the grace): " + processes.describe(left)
+            )
+        else:
+            why = "its process group is gone, but its end was never reported"
+            if clause_id == "CN-7":
+                why += (
+                    ": a backend waiting for end-of-file on the output pipes waits "
+                    "for the descendant outside the group that still holds them "
+                    "(wait for the child's exit, not for EOF)"
+                )
+        h.fail(clause_id, f"{exc.message}; {why}", uid)
 
 
 @cites("CN-7", deadline=30.0)

@@ -11,12 +11,20 @@ Two capabilities, each with a MUST clause checked here when declared:
   Checked with sync and ``async def`` functions that would write a marker
   `STOP_WITHIN` seconds after they start; they are cancelled as soon as they
   run, and the marker must never appear.
+
+And one MUST clause for every backend that runs functions:
+
+- CN-9: a task reported CANCELED has no effects after the report. The same
+  functions, cancelled as soon as they run; a backend may refuse (False, and
+  the function finishes), but if it reports CANCELED, the marker must not
+  appear afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import spec
@@ -163,3 +171,62 @@ async def _cancel_and_watch(h: Harness, func: Any, kind: str) -> None:
         "the cancel it wrote what it writes only if not stopped",
         uid,
     )
+
+
+@cites("CN-9", requires=[_C.FUNCTIONS], deadline=30.0)
+async def canceled_function_has_no_later_effects(h: Harness) -> None:
+    """A sync or ``async def`` function reported CANCELED writes nothing after it.
+
+    Both run at once, each cancelled as soon as it starts, so the one wait
+    for a late write covers both.
+    """
+    kinds = {"sync": _payloads.write_later, "async": _payloads.async_write_later}
+    files = {k: (h.work_dir / f"{k}.started", h.work_dir / f"{k}.late") for k in kinds}
+    tasks = {
+        kind: h.function_task(
+            func, *(str(p) for p in files[kind]), STOP_WITHIN, uid=h.uid(kind)
+        )
+        for kind, func in kinds.items()
+    }
+    await h.submit(list(tasks.values()))
+    judged = await asyncio.gather(
+        *(_cancel_when_started(h, k, task, *files[k]) for k, task in tasks.items())
+    )
+    watched = [(kind, marker, began) for kind, marker, began in judged if marker]
+    if not watched:
+        return  # every cancel refused (they ran to their end): nothing to judge
+    # A function merely abandoned (its await cancelled, its thread running
+    # on) writes its marker STOP_WITHIN seconds after it started.
+    last = max(began for _, _, began in watched)
+    await asyncio.sleep(max(0.0, last + STOP_WITHIN + _SETTLE - time.monotonic()))
+    for kind, marker, _ in watched:
+        h.expect(
+            not marker.exists(),
+            "CN-9",
+            f"the {kind} function was reported CANCELED and went on running: "
+            f"{STOP_WITHIN:g} s after the cancel it wrote what it writes only if "
+            "not stopped. A backend that cannot stop a running function must "
+            "return False from cancel_task for it",
+            tasks[kind]["uid"],
+        )
+
+
+async def _cancel_when_started(
+    h: Harness, kind: str, task: dict[str, Any], started: Path, marker: Path
+) -> tuple[str, Path | None, float]:
+    """Cancel ``task`` once it runs; its marker if CANCELED before it wrote it."""
+    uid = task["uid"]
+    while not started.exists():
+        if any(spec.is_terminal(s) for s in h.delivered(uid)):
+            return kind, None, 0.0  # it ended without running: nothing to judge
+        if h.remaining() <= 0:
+            h.fail("CN-9", f"the {kind} function never started", uid)
+        await asyncio.sleep(0.01)
+    began = time.monotonic()
+    promised = await h.backend.cancel_task(uid)
+    await h.wait_terminal([uid], clause_id="CN-9")
+    if promised is not True or h.final(uid) is not spec.TaskState.CANCELED:
+        return kind, None, began  # refused (it runs to its end), or CN-4's business
+    if marker.exists():
+        return kind, None, began  # it ran to its end before the report
+    return kind, marker, began

@@ -180,7 +180,7 @@ def tests_page(tests: list[ConformanceTest]) -> str:
         "# Conformance tests",
         "",
         "Every test of the conformance suite that is tagged with a clause ID, "
-        "found by scanning the `conformance` package when the site is built. "
+        "found by scanning the `conformance` package. "
         "Each clause on [the contract](contract.md) links here.",
         "",
     ]
@@ -194,9 +194,11 @@ def tests_page(tests: list[ConformanceTest]) -> str:
             lines += [f"## `{current}`", ""]
         links = ", ".join(f"[{c}](contract.md#{c})" for c in test.clauses)
         lines += [
-            f"### `{test.test_id}` {{ #{test.anchor} }}",
+            f'<a id="{test.anchor}"></a>',
             "",
-            f"`{test.path}`, line {test.line}; checks {links}.",
+            f"### `{test.test_id}`",
+            "",
+            f"`{test.path}`; checks {links}.",
             "",
         ]
         if test.summary:
@@ -222,7 +224,7 @@ def clause_tables(
             area = item.area
             out += [
                 "",
-                f"## {area.value} ({area.name}) {{ #area-{area.name.lower()} }}",
+                f"## {area.value} ({area.name})",
                 "",
                 "| Clause | Rule | Applies to | Checked by |",
                 "| --- | --- | --- | --- |",
@@ -237,7 +239,7 @@ def clause_tables(
             for t in by_clause.get(item.id, [])
         )
         out.append(
-            f"| **{item.id}**{{ #{item.id} }} {item.level.value} "
+            f'| <a id="{item.id}"></a>**{item.id}** {item.level.value} '
             f"| {_cell(item.text)} | {applies} | {checked or 'no test yet'} |"
         )
     return "\n".join(out).lstrip("\n") + "\n"

@@ -1,60 +1,30 @@
-"""mkdocs hooks: fill the ``<!-- generated: ... -->`` markers from the code.
+"""mkdocs hooks: refuse to build from pages whose generated parts are stale.
 
-A page writes a marker where generated Markdown belongs, for example
-``<!-- generated: clauses -->``; an unknown marker fails the build. The
-conformance-tests page is generated whole.
+The pages carry their generated parts (the clause tables, the diagrams, the
+task-dict tables, the tutorial's listings) committed between markers, so
+they read complete outside the site too; `pages` rewrites them. A build
+from stale pages would publish a contract that is not the code's, so it
+fails and names the command that fixes it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
-import docgen
+import pages
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File, Files
-from mkdocs.structure.pages import Page
-
-_MARKER = re.compile(
-    r"<!--\s*generated:\s*(?P<name>[\w-]+)(?:\s+(?P<arg>[\w.-]+))?\s*-->"
-)
 
 
-def _generators() -> dict[str, Callable[[str | None], str]]:
-    tests = docgen.find_conformance_tests()
-    return {
-        "clauses": lambda _arg: docgen.clause_tables(tests),
-        "capabilities": lambda _arg: docgen.capabilities_table(),
-        "task-diagram": lambda _arg: docgen.task_state_diagram(),
-        "backend-diagram": lambda _arg: docgen.backend_state_diagram(),
-        "transitions": lambda arg: docgen.transitions_table(arg or "task"),
-        "task-dict": lambda _arg: docgen.task_dict_tables(),
-        "mypy-output": lambda arg: docgen.mypy_output(arg or ""),
-    }
-
-
-def on_files(files: Files, config: MkDocsConfig, **_: Any) -> Files:
-    """Add the generated conformance-tests page."""
-    content = docgen.tests_page(docgen.find_conformance_tests())
-    files.append(File.generated(config, docgen.TESTS_PAGE, content=content))
-    return files
-
-
-def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
-    """Replace every generation marker in a page."""
-    if "<!--" not in markdown or "generated:" not in markdown:
-        return markdown
-    generators = _generators()
-
-    def expand(match: re.Match[str]) -> str:
-        name = match["name"]
-        if name not in generators:
-            raise PluginError(
-                f"{page.file.src_uri}: unknown generation marker {name!r}; "
-                f"known: {', '.join(sorted(generators))}"
-            )
-        return generators[name](match["arg"])
-
-    return _MARKER.sub(expand, markdown)
+def on_pre_build(config: MkDocsConfig, **_: Any) -> None:
+    """Fail the build when a page differs from what the code generates."""
+    try:
+        stale = pages.stale_pages(pages.expected_pages())
+    except LookupError as exc:
+        raise PluginError(str(exc)) from exc
+    if stale:
+        names = ", ".join(p.relative_to(pages.ROOT).as_posix() for p in stale)
+        raise PluginError(
+            f"generated parts are stale in {names}: run `{pages.COMMAND}` "
+            "and commit the result"
+        )

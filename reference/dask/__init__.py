@@ -1,6 +1,6 @@
 """`DaskExecutionBackend`: runs tasks on a ``dask.distributed`` cluster.
 
-Needs the ``dask`` extra (``pip install "asyncflow-backend-spec[dask]"``);
+Needs the ``dask`` extra (from a clone: ``pip install -e ".[dask]"``);
 importing this package without ``distributed`` raises an `ImportError` that
 says so. ``reference`` itself never imports it.
 
@@ -43,7 +43,7 @@ try:
 except ImportError as _missing:  # pragma: no cover - exercised with a fake import
     raise ImportError(
         "reference.dask needs dask.distributed, which is not installed; install "
-        'the dask extra: pip install "asyncflow-backend-spec[dask]" '
+        'the dask extra (from a clone of the project: pip install -e ".[dask]") '
         f"({_missing})"
     ) from _missing
 

@@ -207,3 +207,65 @@ def test_compare_local_runs_against_a_git_revision() -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     for subject in ("noop ceiling", "HEAD: threads, async fn", "now: threads, sync fn"):
         assert f"| {subject} |" in proc.stdout
+
+
+def test_quick_run_gives_no_verdict_at_another_size(
+    quick_run: tuple[dict, str],
+) -> None:
+    """T8-T11 are set at a task count; --quick measures far fewer (issue 23)."""
+    doc, stdout = quick_run
+    ids = {t["id"]: t for t in doc["targets"]}
+    for tid in ("T8", "T9", "T10"):
+        assert ids[tid]["status"] == "n/a", ids[tid]
+        assert "the target is set at N=" in ids[tid]["note"]
+        assert "(a --quick run)" in ids[tid]["note"]
+    assert "A --quick run:" in stdout
+
+
+def test_a_row_whose_tasks_failed_has_no_rate(quick_run: tuple[dict, str]) -> None:
+    """0.6 Local cannot run sync functions: the row says FAILED, not a rate."""
+    doc, stdout = quick_run
+    rows = {(r["workload"], r["key"]): r for r in doc["throughput"]}
+    row = rows[("sync-fn", "orig-local-thread")]
+    assert row["status"] == "failed" and row["tasks_per_s"] is None, row
+    assert row["ratio"] is None
+    line = next(
+        x
+        for x in stdout.splitlines()
+        if "| 0.6 Local (threads)" in x and "| sync-fn" in x
+    )
+    assert "| FAILED " in line and "FAILED" in row["note"]
+
+
+def _saved_with(doc: dict, tmp_path: Path, status: str) -> Path:
+    changed = json.loads(json.dumps(doc))
+    for t in changed["targets"]:
+        t["status"] = "pass"
+    changed["targets"][0]["status"] = status
+    saved = tmp_path / f"results-{status}.json"
+    saved.write_text(json.dumps(changed))
+    return saved
+
+
+@pytest.mark.parametrize(("status", "code"), [("MISS", 1), ("pass", 0)])
+def test_check_exits_1_on_a_missed_target(
+    quick_run: tuple[dict, str], tmp_path: Path, status: str, code: int
+) -> None:
+    doc, _ = quick_run
+    saved = _saved_with(doc, tmp_path, status)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--from-json",
+            str(saved),
+            "--no-chart",
+            "--check",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr[-4000:]
+    assert ("missed: T1" in proc.stderr) is (code == 1)

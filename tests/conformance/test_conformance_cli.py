@@ -9,13 +9,17 @@ import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
+import pytest
+
 import spec
 
 ROOT = Path(__file__).resolve().parents[2]
 NOOP = "reference:NoopExecutionBackend"
 
 
-def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, cwd: Path = ROOT, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
     return subprocess.run(
         [sys.executable, *args],
@@ -23,7 +27,7 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=cwd,
         env=env,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -149,3 +153,72 @@ def test_pytest_should_failure_xfails(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:]
     assert "1 xfailed" in out.stdout and "SHOULD clause not met" in out.stdout
+
+
+def test_cli_target_whose_import_calls_sys_exit_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """A script's unguarded main() ending the import (issue 20, item 8)."""
+    for name, call, shown in (
+        ("exits_zero", "sys.exit(0)", "sys.exit(0)"),
+        ("exits_message", 'sys.exit("bye")', "sys.exit('bye')"),
+    ):
+        script = tmp_path / f"{name}.py"
+        script.write_text(f"import sys\n\n{call}\n\n\nclass Backend:\n    pass\n")
+        out = _run("-m", "conformance", f"{script}:Backend")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert shown in out.stderr and "__name__" in out.stderr, out.stderr
+        assert "CONFORM" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [("cli_targets:ShutdownNeverFinishes", 1), ("cli_targets:LeavesAThreadRunning", 0)],
+)
+def test_cli_ends_with_its_status_after_the_report(target: str, status: int) -> None:
+    """A thread the backend leaves running never keeps the CLI alive (issue 20,
+    item 9): without the fix this run waits at interpreter exit for ever, and
+    the subprocess timeout fails the test."""
+    # LC-8's one test is quick and brings no stateful test along.
+    out = _run("-m", "conformance", target, "--clauses", "LC-8", timeout=120)
+    assert out.returncode == status, out.stdout + out.stderr
+    assert "CONFORM" in out.stdout  # the report came out first
+    assert ("DOES NOT CONFORM" in out.stdout) is bool(status)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--clauses", ","], "names no clause"),
+        (["--clauses", " , "], "names no clause"),
+        (["--deadline-scale", "nan"], "finite number above 0"),
+        (["--deadline-scale", "-1"], "finite number above 0"),
+        (["--deadline-scale", "0"], "finite number above 0"),
+        (["--deadline-scale", "inf"], "finite number above 0"),
+        (["--deadline-scale", "fast"], "not a number"),
+        (["--json", "no/such/folder/cert.json"], "no folder 'no/such/folder'"),
+        (["--junit", "no/such/folder/junit.xml"], "no folder 'no/such/folder'"),
+        (["--json", "-", "--junit", "-"], "cannot both use stdout"),
+        (["--clauses", "XX-1"], "error: no contract clause 'XX-1'; IDs look like"),
+    ],
+)
+def test_cli_usage_errors_found_before_the_run(args: list[str], says: str) -> None:
+    out = _run("-m", "conformance", NOOP, *args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert says in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert 'error: "' not in out.stderr  # no stray quotes around a message
+    assert "CONFORM" not in out.stdout and out.stdout == ""
+
+
+def test_cli_json_and_junit_to_stdout(tmp_path: Path) -> None:
+    out = _run("-m", "conformance", NOOP, "--clauses", "LC-8", "--json", "-")
+    assert out.returncode == 0, out.stderr
+    cert = json.loads(out.stdout)  # stdout holds the document alone
+    assert cert["conforms"] is True
+    assert [c["id"] for c in cert["clauses"]] == ["LC-8"]
+    assert "CONFORMS" in out.stderr  # the text report went to stderr
+    assert not (ROOT / "-").exists()
+    out = _run("-m", "conformance", NOOP, "--clauses", "LC-8", "--junit", "-")
+    assert out.returncode == 0, out.stderr
+    assert ElementTree.fromstring(out.stdout).findall("testcase")

@@ -7,8 +7,11 @@ down so a mutant that hangs costs seconds, not the suite's full deadlines.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from mutants import MUTANTS, Mutant
+from mutants import local_mutants as local
 
 import conformance
 from conformance import Outcome
@@ -47,3 +50,24 @@ def test_every_row_names_its_clause_in_its_docstring() -> None:
     for mutant in MUTANTS:
         first = (mutant.factory.__doc__ or "").strip().splitlines()[0]
         assert first.startswith(f"{mutant.clause}: "), mutant.name
+
+
+@pytest.mark.parametrize(
+    ("factory", "clause", "names"),
+    [
+        (local.NeverKills, "CN-5", "the kill never came"),
+        (local.WaitsForHeldPipes, "CN-7", "wait for the child's exit, not for EOF"),
+    ],
+)
+def test_a_missing_state_after_a_kill_says_what_is_missing(
+    factory: Any, clause: str, names: str
+) -> None:
+    """Not only "never reached a terminal state": was the kill missing, or
+    the report of its end (issue 23, item 6)?"""
+    report = conformance.run(factory, clauses=[clause], deadline_scale=DEADLINE_SCALE)
+    messages = [
+        f.message for t in report.tests for f in t.failures if f.clause_id == clause
+    ]
+    assert any(
+        "never reached a terminal state" in m and names in m for m in messages
+    ), messages

@@ -29,6 +29,9 @@ class SaysNone(NoopExecutionBackend):
 
 def test_without_backend_the_plugin_does_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_own():\n    pass\n")
+    # A project's own setting (docs/conformance.md): without it pytest-asyncio
+    # warns, in process, into this run's summary.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     # In process: nothing of the suite is imported when the plugin is inert.
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

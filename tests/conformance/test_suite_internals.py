@@ -287,10 +287,11 @@ def test_cli_repeat_and_seed(capsys: pytest.CaptureFixture[str]) -> None:
 
     args = ["reference:NoopExecutionBackend", "--clauses", "CN-2"]
     code = main([*args, "--repeat", "2", "--seed", "4", "-v"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0, out
     assert "runs: 2 (seed 4)" in out
-    assert "cancellation.unknown_uid (run 2)" in out
+    # Progress goes to stderr, one line per test off a terminal.
+    assert "cancellation.unknown_uid (run 2)" in err
     # -v prints the clause's full text, not its first 60 characters.
     assert spec.CLAUSES["CN-2"].text in out
 

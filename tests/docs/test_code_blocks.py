@@ -9,9 +9,8 @@ The convention, for whoever writes a page:
   ``PYTHONPATH`` (e.g. to import the tutorial backend);
 - a block that must not run (a fragment, a signature) is a ```` ```py ```` or
   ```` ``` { .python } ```` block, preceded by ```` <!-- not-run: why --> ````
-  unless it is a snippet include (``--8<--``), whose file is checked on its
-  own. Snippet includes use the brace form, which ``ruff format`` (it
-  formats Python blocks in Markdown) leaves alone.
+  unless it is a listing of a tested file (``<!-- include: PATH -->``,
+  copied by ``docs/_hooks/pages.py``), whose file is checked on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,})(?P<info>[^`]*)$")
-COMMENT = re.compile(r"<!--\s*(?P<kind>not-run|run-with):\s*(?P<arg>.*?)\s*-->")
+COMMENT = re.compile(r"<!--\s*(?P<kind>not-run|run-with|include):\s*(?P<arg>.*?)\s*-->")
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,12 @@ def _blocks(page: Path) -> list[Block]:
             i += 1
         i += 1
         previous = next(
-            (lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), ""
+            (
+                lines[j]
+                for j in range(start - 1, -1, -1)
+                if lines[j].strip() not in ("", "<!-- fmt: off -->")
+            ),
+            "",
         )
         found = COMMENT.search(previous)
         blocks.append(
@@ -119,8 +123,8 @@ def test_python_block_runs(block: Block) -> None:
 
 @pytest.mark.parametrize("block", [b for b in ALL_BLOCKS if b.lang == "py"], ids=str)
 def test_py_block_is_an_include_or_says_why_it_does_not_run(block: Block) -> None:
-    if block.code.lstrip().startswith("--8<--"):
-        return
+    if block.comment and block.comment[0] == "include":
+        return  # a listing of a tested file (docs/_hooks/pages.py copies it)
     assert block.comment and block.comment[0] == "not-run" and block.comment[1], (
         f"{block}: a ```py block needs a '<!-- not-run: why -->' line before it, "
         "or make it a complete ```python program"

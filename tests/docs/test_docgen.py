@@ -66,12 +66,12 @@ def test_clause_tables_list_every_clause_once_and_link_its_tests(
     tests = docgen.find_conformance_tests(fake_suite)
     md = docgen.clause_tables(tests)
     for cid, item in spec.CLAUSES.items():
-        rows = [line for line in md.splitlines() if f"{{ #{cid} }}" in line]
+        rows = [line for line in md.splitlines() if f'<a id="{cid}">' in line]
         assert len(rows) == 1, cid
-        assert f"{{ #{cid} }} {item.level.value} |" in rows[0]
-    st2 = next(line for line in md.splitlines() if "{ #ST-2 }" in line)
+        assert f'<a id="{cid}"></a>**{cid}** {item.level.value} |' in rows[0]
+    st2 = next(line for line in md.splitlines() if '<a id="ST-2">' in line)
     assert "conformance-tests.md#states-one-terminal-state" in st2
-    lc1 = next(line for line in md.splitlines() if "{ #LC-1 }" in line)
+    lc1 = next(line for line in md.splitlines() if '<a id="LC-1">' in line)
     assert "no test yet" in lc1
     for area in spec.Area:
         assert f"## {area.value} ({area.name})" in md
@@ -79,7 +79,7 @@ def test_clause_tables_list_every_clause_once_and_link_its_tests(
 
 def test_tests_page_links_back_to_the_clauses(fake_suite: Path) -> None:
     page = docgen.tests_page(docgen.find_conformance_tests(fake_suite))
-    assert "{ #states-one-terminal-state }" in page
+    assert '<a id="states-one-terminal-state"></a>' in page
     assert "[ST-3](contract.md#ST-3)" in page
 
 
@@ -141,6 +141,7 @@ def test_capabilities_table_names_every_capability() -> None:
 def test_typing_page_shows_every_rejected_case() -> None:
     page = (ROOT / "docs" / "typing.md").read_text(encoding="utf-8")
     shown = set(re.findall(r"generated: mypy-output (\w+)", page))
+    assert "rejected_async_state.py:13: error:" in page  # the output, in the page
     cases = {p.stem for p in (ROOT / "tests" / "typing_cases").glob("rejected_*.py")}
     assert cases <= shown, f"typing.md does not show {sorted(cases - shown)}"
 

@@ -105,3 +105,12 @@ def test_every_enum_member_gets_a_docstring(config: dict[str, Any]) -> None:
     # A member's own docstring is kept.
     own = conformance_pkg["report"]["Outcome"].members["BLOCKED"].docstring
     assert own is not None and not own.value.startswith("A member of")
+
+
+def test_no_made_up_site_address(config: dict[str, Any]) -> None:
+    """The site has no host: no invented site_url or repo_url, and the pages
+    say how to build and serve it locally instead (issue 23, item 1)."""
+    assert "site_url" not in config and "repo_url" not in config
+    serve = 'pip install -q -e ".[dev]" && .venv/bin/mkdocs serve'
+    for page in (ROOT / "README.md", DOCS / "index.md"):
+        assert serve in page.read_text(encoding="utf-8"), page

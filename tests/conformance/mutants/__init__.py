@@ -20,6 +20,7 @@ from mutants import noop_mutants as noop
 from mutants import placement_mutants as placement
 from mutants import resource_mutants as resources
 from mutants import service_mutants as services
+from mutants import tutorial_mutants as tutorial
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -113,9 +114,11 @@ MUTANTS: tuple[Mutant, ...] = (
     _row("CN-3", noop.CancelFinishedSaysTrue),
     _row("CN-4", noop.CancelPromisesButCompletes),
     _row("CN-5", local.KillsOnlyTheLeader),
+    _row("CN-5", local.NeverKills),
     _row("CN-6", local.QueuedTasksNotCancellable),
     _row("CN-7", local.WaitsForHeldPipes),
     _row("CN-8", local.CancelLeavesFunctionRunning),
+    _row("CN-9", tutorial.LiesAboutThreadCancel),
     # Shutdown
     _row("SD-1", noop.SecondShutdownRaises),
     _row("SD-2", noop.ShutdownForgetsTasks),

@@ -157,6 +157,13 @@ class KillsOnlyTheLeader(_Local):
             os.kill(child.pid, signal.SIGKILL)
 
 
+class NeverKills(_Local):
+    """CN-5: cancel_task of a running executable returns True and kills nothing."""
+
+    def _terminate(self, job: Any) -> None:
+        pass  # the child runs on; its end (if ever) is the only report
+
+
 class CaptureOutsideWorkDir(_Local):
     """RS-11: capture files are named by joining the uid to the work dir as is."""
 
