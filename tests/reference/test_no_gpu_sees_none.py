@@ -39,7 +39,11 @@ async def test_an_executable_granted_no_gpu_sees_none(
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     backend = LocalExecutionBackend(
-        resources=True, cores=4, gpus=gpus, shutdown_timeout=5
+        resources=True,
+        cores=4,
+        bind=False,  # 4 counted cores, whatever this machine has
+        gpus=gpus,
+        shutdown_timeout=5,
     )
     backend.register_callback(recorder)
     tasks = [
