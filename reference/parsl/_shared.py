@@ -1,0 +1,50 @@
+"""One DataFlowKernel for the whole process, for the conformance suite and tests.
+
+The suite builds a backend per test; starting Parsl's interchange and
+workers for each would cost seconds a test. `shared_local_backend` starts
+one local DataFlowKernel on first use (two workers) and hands out backends
+that use it and leave it running; it is cleaned up when the interpreter
+exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import tempfile
+import threading
+from typing import Any
+
+from reference.parsl._backend import ParslExecutionBackend
+from reference.parsl._config import local_config
+from reference.parsl._start import open_dfk
+
+__all__ = ["shared_local_backend"]
+
+_lock = threading.Lock()
+_shared: list[Any] = []
+
+
+def _shared_dfk() -> Any:
+    with _lock:
+        if not _shared:
+            run_dir = tempfile.mkdtemp(prefix="asyncflow-parsl-")
+            dfk = open_dfk(local_config(workers=2, run_dir=run_dir))
+            atexit.register(dfk.cleanup)
+            _shared.append(dfk)
+        return _shared[0]
+
+
+async def shared_local_backend() -> ParslExecutionBackend:
+    """Return a backend on a process-wide local DataFlowKernel (two workers).
+
+    The DataFlowKernel starts on the first call and is cleaned up when the
+    interpreter exits; every backend returned uses it::
+
+        python -m conformance reference.parsl:shared_local_backend
+
+    Returns:
+        A new backend, not yet started (``await`` it, or submit).
+    """
+    dfk = await asyncio.to_thread(_shared_dfk)
+    return ParslExecutionBackend(dfk=dfk, name="parsl")
