@@ -283,7 +283,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
     def _prepare(self, entry: _Entry) -> tuple[bytes, dict[str, Any]] | None:
         """Pickle one task for Parsl and map its request; fail it if it cannot run."""
         task = entry.task
-        if entry.kind is None:
+        if entry.kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE):
             self._fail(entry, self._unrunnable(task))
             return None
         entry.key = f"{self._token}-{next(self._counter)}"
@@ -372,7 +372,10 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             result = future.result()
             outcomes = [result] if isinstance(chunk.payload, bytes) else result
             for entry, outcome in zip(chunk.entries, outcomes, strict=True):
-                self._apply(entry, outcome)
+                try:
+                    self._apply(entry, outcome)
+                except Exception as exc:  # fails this task only, never strands it
+                    self._fail(entry, BackendError(f"cannot read its outcome: {exc!r}"))
         elif type(error).__name__ in _LOST:
             self._settle_lost(chunk, error)
         else:
@@ -380,6 +383,10 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 self._resolve_asker(entry, False)
                 self._fail(entry, error)
         self._forget_claims([e.key for e in chunk.entries])
+        # Parsl keeps its futures (and their callbacks, which hold the chunk)
+        # a while after they finish: the chunk lets go of the tasks now (SC-1).
+        chunk.entries = []
+        chunk.payload = b""
 
     def _settle_lost(self, chunk: _Chunk, error: BaseException) -> None:
         """A worker died with ``chunk``: re-run its functions alone, or fail the one."""
@@ -521,7 +528,12 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         if self._owns_dfk and self._dfk is not None:
             from reference.parsl._start import close_dfk
 
-            await close_dfk(self._dfk, _CLEANUP_TIMEOUT)
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(close_dfk, self._dfk), _CLEANUP_TIMEOUT
+                )
+            except asyncio.TimeoutError:
+                logger.error("backend %r: Parsl's cleanup overran", self.name)
         if self._claims:
             await asyncio.to_thread(shutil.rmtree, self._claims, True)
 

@@ -67,6 +67,10 @@ def local_config(
             "parsl.executors.high_throughput.interchange",
         ],
         launch_cmd=DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1),
+        # A dead worker is noticed (its task failed with WorkerLost) once a
+        # heartbeat period: Parsl's default of 30 s is long for one machine.
+        heartbeat_period=1,
+        heartbeat_threshold=30,
         provider=LocalProvider(  # type: ignore[no-untyped-call]
             init_blocks=1, min_blocks=1, max_blocks=1
         ),

@@ -41,11 +41,22 @@ def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:
     with a `BackendError` saying so.
     """
     status, payload, stderr, type_name, message = outcome
-    if status == _w.OK and payload is not None:
-        task["return_value"] = cloudpickle.loads(payload)
+    if status in (_w.OK, _w.EXITED) and payload is not None:
+        try:
+            value = cloudpickle.loads(payload)
+        except Exception as exc:
+            error = BackendError(
+                f"the result of task {task.get('uid')!r} arrived but cannot be "
+                f"unpickled here: {exc!r}"
+            )
+            error.__cause__ = exc
+            task.update(exception=error, stderr=str(error))
+            return TaskState.FAILED
+    if status == _w.OK:
+        task["return_value"] = value
         return TaskState.DONE
-    if status == _w.EXITED and payload is not None:
-        stdout, err, exit_code, exception = cloudpickle.loads(payload)
+    if status == _w.EXITED:
+        stdout, err, exit_code, exception = value
         task.update(stdout=stdout, stderr=err, exit_code=exit_code)
         if exception is not None:
             task["exception"] = exception

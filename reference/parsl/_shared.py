@@ -17,7 +17,7 @@ from typing import Any
 
 from reference.parsl._backend import ParslExecutionBackend
 from reference.parsl._config import local_config
-from reference.parsl._start import open_dfk
+from reference.parsl._start import close_dfk, open_dfk
 
 __all__ = ["shared_local_backend"]
 
@@ -30,7 +30,7 @@ def _shared_dfk() -> Any:
         if not _shared:
             run_dir = tempfile.mkdtemp(prefix="asyncflow-parsl-")
             dfk = open_dfk(local_config(workers=2, run_dir=run_dir))
-            atexit.register(dfk.cleanup)
+            atexit.register(close_dfk, dfk)
             _shared.append(dfk)
         return _shared[0]
 

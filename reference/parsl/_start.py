@@ -4,7 +4,7 @@
 interchange, and the provider's first blocks of workers); `wait_for_workers`
 waits, bounded, until a worker has connected, so that a provider whose
 workers never come up gives a clear error rather than tasks that hang;
-`close_dfk` cleans the DataFlowKernel up within a deadline.
+`close_dfk` cleans the DataFlowKernel up, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -85,24 +85,26 @@ async def wait_for_workers(
         await asyncio.sleep(_POLL)
 
 
-async def close_dfk(dfk: Any, timeout: float) -> None:
-    """Clean ``dfk`` up (its executors, interchange, blocks) within ``timeout``.
+def close_dfk(dfk: Any) -> None:
+    """Clean ``dfk`` up: its blocks, executors and interchange. Blocking.
 
-    A cleanup that overruns is logged, and the interchange is killed: no
+    Every block is cancelled first (`_cancel_blocks`), then the
+    DataFlowKernel cleans up; an interchange still alive is killed, and a
+    local block's processes get `_GROUP_GRACE` seconds before SIGKILL: no
     process of the backend's outlives its shutdown (SD-5).
     """
-    groups = await asyncio.to_thread(_cancel_blocks, dfk)
+    groups = _cancel_blocks(dfk)
     try:
-        await asyncio.wait_for(asyncio.to_thread(dfk.cleanup), timeout)
+        dfk.cleanup()
     except Exception:
-        logger.exception("Parsl's cleanup failed or overran %g s", timeout)
+        logger.exception("Parsl's cleanup failed")
     for executor in dfk.executors.values():
         proc = getattr(executor, "interchange_proc", None)
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError):
                 proc.kill()
-            await asyncio.to_thread(proc.wait)
-    await asyncio.to_thread(_wait_groups, groups, _GROUP_GRACE)
+            proc.wait()
+    _wait_groups(groups, _GROUP_GRACE)
 
 
 def _cancel_blocks(dfk: Any) -> list[int]:
