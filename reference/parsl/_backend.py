@@ -38,11 +38,7 @@ from reference._base import (
 from reference.parsl import _claims
 from reference.parsl import _worker as _w
 from reference.parsl._config import local_config, resource_spec
-from reference.parsl._outcomes import (
-    apply_outcome,
-    load_exception,
-    unsendable_error,
-)
+from reference.parsl._outcomes import apply_outcome, unsendable_error
 from spec import (
     BackendError,
     BackendState,
@@ -419,10 +415,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         if status == _w.MISSING:
             self._fail(entry, _claims_not_shared(outcome[4]))
             return
-        state = apply_outcome(entry.task, outcome)
-        if state is TaskState.FAILED and "exception" not in entry.task:
-            entry.task["exception"] = load_exception(None, "", "")
-        self._finish(entry, state)
+        self._finish(entry, apply_outcome(entry.task, outcome))
 
     def _resolve_asker(self, entry: _Entry, stopped: bool) -> None:
         asking, entry.asking = entry.asking, None

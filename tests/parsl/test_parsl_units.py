@@ -1,0 +1,188 @@
+"""The Parsl backend's pure parts: claims, decisions, mapping, outcomes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from reference.parsl import _claims
+from reference.parsl import _worker as w
+from reference.parsl._backend import _auto_chunk
+from reference.parsl._config import resource_spec
+from reference.parsl._outcomes import apply_outcome, load_exception, unsendable_error
+from spec import (
+    BackendError,
+    CapabilityNotSupportedError,
+    ResourceDemand,
+    StandInError,
+    TaskState,
+)
+
+D = _claims.Decision
+
+
+@pytest.mark.parametrize(
+    ("sent", "won", "executable", "expected"),
+    [
+        (False, False, False, D.CANCEL_NOW),  # still queued here
+        (False, False, True, D.CANCEL_NOW),
+        (True, True, False, D.CANCEL_NOW),  # claimed before any worker
+        (True, True, True, D.CANCEL_NOW),
+        (True, False, False, D.REFUSE),  # a started function cannot be stopped
+        (True, False, True, D.KILL_AND_WAIT),  # a started executable can
+    ],
+)
+def test_decide(sent: bool, won: bool, executable: bool, expected: D) -> None:
+    assert _claims.decide(sent=sent, won_claim=won, executable=executable) is expected
+
+
+def test_claim_has_exactly_one_winner(tmp_path: Path) -> None:
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def race(who: bytes) -> None:
+        barrier.wait()
+        results.append(_claims.claim(str(tmp_path), "k", who))
+
+    threads = [
+        threading.Thread(
+            target=race, args=(_claims.STARTED if i % 2 else _claims.CANCELED,)
+        )
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert (tmp_path / "k").read_bytes() in (_claims.STARTED, _claims.CANCELED)
+
+
+def test_claim_in_a_missing_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(_claims.ClaimsMissingError, match="no claims directory"):
+        _claims.claim(str(tmp_path / "gone"), "k", _claims.STARTED)
+
+
+def test_worker_skips_a_task_a_cancel_claimed(tmp_path: Path) -> None:
+    assert _claims.claim(str(tmp_path), "k1", _claims.CANCELED)
+    blob = w.dumps_call(lambda: 1 / 0, (), {})
+    ok = w.dumps_call(lambda x: x + 1, (1,), {})
+    outcomes = w.run_functions(str(tmp_path), [("k1", blob), ("k2", ok)])
+    assert outcomes[0][0] == w.SKIPPED
+    assert outcomes[1][0] == w.OK and cloudpickle.loads(outcomes[1][1]) == 2
+    assert (tmp_path / "k2").read_bytes() == _claims.STARTED
+
+
+def test_worker_without_the_claims_directory_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    blob = w.dumps_call(marker.touch, (), {})
+    [outcome] = w.run_functions(str(tmp_path / "absent"), [("k", blob)])
+    assert outcome[0] == w.MISSING and "absent" in outcome[4]
+    assert not marker.exists()
+
+
+def test_worker_executable_is_killed_on_request(tmp_path: Path) -> None:
+    claims = str(tmp_path)
+    blob = w.dumps_task({"uid": "s", "executable": "sleep", "arguments": ["30"]})
+    result: list[w.Outcome] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            w.run_executable(claims, "s", blob, str(tmp_path), 0.5)
+        )
+    )
+    runner.start()
+    while not (tmp_path / "s").exists():
+        runner.join(0.01)
+    _claims.request_kill(claims, "s")
+    runner.join(20)
+    assert not runner.is_alive()
+    assert result[0][0] == w.KILLED
+
+
+@pytest.mark.parametrize(
+    ("demand", "function", "mpi", "expected"),
+    [
+        (ResourceDemand(), True, False, {}),
+        (
+            ResourceDemand(),
+            False,
+            True,
+            {"num_ranks": 1, "ranks_per_node": 1, "num_nodes": 1},
+        ),
+        (
+            ResourceDemand(ranks=4, cores=4),
+            False,
+            True,
+            {"num_ranks": 4, "ranks_per_node": 4, "num_nodes": 1},
+        ),
+    ],
+)
+def test_resource_spec_maps(
+    demand: ResourceDemand, function: bool, mpi: bool, expected: dict[str, int]
+) -> None:
+    assert resource_spec("t", demand, function=function, mpi=mpi) == expected
+
+
+@pytest.mark.parametrize(
+    ("demand", "function", "mpi", "named"),
+    [
+        (ResourceDemand(cores=2), False, False, "cores per rank"),
+        (ResourceDemand(gpus=1.0), False, True, "GPU"),
+        (ResourceDemand(memory=100), False, False, "100 MB"),
+        (ResourceDemand(ranks=2, cores=2), False, False, "2 ranks"),
+        (ResourceDemand(ranks=2, cores=2), True, True, "rank"),
+    ],
+)
+def test_resource_spec_refuses_what_parsl_cannot_place(
+    demand: ResourceDemand, function: bool, mpi: bool, named: str
+) -> None:
+    error = resource_spec("t", demand, function=function, mpi=mpi)
+    assert isinstance(error, CapabilityNotSupportedError)
+    assert named in str(error) and "'t'" in str(error)
+
+
+def test_auto_chunk_bounds() -> None:
+    assert _auto_chunk(1, 2) == 1
+    assert _auto_chunk(10_000, 2) == 64
+    assert _auto_chunk(80, 2) == 10
+
+
+def test_apply_outcome_writes_results() -> None:
+    task: dict[str, object] = {"uid": "a"}
+    assert (
+        apply_outcome(task, (w.OK, cloudpickle.dumps(5), "", "", "")) is TaskState.DONE
+    )
+    assert task["return_value"] == 5
+    task = {"uid": "e"}
+    payload = cloudpickle.dumps(("out", "err", 3, None))
+    assert apply_outcome(task, (w.EXITED, payload, "", "", "")) is TaskState.FAILED
+    assert (task["stdout"], task["stderr"], task["exit_code"]) == ("out", "err", 3)
+    assert "exception" not in task
+
+
+def test_apply_outcome_unloadable_result_fails_naming_it() -> None:
+    task: dict[str, object] = {"uid": "u"}
+    assert apply_outcome(task, (w.OK, b"not a pickle", "", "", "")) is TaskState.FAILED
+    assert isinstance(task["exception"], BackendError)
+    assert "cannot be unpickled" in str(task["exception"])
+
+
+def test_apply_outcome_unasked_skip_fails() -> None:
+    task: dict[str, object] = {"uid": "s"}
+    assert apply_outcome(task, (w.SKIPPED, None, "", "", "")) is TaskState.FAILED
+    assert "did not ask for" in str(task["exception"])
+
+
+def test_load_exception_stand_in() -> None:
+    error = load_exception(None, "mod.Weird", "boom")
+    assert isinstance(error, StandInError) and "mod.Weird" in str(error)
+
+
+def test_unsendable_error_names_the_argument() -> None:
+    lock = threading.Lock()
+    task = {"uid": "x", "function": print, "args": [1, lock]}
+    error = unsendable_error("x", task, TypeError("no"))
+    assert "args[1]" in str(error) and "lock" in str(error)
