@@ -472,8 +472,11 @@ def _parsl_dfk() -> Any:
     path = os.environ.get("PYTHONPATH", "")
     if here not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, path) if p)
-    logging.getLogger("parsl").setLevel(logging.ERROR)
-    return _shared_dfk()
+    dfk = _shared_dfk()
+    # Parsl logs every task to its run directory, as it does by default; the
+    # benchmark's own stderr handler must not print those records too.
+    logging.getLogger("parsl").propagate = False
+    return dfk
 
 
 class ParslAppBaseline:
