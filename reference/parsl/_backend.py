@@ -33,12 +33,12 @@ from reference._base import (
     BackendBase,
     Job,
     duration,
-    function_call,
 )
 from reference.parsl import _claims
 from reference.parsl import _worker as _w
-from reference.parsl._config import local_config, resource_spec
-from reference.parsl._outcomes import apply_outcome, unsendable_error
+from reference.parsl._config import local_config
+from reference.parsl._outcomes import apply_outcome
+from reference.parsl._plan import chunk_size, pick_executor, prepare
 from spec import (
     BackendError,
     BackendState,
@@ -46,7 +46,6 @@ from spec import (
     TaskKind,
     TaskState,
     WorkerLostError,
-    resource_demand,
     task_kind,
 )
 
@@ -55,7 +54,6 @@ __all__ = ["ParslExecutionBackend"]
 logger = logging.getLogger("reference.parsl")
 
 _SLICE_SECONDS = 0.01  # dispatch work per loop turn: keeps the loop responsive
-_MAX_CHUNK = 64  # function tasks per Parsl task, at most
 _REMOTE_SLACK = 5.0  # seconds a kill request may take on top of kill_grace
 _CLEANUP_TIMEOUT = 30.0  # seconds Parsl's own cleanup may take
 _LOST = ("WorkerLost", "ManagerLost")  # Parsl's exceptions for a dead worker
@@ -197,7 +195,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             if self._dfk is None:
                 config = self._config if self._config is not None else local_config()
                 self._dfk = await asyncio.to_thread(open_dfk, config)
-            self._label, executor = _pick_executor(self._dfk, self._label)
+            self._label, executor = pick_executor(self._dfk.executors, self._label)
             self._mpi = bool(getattr(executor, "enable_mpi_mode", False))
             self._workers = await wait_for_workers(
                 executor, self._label, self._start_timeout, self._dfk.run_dir
@@ -270,7 +268,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                     specs[group] = spec
         backlog = len(self._pending)
         for group, items in functions.items():
-            size = self._chunk_size or _auto_chunk(len(items) + backlog, self._workers)
+            size = self._chunk_size or chunk_size(len(items) + backlog, self._workers)
             for start in range(0, len(items), size):
                 part = items[start : start + size]
                 entries = [e for e, _ in part]
@@ -278,33 +276,15 @@ class ParslExecutionBackend(BackendBase[_Entry]):
 
     def _prepare(self, entry: _Entry) -> tuple[bytes, dict[str, Any]] | None:
         """Pickle one task for Parsl and map its request; fail it if it cannot run."""
-        task = entry.task
         if entry.kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE):
-            self._fail(entry, self._unrunnable(task))
+            self._fail(entry, self._unrunnable(entry.task))  # SB-5, SB-6
             return None
         entry.key = f"{self._token}-{next(self._counter)}"
-        options = task.get("task_backend_specific_kwargs")
-        try:
-            demand = resource_demand(options if isinstance(options, dict) else None)
-        except ValueError as exc:
-            self._fail(entry, exc)
+        prepared = prepare(entry.task, entry.kind, mpi=self._mpi)
+        if isinstance(prepared, Exception):
+            self._fail(entry, prepared)  # RQ-3, SB-9: this task only
             return None
-        is_function = entry.kind is TaskKind.FUNCTION
-        spec = resource_spec(entry.uid, demand, function=is_function, mpi=self._mpi)
-        if isinstance(spec, Exception):
-            self._fail(entry, spec)
-            return None
-        try:
-            if is_function:
-                call = function_call(task)
-                return _w.dumps_call(*call), spec
-            part = {k: task.get(k) for k in _w.EXEC_FIELDS}
-            return _w.dumps_task(part), spec
-        except ValueError as exc:
-            self._fail(entry, exc)
-        except Exception as exc:
-            self._fail(entry, unsendable_error(entry.uid, task, exc))
-        return None
+        return prepared
 
     def _send(self, chunk: _Chunk) -> None:
         """Submit one chunk to the DataFlowKernel; fail its tasks if Parsl refuses."""
@@ -529,32 +509,6 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 logger.error("backend %r: Parsl's cleanup overran", self.name)
         if self._claims:
             await asyncio.to_thread(shutil.rmtree, self._claims, True)
-
-
-def _pick_executor(dfk: Any, label: str | None) -> tuple[str, Any]:
-    """The executor to run on: ``label``, or the configuration's only one."""
-    executors = {
-        name: ex for name, ex in dfk.executors.items() if name != "_parsl_internal"
-    }
-    if label is None:
-        if len(executors) != 1:
-            raise BackendError(
-                f"the Parsl configuration has executors {sorted(executors)}; "
-                "name the one to use: ParslExecutionBackend(config, executor=...)"
-            )
-        label = next(iter(executors))
-    if label not in executors:
-        raise BackendError(f"no Parsl executor labelled {label!r}: {sorted(executors)}")
-    return label, executors[label]
-
-
-def _auto_chunk(backlog: int, workers: int) -> int:
-    """Function tasks per Parsl task for a backlog of ``backlog``.
-
-    Enough to amortize Parsl's cost per task, few enough that every worker
-    gets work (four chunks each).
-    """
-    return max(1, min(_MAX_CHUNK, backlog // (4 * workers)))
 
 
 def _claims_not_shared(detail: str) -> BackendError:

@@ -76,9 +76,13 @@ def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:
 def unsendable_error(uid: str, task: dict[str, Any], exc: Exception) -> TypeError:
     """The error failing a task that cannot be pickled, naming the part at fault."""
     parts: list[tuple[str, Any]] = [("function", task.get("function"))]
-    parts += [(f"args[{i}]", v) for i, v in enumerate(task.get("args") or ())]
-    kwargs = task.get("kwargs") or {}
-    parts += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+    for field in ("args", "arguments"):
+        values = task.get(field)
+        if isinstance(values, (list, tuple)):
+            parts += [(f"{field}[{i}]", v) for i, v in enumerate(values)]
+    kwargs = task.get("kwargs")
+    if isinstance(kwargs, dict):
+        parts += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
     parts.append(
         ("task_backend_specific_kwargs", task.get("task_backend_specific_kwargs"))
     )

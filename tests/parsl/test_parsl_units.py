@@ -10,14 +10,15 @@ import pytest
 
 from reference.parsl import _claims
 from reference.parsl import _worker as w
-from reference.parsl._backend import _auto_chunk
 from reference.parsl._config import resource_spec
 from reference.parsl._outcomes import apply_outcome, load_exception, unsendable_error
+from reference.parsl._plan import chunk_size, pick_executor, prepare
 from spec import (
     BackendError,
     CapabilityNotSupportedError,
     ResourceDemand,
     StandInError,
+    TaskKind,
     TaskState,
 )
 
@@ -144,10 +145,41 @@ def test_resource_spec_refuses_what_parsl_cannot_place(
     assert named in str(error) and "'t'" in str(error)
 
 
-def test_auto_chunk_bounds() -> None:
-    assert _auto_chunk(1, 2) == 1
-    assert _auto_chunk(10_000, 2) == 64
-    assert _auto_chunk(80, 2) == 10
+def test_chunk_size_bounds() -> None:
+    assert chunk_size(1, 2) == 1
+    assert chunk_size(10_000, 2) == 64
+    assert chunk_size(80, 2) == 10
+    assert chunk_size(80, 0) == 20  # no worker count known: as for one
+
+
+def test_prepare_pickles_or_says_why() -> None:
+    blob, spec = prepare({"uid": "f", "function": divmod, "args": (7, 2)},
+                         TaskKind.FUNCTION, mpi=False)  # fmt: skip
+    assert cloudpickle.loads(blob) == (divmod, (7, 2), {}) and spec == {}
+    bad_args = prepare({"uid": "f", "function": divmod, "args": "72"},
+                       TaskKind.FUNCTION, mpi=False)  # fmt: skip
+    assert isinstance(bad_args, ValueError) and "'args'" in str(bad_args)
+    bad_request = prepare(
+        {"uid": "e", "executable": "true",
+         "task_backend_specific_kwargs": {"ranks": 0}},
+        TaskKind.EXECUTABLE, mpi=False,
+    )  # fmt: skip
+    assert isinstance(bad_request, ValueError) and "ranks" in str(bad_request)
+    lock = threading.Lock()
+    unsendable = prepare({"uid": "x", "executable": "echo", "arguments": ["a", lock]},
+                         TaskKind.EXECUTABLE, mpi=False)  # fmt: skip
+    assert isinstance(unsendable, TypeError) and "arguments[1]" in str(unsendable)
+
+
+def test_pick_executor() -> None:
+    one = {"_parsl_internal": 0, "htex": 1}
+    assert pick_executor(one, None) == ("htex", 1)
+    with pytest.raises(BackendError, match="name the one"):
+        pick_executor({**one, "mpi": 2}, None)
+    with pytest.raises(BackendError, match="no Parsl executor labelled 'x'"):
+        pick_executor(one, "x")
+    with pytest.raises(BackendError, match="no Parsl executor"):
+        pick_executor(one, "_parsl_internal")
 
 
 def test_apply_outcome_writes_results() -> None:
