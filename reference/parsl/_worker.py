@@ -18,6 +18,7 @@ import asyncio
 import ctypes
 import inspect
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ __all__ = [
     "dumps_task",
     "run_executable",
     "run_functions",
+    "with_mpi_prefix",
 ]
 
 OK = "ok"
@@ -243,6 +245,8 @@ def run_executable(
     refused = _claimed(claims, key)
     if refused is not None:
         return refused
+    if (parsl_resource_specification or {}).get("num_ranks"):
+        with_mpi_prefix(task, os.environ.get("PARSL_MPI_PREFIX", ""))
     watcher = _Watcher(kill_path(claims, key), grace)
 
     def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
@@ -262,6 +266,28 @@ def run_executable(
         return (KILLED, None, "", "", "")
     results = (task["stdout"], task["stderr"], code, task.get("exception"))
     return (EXITED, cloudpickle.dumps(results), "", "", "")
+
+
+def with_mpi_prefix(task: dict[str, Any], prefix: str) -> None:
+    """Start an executable task through Parsl's MPI launcher prefix, if any.
+
+    In MPI mode Parsl sets ``PARSL_MPI_PREFIX`` (``mpiexec -n 4 ...``) for
+    the task it runs; the executable is started through it, with the shell
+    or as the first words of the argv.
+    """
+    words = shlex.split(prefix)
+    if not words:
+        return
+    shell = (task.get("task_backend_specific_kwargs") or {}).get("shell", True)
+    if shell:
+        task["executable"] = f"{prefix} {task['executable']}"
+    else:
+        task["arguments"] = [
+            *words[1:],
+            task["executable"],
+            *(task.get("arguments") or []),
+        ]
+        task["executable"] = words[0]
 
 
 EXEC_FIELDS = (

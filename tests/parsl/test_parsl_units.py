@@ -218,3 +218,22 @@ def test_unsendable_error_names_the_argument() -> None:
     task = {"uid": "x", "function": print, "args": [1, lock]}
     error = unsendable_error("x", task, TypeError("no"))
     assert "args[1]" in str(error) and "lock" in str(error)
+
+
+def test_mpi_prefix_starts_the_executable_through_the_launcher() -> None:
+    task: dict[str, object] = {"executable": "a.out", "arguments": ["x"]}
+    w.with_mpi_prefix(task, "mpiexec -n 4")
+    assert task["executable"] == "mpiexec -n 4 a.out"
+    argv: dict[str, object] = {
+        "executable": "a.out",
+        "arguments": ["x"],
+        "task_backend_specific_kwargs": {"shell": False},
+    }
+    w.with_mpi_prefix(argv, "mpiexec -n 4")
+    assert (argv["executable"], argv["arguments"]) == (
+        "mpiexec",
+        ["-n", "4", "a.out", "x"],
+    )
+    untouched: dict[str, object] = {"executable": "a.out"}
+    w.with_mpi_prefix(untouched, "")
+    assert untouched == {"executable": "a.out"}
