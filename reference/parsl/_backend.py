@@ -8,7 +8,7 @@ function tasks into chunks, one Parsl task per chunk, and submits each
 executable as a Parsl task of its own. Parsl calls back from its own thread;
 the outcomes are handed to the loop in batches and reported there.
 
-Parsl cannot cancel a task it holds, so cancels go through claim files the
+Parsl cannot cancel a task it holds, so cancels go through claims (symbolic links) the
 workers check before starting each task (`reference.parsl._claims`).
 """
 
@@ -67,7 +67,7 @@ class _Entry(Job):
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
         self.kind: TaskKind | None = task_kind(task)
-        self.key = ""  # unique per submission: names its claim file
+        self.key = ""  # unique per submission: names its claim
         self.chunk: _Chunk | None = None  # set once handed to Parsl
         # A cancel waiting for a running executable's outcome.
         self.asking: asyncio.Future[bool] | None = None
@@ -109,7 +109,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         start_timeout: Seconds to wait for the first worker to connect
             before failing with `spec.BackendError`; ``None`` waits forever
             (a batch queue may hold the workers for hours).
-        claim_dir: Directory for claim files, on a file system the workers
+        claim_dir: Directory for the claims, on a file system the workers
             share; ``None`` for the DataFlowKernel's run directory.
 
     Raises:
@@ -403,7 +403,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             asking.set_result(stopped)
 
     def _forget_claims(self, keys: list[str], now: bool = False) -> None:
-        """Delete settled tasks' claim files (in a thread, unless ``now``)."""
+        """Delete settled tasks' claims (in a thread, unless ``now``)."""
         paths = [os.path.join(self._claims, k) for k in keys if k]
         if now:
             _unlink(paths)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import cloudpickle
@@ -44,7 +46,7 @@ def test_claim_has_exactly_one_winner(tmp_path: Path) -> None:
     results: list[bool] = []
     barrier = threading.Barrier(8)
 
-    def race(who: bytes) -> None:
+    def race(who: str) -> None:
         barrier.wait()
         results.append(_claims.claim(str(tmp_path), "k", who))
 
@@ -59,7 +61,7 @@ def test_claim_has_exactly_one_winner(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
-    assert (tmp_path / "k").read_bytes() in (_claims.STARTED, _claims.CANCELED)
+    assert os.readlink(tmp_path / "k") in (_claims.STARTED, _claims.CANCELED)
 
 
 def test_claim_in_a_missing_directory_says_so(tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ def test_worker_skips_a_task_a_cancel_claimed(tmp_path: Path) -> None:
     outcomes = w.run_functions(str(tmp_path), [("k1", blob), ("k2", ok)])
     assert outcomes[0][0] == w.SKIPPED
     assert outcomes[1][0] == w.OK and cloudpickle.loads(outcomes[1][1]) == 2
-    assert (tmp_path / "k2").read_bytes() == _claims.STARTED
+    assert os.readlink(tmp_path / "k2") == _claims.STARTED
 
 
 def test_worker_without_the_claims_directory_runs_nothing(tmp_path: Path) -> None:
@@ -95,7 +97,9 @@ def test_worker_executable_is_killed_on_request(tmp_path: Path) -> None:
         )
     )
     runner.start()
-    while not (tmp_path / "s").exists():
+    deadline = time.monotonic() + 30
+    while not os.path.lexists(tmp_path / "s"):  # its claim: the child starts
+        assert time.monotonic() < deadline, "the executable never started"
         runner.join(0.01)
     _claims.request_kill(claims, "s")
     runner.join(20)
