@@ -165,6 +165,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         self._drain_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starter: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[Any] | None = None  # the DataFlowKernel's start
         self._start_error: BaseException | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -194,7 +195,12 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         try:
             if self._dfk is None:
                 config = self._config if self._config is not None else local_config()
-                self._dfk = await asyncio.to_thread(open_dfk, config)
+                # Shielded: a shutdown during the start cancels this task, not
+                # the thread; it waits for the DataFlowKernel to clean it up.
+                self._opening = asyncio.ensure_future(
+                    asyncio.to_thread(open_dfk, config)
+                )
+                self._dfk = await asyncio.shield(self._opening)
             self._label, executor = pick_executor(self._dfk.executors, self._label)
             self._mpi = bool(getattr(executor, "enable_mpi_mode", False))
             self._workers = await wait_for_workers(
@@ -498,6 +504,12 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             self._dispatcher.cancel()
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
+        if self._dfk is None and self._opening is not None:
+            # Started while shutting down: wait for it, to clean it up (SD-5).
+            with contextlib.suppress(Exception):
+                self._dfk = await asyncio.wait_for(
+                    asyncio.shield(self._opening), _CLEANUP_TIMEOUT
+                )
         if self._owns_dfk and self._dfk is not None:
             from reference.parsl._start import close_dfk
 

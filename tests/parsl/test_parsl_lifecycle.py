@@ -89,3 +89,18 @@ async def test_options_are_checked() -> None:
         ParslExecutionBackend(local_config(), dfk=object())
     with pytest.raises(ValueError, match="workers"):
         local_config(workers=0)
+
+
+async def test_shutdown_while_parsl_starts_leaves_nothing(tmp_path: Path) -> None:
+    run_dir = str(tmp_path / "runinfo")
+    backend = ParslExecutionBackend(local_config(workers=1, run_dir=run_dir))
+    recorder = Recorder()
+    backend.register_callback(recorder)
+    await backend.submit_tasks([{"uid": "t", "function": add, "args": (1,)}])
+    await asyncio.sleep(0)  # the dispatcher starts the DataFlowKernel
+    await asyncio.wait_for(backend.shutdown(), 60)
+    assert recorder.states["t"] == [TaskState.CANCELED]
+    if backend._dfk is not None:  # it had started: its interchange is gone too
+        interchange = backend._dfk.executors["asyncflow_htex"].interchange_proc
+        assert interchange is None or interchange.poll() is not None
+    assert wait_gone(parsl_processes(run_dir), 10.0) == []
