@@ -57,6 +57,8 @@ _SLICE_SECONDS = 0.01  # dispatch work per loop turn: keeps the loop responsive
 _REMOTE_SLACK = 5.0  # seconds a kill request may take on top of kill_grace
 _CLEANUP_TIMEOUT = 30.0  # seconds Parsl's own cleanup may take
 _LOST = ("WorkerLost", "ManagerLost")  # Parsl's exceptions for a dead worker
+_SWEEP_PERIOD = 5.0  # seconds between looks for results Parsl lost
+_CLAIM_SUFFIXES = ("", ".done", ".kill")  # a task's files in the claims directory
 
 
 class _Entry(Job):
@@ -81,6 +83,7 @@ class _Chunk:
     payload: list[tuple[str, bytes]] | bytes
     spec: dict[str, Any] = field(default_factory=dict)
     alone: bool = False  # re-run alone after a worker died with it
+    seen_done: bool = False  # its worker's done marker was seen, no result yet
 
 
 class ParslExecutionBackend(BackendBase[_Entry]):
@@ -165,6 +168,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         self._drain_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starter: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._opening: asyncio.Future[Any] | None = None  # the DataFlowKernel's start
         self._start_error: BaseException | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -235,6 +239,8 @@ class ParslExecutionBackend(BackendBase[_Entry]):
 
     async def _dispatch(self) -> None:
         await self._ready()
+        if self._start_error is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         wake = self._wake
         assert wake is not None  # set with the dispatcher
         while True:
@@ -370,10 +376,17 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         chunk.entries = []
         chunk.payload = b""
 
-    def _settle_lost(self, chunk: _Chunk, error: BaseException) -> None:
-        """A worker died with ``chunk``: re-run its functions alone, or fail the one."""
+    def _settle_lost(
+        self, chunk: _Chunk, error: BaseException, rerun: bool = False
+    ) -> None:
+        """A worker died with ``chunk``: re-run its functions alone, or fail the one.
+
+        With ``rerun``, a lone function runs again too (its result was lost,
+        not its worker killed by it), once.
+        """
         live = [e for e in chunk.entries if self._owes_result(e)]
-        if chunk.alone or isinstance(chunk.payload, bytes) or len(live) == 1:
+        alone = len(live) == 1 and not rerun
+        if chunk.alone or isinstance(chunk.payload, bytes) or alone:
             for entry in live:
                 self._resolve_asker(entry, False)
                 lost = WorkerLostError(
@@ -383,11 +396,32 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 self._fail(entry, lost)
             return
         blobs = dict(chunk.payload)
-        self._forget_claims([e.key for e in live], now=True)
+        self._forget_claims([e.key for e in chunk.entries], now=True)
         for entry in live:  # each alone: the one that kills its worker fails alone
             self._send(
                 _Chunk([entry], [(entry.key, blobs[entry.key])], chunk.spec, True)
             )
+
+    async def _sweep(self) -> None:
+        """Find chunks whose worker returned but whose result Parsl lost.
+
+        A chunk whose done marker was seen on two sweeps in a row, its result
+        still missing, lost it with a worker killed right after: its
+        functions run again, each alone (an executable fails, rather than
+        run twice).
+        """
+        while True:
+            await asyncio.sleep(_SWEEP_PERIOD)
+            chunks = [c for c in self._sent.values() if c.entries]
+            paths = [_claims.done_path(self._claims, c.entries[0].key) for c in chunks]
+            done = await asyncio.to_thread(_existing, paths) if paths else []
+            for chunk, finished in zip(chunks, done, strict=True):
+                if not finished or self._sent.get(id(chunk)) is not chunk:
+                    continue
+                if chunk.seen_done:
+                    del self._sent[id(chunk)]
+                    self._settle_lost(chunk, _LostResult(), rerun=True)
+                chunk.seen_done = True
 
     def _apply(self, entry: _Entry, outcome: _w.Outcome) -> None:
         status = outcome[0]
@@ -409,8 +443,13 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             asking.set_result(stopped)
 
     def _forget_claims(self, keys: list[str], now: bool = False) -> None:
-        """Delete settled tasks' claims (in a thread, unless ``now``)."""
-        paths = [os.path.join(self._claims, k) for k in keys if k]
+        """Delete settled tasks' claims and markers (in a thread, unless ``now``)."""
+        paths = [
+            os.path.join(self._claims, k + suffix)
+            for k in keys
+            if k
+            for suffix in _CLAIM_SUFFIXES
+        ]
         if now:
             _unlink(paths)
         elif paths and self._loop is not None:
@@ -500,8 +539,9 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         for entry in list(self._jobs.values()):
             self._resolve_asker(entry, True)
         self._cancel_all()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
+        for task in (self._dispatcher, self._sweeper):
+            if task is not None:
+                task.cancel()
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
         if self._dfk is None and self._opening is not None:
@@ -521,6 +561,17 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 logger.error("backend %r: Parsl's cleanup overran", self.name)
         if self._claims:
             await asyncio.to_thread(shutil.rmtree, self._claims, True)
+
+
+class _LostResult(Exception):
+    """Stands for the worker death that lost a finished chunk's result."""
+
+    def __str__(self) -> str:
+        return "it finished, but its result was lost with a worker that died"
+
+
+def _existing(paths: list[str]) -> list[bool]:
+    return [os.path.lexists(path) for path in paths]
 
 
 def _claims_not_shared(detail: str) -> BackendError:

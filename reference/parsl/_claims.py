@@ -19,6 +19,7 @@ file system, or ``/tmp`` on one machine). For each task key there is one
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 
@@ -29,7 +30,9 @@ __all__ = [
     "Decision",
     "claim",
     "decide",
+    "done_path",
     "kill_path",
+    "mark_done",
     "request_kill",
 ]
 
@@ -68,6 +71,22 @@ def claim(directory: str, key: str, who: str) -> bool:
             exc.errno, f"no claims directory {directory!r}"
         ) from exc
     return True
+
+
+def done_path(directory: str, key: str) -> str:
+    """The marker a worker leaves once the Parsl task named by ``key`` returned.
+
+    Parsl can lose a finished task's result when its worker is killed right
+    after (the result still in the worker's queue): the backend re-runs a
+    task whose marker exists but whose result never came (docs/parsl.md).
+    """
+    return os.path.join(directory, key + ".done")
+
+
+def mark_done(directory: str, key: str) -> None:
+    """Leave `done_path`'s marker; best effort (a missing directory is ignored)."""
+    with contextlib.suppress(OSError):
+        os.symlink("done", done_path(directory, key))
 
 
 def kill_path(directory: str, key: str) -> str:

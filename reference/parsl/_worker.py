@@ -33,7 +33,13 @@ import cloudpickle
 from reference._executables import kill_group
 from reference._executables import run_executable as _run_to_completion
 from reference._workers import thread_loop
-from reference.parsl._claims import STARTED, ClaimsMissingError, claim, kill_path
+from reference.parsl._claims import (
+    STARTED,
+    ClaimsMissingError,
+    claim,
+    kill_path,
+    mark_done,
+)
 
 __all__ = [
     "EXEC_FIELDS",
@@ -171,6 +177,8 @@ def run_functions(
         gathered = thread_loop().run_until_complete(_gather([a for _, a in pending]))
         for (index, _), outcome in zip(pending, gathered, strict=True):
             outcomes[index] = outcome
+    if items:
+        mark_done(claims, items[0][0])
     return [o if o is not None else _failure(RuntimeError("lost")) for o in outcomes]
 
 
@@ -259,6 +267,7 @@ def run_executable(
         _run_to_completion(task, work_dir, grace, spawn=spawn, preexec_fn=preexec)
     finally:
         watcher.stop()
+        mark_done(claims, key)
     code = task.get("exit_code")
     if code is None:  # bad options, capture files or spawn
         return _failure(task["exception"], stderr=task["stderr"])
