@@ -1,5 +1,4 @@
-"""The Parsl backend is optional: a clear error without it, never imported by default.
-"""
+"""The Parsl backend is optional: a clear error without it, never imported by default."""
 
 from __future__ import annotations
 
