@@ -1,4 +1,4 @@
-"""The Parsl backend is optional: a clear error without it, never imported by default."""
+"""The Parsl backend is optional: a clear error without it, not imported by default."""
 
 from __future__ import annotations
 
