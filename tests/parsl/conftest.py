@@ -1,0 +1,22 @@
+"""Shared fixtures for the Parsl backend tests: one local DataFlowKernel per session.
+
+Starting Parsl's interchange and workers costs seconds, so the tests share
+the process-wide DataFlowKernel of `reference.parsl.shared_local_backend`
+(two workers); tests about starting and stopping Parsl build their own.
+Task functions live in `_parsl_helpers`, pickled by value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("parsl")
+
+
+@pytest.fixture(scope="session")
+def dfk() -> Any:
+    from reference.parsl._shared import _shared_dfk
+
+    return _shared_dfk()
