@@ -71,7 +71,7 @@ def local_config(
         # heartbeat period: Parsl's default of 30 s is long for one machine.
         heartbeat_period=1,
         heartbeat_threshold=30,
-        provider=LocalProvider(  # type: ignore[no-untyped-call]
+        provider=LocalProvider(  # type: ignore[no-untyped-call,unused-ignore]
             init_blocks=1, min_blocks=1, max_blocks=1
         ),
     )
