@@ -83,6 +83,8 @@ TARGETS = [
     Target("T16", "Local threads, sync fn, resources on >= 0.9x off",
            "throughput", "sync-fn", "ours-local-thread-res", "ours-local-thread",
            0.9),
+    Target("T17", "Parsl backend, sync fn >= 0.8x Parsl python_app (same htex)",
+           "throughput", "sync-fn", "parsl-ours", "parsl-app", 0.8),
 ]  # fmt: skip
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "Unavailable",
     "build_and_warm",
     "dask_subjects",
+    "parsl_backend",
+    "parsl_subjects",
     "pool_sizes",
     "subjects",
     "subprocess_bound",
@@ -448,3 +450,88 @@ async def build_and_warm(subject: Subject, timeout: float) -> Runner:
             await runner.close()
             raise
     return runner
+
+
+# -- Parsl ------------------------------------------------------------------
+
+
+def _parsl_dfk() -> Any:
+    """The process-wide local DataFlowKernel both Parsl subjects run on.
+
+    The workers must import ``_workloads`` (Parsl's python_app pickles the
+    task function by reference), so this directory is put on their path
+    before the DataFlowKernel starts them.
+    """
+    try:
+        from reference.parsl._shared import _shared_dfk
+    except ImportError as exc:
+        raise Unavailable(
+            f"Parsl is not installed: pip install '.[parsl]' ({exc})"
+        ) from exc
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.environ.get("PYTHONPATH", "")
+    if here not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, path) if p)
+    dfk = _shared_dfk()
+    # Parsl logs every task to its run directory, as it does by default; the
+    # benchmark's own stderr handler must not print those records too.
+    logging.getLogger("parsl").propagate = False
+    return dfk
+
+
+class ParslAppBaseline:
+    """Parsl's own ``python_app``, one app call per task, awaited on the loop."""
+
+    def __init__(self, dfk: Any) -> None:
+        from parsl import python_app
+
+        self.app = python_app(sync_noop, data_flow_kernel=dfk)
+
+    async def run(self, tasks: list[dict[str, Any]], timeout: float) -> Sample:
+        t0 = time.perf_counter()
+        futures = [asyncio.wrap_future(self.app(*t["args"])) for t in tasks]
+        t1 = time.perf_counter()
+        results = await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), timeout
+        )
+        failed = sum(isinstance(r, BaseException) for r in results)
+        return Sample(
+            n=len(tasks),
+            seconds=time.perf_counter() - t0,
+            submit_seconds=t1 - t0,
+            done=len(tasks) - failed,
+            failed=failed,
+        )
+
+    async def close(self) -> None:
+        """The shared DataFlowKernel outlives the subject (closed at exit)."""
+
+
+async def _parsl_app() -> Runner:
+    dfk = await asyncio.to_thread(_parsl_dfk)
+    return ParslAppBaseline(dfk)
+
+
+async def _parsl_ours() -> Runner:
+    dfk = await asyncio.to_thread(_parsl_dfk)
+    from reference.parsl import ParslExecutionBackend
+
+    return BackendRunner(await ParslExecutionBackend(dfk=dfk))
+
+
+async def parsl_backend() -> Any:
+    """Our Parsl backend on the shared DataFlowKernel (for the engine section)."""
+    runner = await _parsl_ours()
+    assert isinstance(runner, BackendRunner)
+    return runner.backend
+
+
+def parsl_subjects(n: int) -> list[Subject]:
+    """Our Parsl backend and Parsl's python_app, on one local htex (2 workers)."""
+    return [
+        Subject("parsl-app", "Parsl python_app (htex, 2 local workers)", "raw",
+                "sync-fn", _parsl_app, 100, n),
+        Subject("parsl-ours", "ours Parsl (same executor)", "ours", "sync-fn",
+                _parsl_ours, 100, n, baseline="parsl-app",
+                extra={"note": "T17: >= 0.8x Parsl python_app"}),
+    ]  # fmt: skip

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from _cancel import cancel_latency
-from _engine import EngineSubject, engine_subjects, run_engine
+from _engine import CEILINGS, EngineSubject, engine_subjects, run_engine
 from _measure import Sample, StallWatch, median, traced_memory
 from _report import (
     chart,
@@ -45,6 +45,8 @@ from _subjects import (
     Unavailable,
     build_and_warm,
     dask_subjects,
+    parsl_backend,
+    parsl_subjects,
     pool_sizes,
     subjects,
     subprocess_bound,
@@ -65,6 +67,7 @@ FULL: dict[str, Any] = {
     "stall": 10_000,
     "orig_sync": 200,
     "dask": [10_000, 1_000],
+    "parsl": 10_000,
     "idle_s": 1.0,
     "cancel": 5,
     "repeat": 3,
@@ -81,10 +84,23 @@ QUICK: dict[str, Any] = {
     "stall": 500,
     "orig_sync": 20,
     "dask": [200],
+    "parsl": 200,
     "idle_s": 0.2,
     "cancel": 1,
     "repeat": 1,
 }
+
+
+PARSL_ENGINE = EngineSubject(
+    "engine-ours-parsl",
+    "engine + ours Parsl (htex, 2 local workers), async fn",
+    "ours",
+    parsl_backend,
+    "async-fn",
+    CEILINGS["async-fn"],
+    False,
+)
+"""The Parsl backend under the engine, against its noop ceiling (--parsl)."""
 
 
 def _sizes_n(workload: str, sizes: dict[str, Any]) -> int:
@@ -224,6 +240,7 @@ async def engine(
     timeout: float,
     skipped: list[str],
     with_dask: bool,
+    with_parsl: bool = False,
 ) -> list[dict[str, Any]]:
     """End to end through radical.asyncflow 0.6's WorkflowEngine.
 
@@ -232,7 +249,7 @@ async def engine(
     seconds apart; the subjects' order rotates between repetitions.
     """
     n = sizes["engine"]
-    chosen = engine_subjects(with_dask)
+    chosen = engine_subjects(with_dask) + ([PARSL_ENGINE] if with_parsl else [])
     by_key = {s.key: s for s in chosen}
     rows: dict[str, dict[str, Any]] = {}
     for s in chosen:
@@ -584,6 +601,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         catalogue += dask_subjects(sizes["dask"])
     elif not args.dask:
         skipped.append("Dask backend: not asked for (--dask)")
+    if args.parsl and wanted("parsl"):
+        catalogue += parsl_subjects(sizes["parsl"])
+    elif not args.parsl:
+        skipped.append("Parsl backend: not asked for (--parsl)")
     # Order the catalogue by workload so the table reads by workload.
     catalogue.sort(key=lambda s: WORKLOADS.index(s.workload))
     if catalogue:
@@ -596,7 +617,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # Medians of at least five runs: the engine's ceiling is noisy.
         engine_repeat = max(repeat, sizes["engine_repeat"])
         results["engine"] = await engine(
-            sizes, engine_repeat, args.timeout, skipped, args.dask
+            sizes, engine_repeat, args.timeout, skipped, args.dask, args.parsl
         )
     if wanted("memory"):
         print("memory:", file=sys.stderr)
@@ -649,13 +670,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma-separated sections: async-fn,sync-fn,exec,noop,"
-        "dask,engine,memory,stall,cancel",
+        "dask,parsl,engine,memory,stall,cancel",
     )
     p.add_argument(
         "--dask",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="include the Dask backend (default: yes, except with --quick)",
+    )
+    p.add_argument(
+        "--parsl",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="include the Parsl backend and Parsl's python_app (needs the parsl "
+        "extra; default: no)",
     )
     p.add_argument(
         "--slow-cap",

@@ -395,6 +395,13 @@ def render(runs: Path, output: Path) -> str:
         "backend's list below for which). *n/a*: the backend does not declare",
         "the capability the clause belongs to.",
         "",
+        "Neither project has a Parsl backend (rhapsody-py 0.6 has Dask, Dragon,",
+        "RADICAL-Pilot and concurrent ones; its Flux backend is a request). The",
+        "reference [`ParslExecutionBackend`](parsl.md) fills that row: it",
+        "conforms (`python -m conformance reference.parsl:shared_local_backend`",
+        "in CI), declaring crash isolation but not preemptive cancels or",
+        "resources.",
+        "",
         "## Clause by clause",
         "",
         "| clause | level | "
