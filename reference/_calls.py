@@ -3,8 +3,9 @@
 `call` runs a function task's callable, running a coroutine it returns on
 `thread_loop` (one persistent loop per worker thread, never a fresh
 ``asyncio.run`` loop per task); `sendable` makes an exception safe to send
-across processes. Used by the pullers (`reference._workers`), the
-process pool's workers (`reference._procpool`) and the Dask workers.
+across processes, and `load_exception` rebuilds one a remote worker sent.
+Used by the pullers (`reference._workers`), the process pool's workers
+(`reference._procpool`) and the Dask and Parsl backends.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from collections.abc import (
 )
 from typing import Any
 
+import cloudpickle
+
 from spec import StandInError
 
-__all__ = ["call", "sendable", "thread_loop"]
+__all__ = ["call", "load_exception", "sendable", "thread_loop"]
 
 
 class _LoopHolder:
@@ -81,3 +84,22 @@ def sendable(exc: BaseException) -> BaseException:
             message = "<str() of the exception failed>"
         return StandInError(f"{kind.__module__}.{kind.__qualname__}", message)
     return exc
+
+
+def load_exception(
+    payload: bytes | None, type_name: str, message: str
+) -> BaseException:
+    """Rebuild an exception a worker sent, or a `StandInError` naming its type (RS-9).
+
+    The reverse of `sendable`, for the workers that send exceptions as
+    cloudpickled bytes (`reference._outcomes.failure`).
+    """
+    if payload is not None:
+        try:
+            exc = cloudpickle.loads(payload)
+        except Exception:
+            pass
+        else:
+            if isinstance(exc, BaseException):
+                return exc
+    return StandInError(type_name or "unknown", message)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from reference._calls import load_exception
 from reference._resources import function_refusal, unavailable
 from reference.dask import _outcomes
 from reference.dask._outcomes import Outcome
@@ -109,21 +110,6 @@ def settlement(kind: TaskKind | None, outcome: Outcome) -> Settlement:
         return Settlement(TaskState.DONE, {"return_value": value})
     error = BackendError(f"the Dask worker sent an unknown outcome {status!r}")
     return Settlement(TaskState.FAILED, error=error)
-
-
-def load_exception(
-    payload: bytes | None, type_name: str, message: str
-) -> BaseException:
-    """Rebuild a task's exception, or a `StandInError` naming its type (RS-9)."""
-    if payload is not None:
-        try:
-            exc = cloudpickle.loads(payload)
-        except Exception:
-            pass
-        else:
-            if isinstance(exc, BaseException):
-                return exc
-    return StandInError(type_name, message)
 
 
 # -- a lost worker -----------------------------------------------------------------

@@ -31,8 +31,10 @@ from typing import Any
 
 import cloudpickle
 
+from reference import _outcomes as _shared_outcomes
 from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
+from reference._outcomes import gather_outcomes
 from reference._workers import thread_loop
 from reference.dask import _outcomes
 from reference.dask._outcomes import SKIPPED, Outcome, Ran, Where, failure
@@ -198,11 +200,6 @@ async def cancel_keys(
 # -- function tasks -------------------------------------------------------------
 
 
-async def _gather(awaitables: list[Any]) -> list[Outcome]:
-    found = await asyncio.gather(*(_outcomes.await_outcome(a) for a in awaitables))
-    return list(found)
-
-
 def _where(gpus: tuple[str, ...] = ()) -> Where:
     """Where this worker runs tasks: its host, its address, the GPUs given."""
     try:
@@ -252,7 +249,9 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
             else:
                 pending.append((index, started))
         if pending:
-            done = thread_loop().run_until_complete(_gather([a for _, a in pending]))
+            done = thread_loop().run_until_complete(
+                gather_outcomes([a for _, a in pending])
+            )
             for (index, _), outcome in zip(pending, done, strict=True):
                 outcomes[index] = outcome
     finally:
@@ -262,8 +261,8 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
 
 # -- function tasks in a child process ------------------------------------------
 
-# The child runs the outcomes module as a file: importing it as
-# reference.dask._outcomes would import the package, and with it distributed.
+# The child runs the shared outcomes module as a file: importing it would
+# import the reference package first (and reference.dask, distributed).
 _ISOLATED_MAIN = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 
 
@@ -281,7 +280,7 @@ def _run_isolated(key: str, blob: bytes, chunk: str = "") -> Outcome:
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-c", _ISOLATED_MAIN, _outcomes.__file__],
+            [sys.executable, "-c", _ISOLATED_MAIN, _shared_outcomes.__file__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -12,25 +12,11 @@ from typing import Any
 
 import cloudpickle
 
+from reference._calls import load_exception
 from reference.parsl import _worker as _w
-from spec import BackendError, StandInError, TaskState
+from spec import BackendError, TaskState
 
 __all__ = ["apply_outcome", "load_exception", "unsendable_error"]
-
-
-def load_exception(
-    payload: bytes | None, type_name: str, message: str
-) -> BaseException:
-    """Rebuild a task's exception, or a `StandInError` naming its type."""
-    if payload is not None:
-        try:
-            exc = cloudpickle.loads(payload)
-        except Exception:
-            pass
-        else:
-            if isinstance(exc, BaseException):
-                return exc
-    return StandInError(type_name or "unknown", message)
 
 
 def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:

@@ -14,9 +14,7 @@ task is not run, since a cancel could not reach it.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
-import inspect
 import os
 import shlex
 import signal
@@ -24,7 +22,6 @@ import socket
 import subprocess
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +29,16 @@ import cloudpickle
 
 from reference._executables import kill_group
 from reference._executables import run_executable as _run_to_completion
+from reference._outcomes import (
+    EXITED,
+    FAILED,
+    OK,
+    Outcome,
+    failure,
+    gather_outcomes,
+    start_item,
+)
+from reference._outcomes import dumps_function_item as dumps_call
 from reference._workers import thread_loop
 from reference.parsl._claims import (
     STARTED,
@@ -57,46 +64,15 @@ __all__ = [
     "with_mpi_prefix",
 ]
 
-OK = "ok"
-"""The function returned; ``payload`` pickles its value."""
-FAILED = "failed"
-"""The task failed; ``payload`` pickles the exception (``None`` if it cannot)."""
 SKIPPED = "skipped"
 """A cancel claimed the task first: it never started."""
 MISSING = "missing"
 """The worker cannot see the claims directory; ``message`` says where it looked."""
-EXITED = "exited"
-"""An executable ran; ``payload`` pickles ``(stdout, stderr, exit_code, exception)``."""
 KILLED = "killed"
 """An executable was killed on the backend's request (a cancel): stopped."""
 
-Outcome = tuple[str, bytes | None, str, str, str]
-"""``(status, payload, stderr, type_name, message)``, one per task."""
 
 _KILL_POLL = 0.05  # seconds between looks for a running executable's kill request
-
-
-def _failure(exc: BaseException, stderr: str | None = None) -> Outcome:
-    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    if stderr is None:
-        stderr = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        payload: bytes | None = cloudpickle.dumps(exc)
-        cloudpickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
-    except Exception:
-        payload = None
-    return (FAILED, payload, stderr, type_name, str(exc))
-
-
-def _success(value: object) -> Outcome:
-    try:
-        return (OK, cloudpickle.dumps(value), "", "", "")
-    except Exception as exc:
-        error = TypeError(
-            f"the return value ({type(value).__qualname__}) cannot be pickled "
-            f"to send it back from the Parsl worker: {exc}"
-        )
-        return _failure(error, stderr=str(error))
 
 
 def _missing(directory: str) -> Outcome:
@@ -112,37 +88,6 @@ def _claimed(directory: str, key: str) -> Outcome | None:
     except ClaimsMissingError:
         return _missing(directory)
     return (SKIPPED, None, "", "", "")
-
-
-async def _await_outcome(awaitable: Any) -> Outcome:
-    try:
-        value = await awaitable
-    except BaseException as exc:  # a task's own CancelledError is its failure too
-        return _failure(exc)
-    return _success(value)
-
-
-async def _gather(awaitables: list[Any]) -> list[Outcome]:
-    # Inside a coroutine, so gather's futures belong to the running loop.
-    return list(await asyncio.gather(*(_await_outcome(a) for a in awaitables)))
-
-
-def _start(blob: bytes) -> Outcome | Any:
-    """Call one task's function: its `Outcome`, or the awaitable it returned."""
-    try:
-        function, args, kwargs = cloudpickle.loads(blob)
-    except Exception as exc:
-        return _failure(
-            RuntimeError(
-                f"the Parsl worker cannot unpickle the task's function: {exc!r} "
-                "(is its module installed where the workers run?)"
-            )
-        )
-    try:
-        result = function(*args, **kwargs)
-    except BaseException as exc:  # even SystemExit fails only its own task
-        return _failure(exc)
-    return result if inspect.isawaitable(result) else _success(result)
 
 
 def run_functions(
@@ -168,18 +113,20 @@ def run_functions(
     pending: list[tuple[int, Any]] = []
     for key, blob in items:
         refused = _claimed(claims, key)
-        started = refused if refused is not None else _start(blob)
+        started = refused if refused is not None else start_item(blob)
         if not isinstance(started, tuple):
             pending.append((len(outcomes), started))
             started = None
         outcomes.append(started)
     if pending:
-        gathered = thread_loop().run_until_complete(_gather([a for _, a in pending]))
+        gathered = thread_loop().run_until_complete(
+            gather_outcomes([a for _, a in pending])
+        )
         for (index, _), outcome in zip(pending, gathered, strict=True):
             outcomes[index] = outcome
     if items:
         mark_done(claims, items[0][0])
-    return [o if o is not None else _failure(RuntimeError("lost")) for o in outcomes]
+    return [o if o is not None else failure(RuntimeError("lost")) for o in outcomes]
 
 
 _PR_SET_PDEATHSIG = 1
@@ -249,7 +196,7 @@ def run_executable(
     try:
         task = cloudpickle.loads(blob)
     except Exception as exc:
-        return _failure(RuntimeError(f"cannot unpickle the executable task: {exc!r}"))
+        return failure(RuntimeError(f"cannot unpickle the executable task: {exc!r}"))
     refused = _claimed(claims, key)
     if refused is not None:
         return refused
@@ -270,7 +217,7 @@ def run_executable(
         mark_done(claims, key)
     code = task.get("exit_code")
     if code is None:  # bad options, capture files or spawn
-        return _failure(task["exception"], stderr=task["stderr"])
+        return failure(task["exception"], stderr=task["stderr"])
     if watcher.killed and code < 0:
         return (KILLED, None, "", "", "")
     results = (task["stdout"], task["stderr"], code, task.get("exception"))
@@ -307,14 +254,6 @@ EXEC_FIELDS = (
     "task_backend_specific_kwargs",
 )
 """The parts of an executable task a worker needs."""
-
-
-def dumps_call(
-    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> bytes:
-    """Pickle one function task for `run_functions` (done by the backend)."""
-    blob: bytes = cloudpickle.dumps((function, args, kwargs))
-    return blob
 
 
 def dumps_task(part: dict[str, Any]) -> bytes:
