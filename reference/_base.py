@@ -138,8 +138,8 @@ def function_call(
     return func, tuple(args), kwargs
 
 
-def _ignore_state(task: Any, state: str) -> None:
-    """Stand-in callback until the engine registers one."""
+def _ignore_state(task: Any, state: str, **service: Any) -> None:
+    """Stand-in callback until the engine registers one (readiness included)."""
 
 
 class Job(Ticket):
@@ -161,6 +161,15 @@ class Job(Ticket):
 
 
 JobT = TypeVar("JobT", bound=Job)
+
+
+def _log_callback_error(task: dict[str, Any], state: TaskState) -> None:
+    # Called from an except block: logger.exception adds the traceback.
+    logger.exception(
+        "state callback raised for task %r (%s); continuing",
+        task.get("uid"),
+        state.value,
+    )
 
 
 class BackendFacade:
@@ -349,12 +358,8 @@ class BackendBase(BackendFacade, Generic[JobT]):
             f"task {uid!r} has none of 'function', 'executable' or 'prompt'"
         )
 
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
+    def _report(self, task: dict[str, Any], state: TaskState) -> None:
         """Deliver one state; a raising callback is logged, never propagated.
-
-        ``extra`` is ``service_callback=`` when a service is ready (SV-2):
-        passed to the callback, and not a change of state for
-        ``task_state_cb``.
 
         Any exception is contained (ST-7), `asyncio.CancelledError` included
         (ST-8): it is a `BaseException`, and letting it out would abort the
@@ -363,17 +368,27 @@ class BackendBase(BackendFacade, Generic[JobT]):
         program to stop.
         """
         try:
-            if not extra:
-                self.task_state_cb(task, state)
-            self._callback(task, state, **extra)
+            self.task_state_cb(task, state)
+            self._callback(task, state)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:
-            logger.exception(
-                "state callback raised for task %r (%s); continuing",
-                task.get("uid"),
-                state.value,
-            )
+            _log_callback_error(task, state)
+
+    def _report_ready(self, task: dict[str, Any], ready: Any) -> None:
+        """Tell the callback a service is ready (SV-2), contained like `_report`.
+
+        RUNNING once more, with the ``service_callback`` keyword: not a change
+        of state, so ``task_state_cb`` does not see it. A separate method so
+        that `_report`, called for every state of every task, stays a plain
+        two-argument call.
+        """
+        try:
+            self._callback(task, TaskState.RUNNING, service_callback=ready)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            _log_callback_error(task, TaskState.RUNNING)
 
     def _finish(self, job: JobT, state: TaskState) -> bool:
         """Report ``job``'s terminal state unless it was already reported.

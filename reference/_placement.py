@@ -174,8 +174,8 @@ def placement(
     """
     return {
         "host": host,
-        "cores": None if cores is None else list(cores),
-        "gpus": list(gpus),
+        "cores": cores,
+        "gpus": gpus,
         "memory": memory,
     }
 

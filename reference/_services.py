@@ -292,13 +292,15 @@ class ServiceReady:
 
 
 def announce(
-    report: Callable[..., None], task: dict[str, Any], info: ServiceInfo
+    report_ready: Callable[[dict[str, Any], Any], None],
+    task: dict[str, Any],
+    info: ServiceInfo,
 ) -> None:
     """Tell the engine a service is ready (SV-2, SV-3).
 
     Writes ``task["service_info"]`` and reports RUNNING once more with the
     ``service_callback`` keyword, through the backend's own contained
-    ``report(task, state, **extra)``.
+    ``_report_ready(task, ready)``.
     """
     task["service_info"] = info
-    report(task, TaskState.RUNNING, service_callback=ServiceReady(info))
+    report_ready(task, ServiceReady(info))

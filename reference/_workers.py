@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from reference._calls import call, sendable, thread_loop
 from reference._core import CancelDecision
-from reference._placement import bind_thread, placement, thread_cores
+from reference._placement import HOST, bind_thread, thread_cores
 from reference._resources import ResourcePool
 from spec import ResourceDemand
 
@@ -101,7 +101,7 @@ class _Binding:
         if self.home is None:
             return
         ids = None if job is None else job.grant.core_ids
-        if ids != self.bound:
+        if ids is not self.bound and ids != self.bound:
             bind_thread(self.home if ids is None else ids)
             self.bound = ids
 
@@ -498,8 +498,10 @@ class JobQueue:
         try:
             while True:
                 job = next_job(job)
-                if binding.home is not None:
-                    binding.follow(job)
+                if binding.home is not None and (
+                    job is None or job.grant.core_ids is not binding.bound
+                ):
+                    binding.follow(job)  # a grant passed over keeps its ids
                 if outcome is not None:
                     push(outcome)
                     outcome = None
@@ -507,10 +509,14 @@ class JobQueue:
                     return
                 task = job.task
                 if pool is not None:
+                    # `reference._placement.placement`, inline: once per task.
                     grant = job.grant
-                    task["placement"] = placement(
-                        grant.core_ids, grant.gpus, grant.memory
-                    )
+                    task["placement"] = {
+                        "host": HOST,
+                        "cores": grant.core_ids,
+                        "gpus": grant.gpus,
+                        "memory": grant.memory,
+                    }
                 push((job, RUNNING, None, None))
                 is_coroutine = False
                 try:
@@ -525,7 +531,8 @@ class JobQueue:
                         )
                     finally:
                         _set_running_loop(loop)
-                    if asyncio.iscoroutine(result):
+                    # None (most sync tasks) skips iscoroutine's ABC check.
+                    if result is not None and asyncio.iscoroutine(result):
                         is_coroutine = True
                         result = await self._await(job, result, puller, loop)
                 except BaseException as exc:  # a task's SystemExit must not kill it

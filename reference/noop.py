@@ -102,7 +102,7 @@ class NoopExecutionBackend(BackendBase[Job]):
             self._fail(job, error)  # strict: a real run would refuse it (SV-4)
             return False
         self._report(job.task, TaskState.RUNNING)
-        announce(self._report, job.task, {"probe": "dry_run", "dry_run": True})
+        announce(self._report_ready, job.task, {"probe": "dry_run", "dry_run": True})
         return True
 
     async def cancel_task(self, uid: str) -> bool:

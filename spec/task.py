@@ -106,15 +106,18 @@ class Placement(TypedDict):
 
     A backend adds keys of its own freely; these four are fixed by the
     contract, and ``worker`` by backends that run tasks on named workers.
+    The ids are tuples: immutable, so a backend may share one between the
+    records of the tasks that held the same cores, and a record costs one
+    dict per task (the suite also accepts lists).
     """
 
     host: str
     """Host name of the machine the task ran on (``socket.gethostname()`` there)."""
-    cores: list[int] | None
+    cores: tuple[int, ...] | None
     """The core ids the task was bound to, sorted, one per core it asked for
     (``ranks * cores_per_rank``); ``None`` where the backend counts cores but
     does not bind them (PL-3 then checks only the GPUs)."""
-    gpus: list[str]
+    gpus: tuple[str, ...]
     """The GPU ids the task was given, exclusively (``CUDA_VISIBLE_DEVICES`` of
     an executable); empty when it asked for none."""
     memory: int

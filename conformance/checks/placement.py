@@ -151,7 +151,7 @@ def _expect_record(
     h.expect(
         ids is None
         or (
-            isinstance(ids, list)
+            isinstance(ids, (tuple, list))
             and all(isinstance(c, int) and not isinstance(c, bool) for c in ids)
             and len(set(ids)) == len(ids) == cores
         ),
@@ -161,7 +161,7 @@ def _expect_record(
     )
     devices = record.get("gpus", "missing")
     h.expect(
-        isinstance(devices, list)
+        isinstance(devices, (tuple, list))
         and all(isinstance(g, str) for g in devices)
         and len(set(devices)) == len(devices) == gpus,
         "PL-1",

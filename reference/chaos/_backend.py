@@ -155,7 +155,7 @@ class ChaosBackend(InnerForwarding, BackendFacade):
         self.seed = seed
         self._name = name if name is not None else str(getattr(inner, "name", "chaos"))
         self._callback: Callable[..., None] = _ignore_state
-        self._deliveries = Deliveries(self._policy, self._report)
+        self._deliveries = Deliveries(self._policy, self._report, self._report_ready)
         # Batches accepted, not yet handed to the inner backend (submit_delay).
         self._held: list[_HeldBatch] = []
         self._closing: asyncio.Event | None = None
@@ -370,13 +370,17 @@ class ChaosBackend(InnerForwarding, BackendFacade):
     def task_state_cb(self, task: dict[str, Any], state: str) -> None:
         """Observe every state this backend delivers, before the callback."""
 
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
+    def _report(self, task: dict[str, Any], state: TaskState) -> None:
         """Deliver one state as every reference backend does (ST-7, ST-8).
 
         The same code as theirs: it needs only ``task_state_cb`` and
         ``_callback``, which this backend has too.
         """
-        BackendBase._report(cast(Any, self), task, state, **extra)
+        BackendBase._report(cast(Any, self), task, state)
+
+    def _report_ready(self, task: dict[str, Any], ready: Any) -> None:
+        """Tell the engine a service is ready, as every reference backend does."""
+        BackendBase._report_ready(cast(Any, self), task, ready)
 
     # -- cancellation --------------------------------------------------------
 

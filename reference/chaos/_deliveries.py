@@ -25,11 +25,18 @@ class Deliveries:
     Args:
         policy: Decides each task's delays and RUNNING.
         report: Delivers one state to the engine.
+        report_ready: Tells the engine a service is ready (SV-2).
     """
 
-    def __init__(self, policy: ChaosPolicy, report: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        policy: ChaosPolicy,
+        report: Callable[[dict[str, Any], TaskState], None],
+        report_ready: Callable[[dict[str, Any], Any], None],
+    ) -> None:
         self._policy = policy
         self._report = report
+        self._report_ready = report_ready
         # The tasks in flight: the task dict itself until something happens
         # to it, then its Entry; a 10,000-task submit makes no objects (SC-3).
         self.in_flight: dict[str, Entry | dict[str, Any]] = {}
@@ -78,7 +85,7 @@ class Deliveries:
             entry.running_pending = True
             self._deliver_running(entry)
         ready, entry.ready = entry.ready, None
-        self._report(entry.task, TaskState.RUNNING, service_callback=ready)
+        self._report_ready(entry.task, ready)
 
     def hold_terminal(self, entry: Entry, state: TaskState) -> None:
         """Deliver ``state`` as ``entry``'s terminal state after its delay."""

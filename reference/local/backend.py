@@ -482,23 +482,22 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
             return True
         try:
             job.service = services.prepare(
-                job.task, self._report, lambda: self._service_timed_out(job)
+                job.task, self._report_ready, lambda: self._service_timed_out(job)
             )
         except (TypeError, ValueError) as exc:
             self._fail(job, exc)  # SV-4
             return False
         return True
 
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
-        super()._report(task, state, **extra)
-        if state is TaskState.RUNNING and not extra and task.get("is_service") is True:
-            job = self._job(task["uid"])
-            if job is not None and job.service is not None:
-                capture = task.get("capture_stdio") and job.child is not None
-                path = self._capture_paths(self._work_dir, job.uid)[0]
-                services.start_watching(
-                    job, self._bound_loop(), path if capture else None
-                )
+    def _service_running(self, job: LocalJob) -> None:
+        """A service's RUNNING was just reported: watch it for readiness (SV-2).
+
+        The runners call it right after they report a service job RUNNING.
+        """
+        task = job.task
+        capture = task.get("capture_stdio") and job.child is not None
+        path = self._capture_paths(self._work_dir, job.uid)[0]
+        services.start_watching(job, self._bound_loop(), path if capture else None)
 
     def _service_timed_out(self, job: LocalJob) -> None:
         """Stop a service whose ``ready_timeout`` passed; it ends FAILED (SV-5)."""

@@ -114,8 +114,12 @@ class Dispatcher:
             ready: list[LocalJob] = []
             for _ in range(count):
                 job = pending.popleft()
-                if not job.canceled and self._host._prepare_service(job):
-                    ready.append(job)
+                if job.canceled or (
+                    job.task.get("is_service") is True
+                    and not self._host._prepare_service(job)
+                ):
+                    continue
+                ready.append(job)
             self.launch(ready)
         else:
             jobs: list[LocalJob] = []
@@ -125,9 +129,12 @@ class Dispatcher:
             plain = self._procs is None and not self._async_on_loop
             for _ in range(count):
                 job = pending.popleft()
-                if job.canceled or not self._host._prepare_service(job):
-                    continue
                 task = job.task
+                if job.canceled or (
+                    task.get("is_service") is True
+                    and not self._host._prepare_service(job)
+                ):
+                    continue
                 if (
                     plain
                     and job.service is None

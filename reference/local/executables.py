@@ -208,6 +208,8 @@ class ExecutableRunner:
             return
         job.child = child
         self._host._report(task, TaskState.RUNNING)
+        if job.service is not None:
+            self._host._service_running(job)
         timer = None
         if options.timeout is not None:
             timer = self._host._bound_loop().call_later(

@@ -163,6 +163,8 @@ class OnLoopRunner:
         for job in jobs:
             if job.started and not job.ended and self._host._owes_result(job):
                 self._host._report(job.task, TaskState.RUNNING)
+                if job.service is not None:
+                    self._host._service_running(job)
 
     def cancel(self, job: LocalJob) -> CancelDecision:
         """Cancel a job's asyncio task: CancelledError is raised inside the coroutine.

@@ -92,6 +92,8 @@ class NoticeInbox:
                 # Through an engine that halves the callbacks of short tasks.
                 if not job.ended:
                     report(task, TaskState.RUNNING)
+                    if job.service is not None:
+                        self._host._service_running(job)
             elif kind == _workers.DONE:
                 task["return_value"] = value
                 self._host._finish(job, TaskState.DONE)  # RS-1, RS-2

@@ -3,7 +3,7 @@
 `ServiceWatch` carries out `reference._services.Readiness`'s decisions for
 one service: from its RUNNING on, it polls its probe (a TCP connection, a
 file, the lines of its output), bounds the wait by ``ready_timeout``, and
-announces readiness through the backend's ``_report``. The runners run a
+announces readiness through the backend's ``_report_ready``. The runners run a
 service like any task, but ``async def`` and async generator services run on
 the loop (`on_loop`); `drive_generator` runs an async generator service,
 ready at its first ``yield``.
@@ -47,7 +47,7 @@ class ServiceWatch:
     Args:
         readiness: The service's decisions.
         task: Its task dict.
-        report: The backend's ``_report(task, state, **extra)``.
+        report_ready: The backend's ``_report_ready(task, ready)``.
         stop: Stops the service for its ready timeout (it ends FAILED).
         cwd: Where a relative ``file`` probe is looked for.
     """
@@ -56,13 +56,13 @@ class ServiceWatch:
         self,
         readiness: Readiness,
         task: dict[str, Any],
-        report: Callable[..., None],
+        report_ready: Callable[[dict[str, Any], Any], None],
         stop: Callable[[], None],
         cwd: str | None = None,
     ) -> None:
         self.readiness = readiness
         self._task = task
-        self._report = report
+        self._report_ready = report_ready
         self._stop = stop
         self._cwd = cwd
         self._timer: asyncio.TimerHandle | None = None
@@ -71,7 +71,7 @@ class ServiceWatch:
 
     def _announce(self, info: ServiceInfo | None) -> None:
         if info is not None and not self._closed:
-            announce(self._report, self._task, info)
+            announce(self._report_ready, self._task, info)
 
     def on_running(
         self,
@@ -219,7 +219,7 @@ async def drive_generator(
 
 def prepare(
     task: dict[str, Any],
-    report: Callable[..., None],
+    report_ready: Callable[[dict[str, Any], Any], None],
     stop: Callable[[], None],
 ) -> ServiceWatch:
     """The watch of a service about to be run, from its checked options.
@@ -235,7 +235,7 @@ def prepare(
     cwd = backend_options.get("cwd") if isinstance(backend_options, dict) else None
     readiness = Readiness(options, {"pid": os.getpid()})
     return ServiceWatch(
-        readiness, task, report, stop, cwd if isinstance(cwd, str) else None
+        readiness, task, report_ready, stop, cwd if isinstance(cwd, str) else None
     )
 
 

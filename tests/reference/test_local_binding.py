@@ -124,8 +124,8 @@ async def test_a_process_pool_worker_runs_bound_and_is_given_its_affinity_back(
             assert task["return_value"] == [USABLE[-1]]
             assert task["placement"] == {
                 "host": HOST,
-                "cores": [USABLE[-1]],
-                "gpus": [],
+                "cores": (USABLE[-1],),
+                "gpus": (),
                 "memory": 0,
             }
         (pid,) = procs.pids()
@@ -163,7 +163,7 @@ async def test_mpi_ranks_get_the_union_of_their_cores(
     assert len(seen) == 2 and seen[0] == seen[1]  # the launcher and its rank
     if both is not None:
         assert seen[0] == both
-    assert task["placement"]["cores"] == USABLE[:2]
+    assert task["placement"]["cores"] == tuple(USABLE[:2])
 
 
 @pytest.mark.asyncio
@@ -184,7 +184,7 @@ async def test_a_task_without_gpus_sees_none_of_the_backends(
     ]
     await _run(backend, recorder, tasks)
     assert [t["stdout"] for t in tasks] == ["[]\n", "[3]\n"]
-    assert [t["placement"]["gpus"] for t in tasks] == [[], ["3"]]
+    assert [t["placement"]["gpus"] for t in tasks] == [(), ("3",)]
 
 
 @pytest.mark.asyncio

@@ -78,8 +78,8 @@ def test_placement_record() -> None:
     record = placement((0, 1), ("7",), 64)
     assert record == {
         "host": _placement.HOST,
-        "cores": [0, 1],
-        "gpus": ["7"],
+        "cores": (0, 1),
+        "gpus": ("7",),
         "memory": 64,
     }
     assert placement(None, (), 0)["cores"] is None

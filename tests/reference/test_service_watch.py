@@ -21,12 +21,12 @@ class Host:
     """Records what the watch reports and whether it asked to stop."""
 
     def __init__(self) -> None:
-        self.reports: list[tuple[TaskState, dict[str, Any]]] = []
+        self.reports: list[Any] = []
         self.stopped = asyncio.Event()
         self.announced = asyncio.Event()
 
-    def report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
-        self.reports.append((state, extra))
+    def report_ready(self, task: dict[str, Any], ready: Any) -> None:
+        self.reports.append(ready)
         self.announced.set()
 
     def stop(self) -> None:
@@ -38,15 +38,14 @@ def _watch(
 ) -> tuple[ServiceWatch, dict[str, Any]]:
     task: dict[str, Any] = {"uid": "svc", "is_service": True}
     readiness = Readiness(ServiceOptions(parse_ready(ready), timeout), {"pid": 1})
-    return ServiceWatch(readiness, task, host.report, host.stop, cwd), task
+    return ServiceWatch(readiness, task, host.report_ready, host.stop, cwd), task
 
 
 async def _announced(host: Host) -> dict[str, Any]:
     await asyncio.wait_for(host.announced.wait(), 10)
-    [(state, extra)] = host.reports
-    assert state is TaskState.RUNNING
+    [ready] = host.reports
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    extra["service_callback"](future, {}, state)
+    ready(future, {}, TaskState.RUNNING.value)
     return dict(future.result())
 
 
@@ -136,7 +135,9 @@ async def test_a_generator_is_announced_at_its_first_yield_then_runs_on() -> Non
     host = Host()
     task: dict[str, Any] = {"uid": "gen", "is_service": True}
     options = ServiceOptions(parse_ready(None), None, generator=True)
-    watch = ServiceWatch(Readiness(options, {"pid": 1}), task, host.report, host.stop)
+    watch = ServiceWatch(
+        Readiness(options, {"pid": 1}), task, host.report_ready, host.stop
+    )
     go = asyncio.Event()
     closed = asyncio.Event()
 
@@ -162,7 +163,7 @@ async def test_a_canceled_generator_is_closed() -> None:
     host = Host()
     options = ServiceOptions(parse_ready(None), None, generator=True)
     watch = ServiceWatch(
-        Readiness(options, {"pid": 1}), {"uid": "g"}, host.report, host.stop
+        Readiness(options, {"pid": 1}), {"uid": "g"}, host.report_ready, host.stop
     )
     closed = asyncio.Event()
 
@@ -186,7 +187,7 @@ async def test_a_generator_ending_before_its_first_yield_returns_none() -> None:
     host = Host()
     options = ServiceOptions(parse_ready(None), None, generator=True)
     watch = ServiceWatch(
-        Readiness(options, {"pid": 1}), {"uid": "g"}, host.report, host.stop
+        Readiness(options, {"pid": 1}), {"uid": "g"}, host.report_ready, host.stop
     )
 
     async def service() -> AsyncIterator[int]:

@@ -34,7 +34,7 @@ class AnnouncesEveryTask(NoopExecutionBackend):
         task = job.task
         if state is TaskState.DONE and not task.get("is_service"):
             self._report(task, TaskState.RUNNING)
-            announce(self._report, task, {"probe": "dry_run", "dry_run": True})
+            announce(self._report_ready, task, {"probe": "dry_run", "dry_run": True})
         return super()._finish(job, state)
 
 
@@ -46,10 +46,8 @@ class _Overwrites(ServiceReady):
 class CallbackOverwritesDoneFutures(NoopExecutionBackend):
     """SV-3: service_callback sets the result even on a future already done."""
 
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
-        if "service_callback" in extra:
-            extra["service_callback"] = _Overwrites(extra["service_callback"].info)
-        super()._report(task, state, **extra)
+    def _report_ready(self, task: dict[str, Any], ready: Any) -> None:
+        super()._report_ready(task, _Overwrites(ready.info))
 
 
 class _Local(LocalExecutionBackend):
@@ -71,10 +69,10 @@ class RunsServicesAsBatchTasks(_Local):
 class StopsServicesOnceReady(_Local):
     """SV-1: a service is stopped 0.3 s after it is ready, as if a timeout applied."""
 
-    def _report(self, task: dict[str, Any], state: TaskState, **extra: Any) -> None:
-        super()._report(task, state, **extra)
+    def _report_ready(self, task: dict[str, Any], ready: Any) -> None:
+        super()._report_ready(task, ready)
         job = self._job(task["uid"])
-        if extra and job is not None:
+        if job is not None:
             self._bound_loop().call_later(0.3, self._stop, job)
 
 
