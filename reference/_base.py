@@ -13,9 +13,9 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from typing_extensions import Self
 
@@ -172,6 +172,10 @@ def _log_callback_error(task: dict[str, Any], state: TaskState) -> None:
     )
 
 
+_P = ParamSpec("_P")
+_Ready = TypeVar("_Ready")
+
+
 class BackendFacade:
     """What every reference backend shows the engine besides its jobs.
 
@@ -201,6 +205,20 @@ class BackendFacade:
     def get_task_states_map(self) -> TaskStatesMapping:
         """Return the task-state names the engine compares with (LC-7)."""
         return TASK_STATES_MAP
+
+    @classmethod
+    async def create(
+        cls: Callable[_P, Awaitable[_Ready]], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _Ready:
+        """Construct and await a backend: ``backend = await Backend.create()``.
+
+        Takes the same arguments as the class (type checkers check them
+        against its ``__init__``).
+
+        Returns:
+            The ready backend.
+        """
+        return await cls(*args, **kwargs)
 
     async def _start(self) -> Self:  # pragma: no cover - always overridden
         raise NotImplementedError

@@ -12,8 +12,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from typing_extensions import Self
-
 from reference import _executables as ex
 from reference import _workers
 from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, function_call
@@ -307,48 +305,6 @@ class LocalExecutionBackend(BackendBase[LocalJob]):
         )
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
-
-    @classmethod
-    async def create(
-        cls,
-        executor: Executor | None = None,
-        name: str = "default",
-        *,
-        processes: int | None = None,
-        max_processes: int = 64,
-        kill_grace: float = 2.0,
-        shutdown_timeout: float = 5.0,
-        resources: bool = False,
-        cores: int | Iterable[int] | None = None,
-        gpus: Sequence[str] | None = None,
-        memory: int | None = None,
-        mpi_launcher: Sequence[str] | None = None,
-        bind: bool | None = None,
-        async_on_loop: bool = False,
-    ) -> Self:
-        """Construct and await a backend: ``backend = await Backend.create()``.
-
-        Takes the same arguments as the class.
-
-        Returns:
-            The ready backend.
-        """
-        backend = cls(
-            executor,
-            name,
-            processes=processes,
-            max_processes=max_processes,
-            kill_grace=kill_grace,
-            shutdown_timeout=shutdown_timeout,
-            resources=resources,
-            cores=cores,
-            gpus=gpus,
-            memory=memory,
-            mpi_launcher=mpi_launcher,
-            bind=bind,
-            async_on_loop=async_on_loop,
-        )
-        return await backend
 
     @property
     def capacity(self) -> ResourceCapacity:

@@ -68,6 +68,25 @@ async def test_sync_and_async_functions_are_done_with_return_values(
     assert recorder.violations == []
 
 
+async def test_create_builds_a_ready_backend_from_the_class_arguments(
+    recorder: Recorder,
+) -> None:
+    backend = await asyncio.wait_for(
+        LocalExecutionBackend.create(name="made", resources=True, bind=False), 10
+    )
+    try:
+        assert type(backend) is LocalExecutionBackend and backend.name == "made"
+        assert backend.capacity.cores >= 1  # resources=True reached __init__
+        backend.register_callback(recorder)
+        await backend.submit_tasks([{"uid": "one", "function": add, "args": (1, 2)}])
+        await recorder.wait(["one"])
+        assert recorder.states("one")[-1] is TaskState.DONE
+    finally:
+        await asyncio.wait_for(backend.shutdown(), 10)
+    with pytest.raises(TypeError, match="cores"):
+        await LocalExecutionBackend.create(cores="two")  # type: ignore[arg-type]
+
+
 async def test_callback_runs_on_the_loop_thread_with_the_submitted_dict() -> None:
     seen: list[tuple[int, object]] = []
     done = asyncio.Event()

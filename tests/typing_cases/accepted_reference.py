@@ -16,3 +16,10 @@ local_core: ExecutionBackend = LocalExecutionBackend()
 local_drop_in: AsyncflowBackend = LocalExecutionBackend(name="local")
 local_context: SupportsAsyncContext = LocalExecutionBackend()
 local_init: SupportsAsyncInit = LocalExecutionBackend()
+
+
+async def created() -> LocalExecutionBackend:
+    """``create`` takes the class's own arguments, checked, and returns it."""
+    backend = await LocalExecutionBackend.create(name="made", resources=True)
+    await LocalExecutionBackend.create(cores="two")  # type: ignore[arg-type]
+    return backend
