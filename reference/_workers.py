@@ -1,34 +1,36 @@
-"""What runs inside the executor's workers (threads or processes) for function tasks.
+"""The queue of function jobs for a thread pool, and what admits them.
 
 Async functions run on one persistent event loop per worker thread (or
 worker process), never on a fresh ``asyncio.run`` loop per task. In a thread
-pool, a few long-lived "puller" calls (`JobQueue.pull`) take queued jobs one
-at a time and hand their notices (started, done, failed, stopped) straight
-to the backend's thread-safe ``push``; `reference._procpool` runs `call` in
-its worker processes.
+pool, a few long-lived "puller" calls (`JobQueue.pull`, whose loop is
+`reference._pull.pull`) take queued jobs one at a time and hand their
+notices (started, done, failed, stopped) straight to the backend's
+thread-safe ``push``; `reference._procpool` runs `call` in its worker
+processes. The notice kinds are `reference._pull`'s, named here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import operator
 import threading
-import traceback
-from asyncio import _get_running_loop, _set_running_loop
 from collections import deque
-from collections.abc import (
-    Callable,
-    Coroutine,
-    Iterable,
-    Sequence,
-)
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from reference._calls import call, sendable, thread_loop
 from reference._core import CancelDecision
-from reference._placement import HOST, bind_thread, thread_cores
+from reference._pull import (
+    ADMITTED,
+    DONE,
+    FAILED,
+    LOST,
+    RUNNING,
+    STOPPED,
+    Binding,
+    pull,
+)
 from reference._resources import ResourcePool
 from spec import ResourceDemand
 
@@ -65,45 +67,8 @@ class CoroutineStop(NamedTuple):
     cancel: Callable[[], None]
 
 
-# Notice kinds pushed to the backend; small ints keep the hot path cheap.
-RUNNING = 0
-DONE = 1
-FAILED = 2
-LOST = 3
-STOPPED = 4
-"""A cancelled task's worker (or coroutine) has stopped: report CANCELED now."""
-ADMITTED = 5
-"""A puller admitted a job it does not run (its resources are held): launch it."""
-
-
 _is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
 """Whether a job waiting for resources was canceled (it is then skipped)."""
-
-
-class _Binding:
-    """A puller thread's CPU affinity, following the cores of its jobs (PL-3).
-
-    Where the pool names core ids, the thread is bound to the cores of the
-    job it runs and put back to its own affinity (``home``) when it has
-    none; a job that takes over the cores of the one before (the default
-    path) costs no system call. Without core ids it does nothing.
-    """
-
-    __slots__ = ("bound", "home")
-
-    def __init__(self, pool: ResourcePool[Any] | None) -> None:
-        binds = pool is not None and bool(pool.capacity.core_ids)
-        self.home: tuple[int, ...] | None = thread_cores() if binds else None
-        self.bound: tuple[int, ...] | None = None
-
-    def follow(self, job: Any) -> None:
-        """Bind the thread for ``job`` (``None``: restore it)."""
-        if self.home is None:
-            return
-        ids = None if job is None else job.grant.core_ids
-        if ids is not self.bound and ids != self.bound:
-            bind_thread(self.home if ids is None else ids)
-            self.bound = ids
 
 
 class JobQueue:
@@ -155,7 +120,7 @@ class JobQueue:
     Attributes:
         spawn: Submits one more `pull` to the pool (set by the backend);
             a puller that frees more than it takes starts a puller with it.
-        binding: Builds each puller's `_Binding` from the pool.
+        binding: Builds each puller's `reference._pull.Binding` from the pool.
     """
 
     __slots__ = (
@@ -189,7 +154,7 @@ class JobQueue:
         self.width = width
         # How a puller binds its thread to its jobs' cores (a seam for the
         # mutants).
-        self.binding: Callable[[ResourcePool[Any] | None], _Binding] = _Binding
+        self.binding: Callable[[ResourcePool[Any] | None], Binding] = Binding
 
     def put(self, jobs: Iterable[Any]) -> int:
         """Queue jobs; return how many new pullers the caller must submit.
@@ -433,7 +398,7 @@ class JobQueue:
         """Cancel ``job`` if it can be stopped; say what became of it.
 
         Under the lock, exclusive with a puller taking the job and with
-        `_await` publishing its coroutine.
+        `reference._pull` publishing its coroutine.
 
         Returns:
             `NOT_STARTED`: it is marked canceled and will never start.
@@ -454,171 +419,17 @@ class JobQueue:
             return CoroutineStop(loop, functools.partial(puller.cancel, job))
 
     def pull(self) -> None:
-        """Run queued jobs in this pool thread until none is left (a puller)."""
-        loop = thread_loop()
-        if _get_running_loop() is not None:  # e.g. an executor that runs it inline
-            raise RuntimeError(
-                "JobQueue.pull cannot run in a thread whose event loop is running"
-            )
-        pulling = loop.create_task(self._pull(loop))
-        while True:
-            try:
-                loop.run_until_complete(pulling)
-                return
-            except BaseException:
-                # The loop stopped with the puller still pending: a job
-                # called loop.stop(), or SystemExit / KeyboardInterrupt came
-                # out of a task or callback a job started (the loop lets
-                # them out of any; _pull catches its jobs' own, and that
-                # task keeps its exception, logged as never retrieved).
-                # Left pending, the puller's job would never be reported,
-                # nor the jobs queued behind it: run the loop on (unless it
-                # is closed: trying again would spin forever).
-                if pulling.done() or loop.is_closed():
-                    raise
+        """Run queued jobs in this pool thread until none is left (a puller).
 
-    async def _pull(self, loop: asyncio.AbstractEventLoop) -> None:
-        # The puller is one asyncio task on this thread's loop for as long as
-        # jobs keep coming (no run_until_complete per job); an ``async def``
-        # job runs in a task of its own (`_await`). Each job, sync or not,
-        # starts from a copy of the puller's context, so a ContextVar one
-        # job sets is not seen by the next.
-        #
-        # A job's outcome is pushed only once the next job is taken and this
-        # thread is bound for it (or restored, if there is none): so when
-        # the last outcome is reported, no thread is still bound (PL-4).
-        puller = _Puller()
-        fresh_context = contextvars.copy_context
-        push = self._push
+        The loop itself is `reference._pull.pull`; this queue supplies what
+        it needs: the next job (admitted, with a pool), the backend's push,
+        the thread's binding and the lock `stop` shares.
+        """
         pool = self._pool
-        next_job = self._next if pool is None else self._next_admitted
-        binding = self.binding(pool)
-        job = None
-        outcome: tuple[Any, int, Any, str | None] | None = None
-        try:
-            while True:
-                job = next_job(job)
-                if binding.home is not None and (
-                    job is None or job.grant.core_ids is not binding.bound
-                ):
-                    binding.follow(job)  # a grant passed over keeps its ids
-                if outcome is not None:
-                    push(outcome)
-                    outcome = None
-                if job is None:
-                    return
-                task = job.task
-                if pool is not None:
-                    # `reference._placement.placement`, inline: once per task.
-                    grant = job.grant
-                    task["placement"] = {
-                        "host": HOST,
-                        "cores": grant.core_ids,
-                        "gpus": grant.gpus,
-                        "memory": grant.memory,
-                    }
-                push((job, RUNNING, None, None))
-                is_coroutine = False
-                try:
-                    # No running loop while a function runs, as in a plain
-                    # thread: a sync function may start its own (asyncio.run).
-                    _set_running_loop(None)
-                    try:
-                        result = fresh_context().run(
-                            task["function"],
-                            *(task.get("args") or ()),
-                            **(task.get("kwargs") or {}),
-                        )
-                    finally:
-                        _set_running_loop(loop)
-                    # None (most sync tasks) skips iscoroutine's ABC check.
-                    if result is not None and asyncio.iscoroutine(result):
-                        is_coroutine = True
-                        result = await self._await(job, result, puller, loop)
-                except BaseException as exc:  # a task's SystemExit must not kill it
-                    # Set before the outcome is pushed: a RUNNING notice the
-                    # loop has not delivered yet is stale from here on, and
-                    # is dropped.
-                    job.ended = True
-                    if is_coroutine and job.canceled:
-                        outcome = (job, STOPPED, None, None)  # ended: CANCELED
-                    else:
-                        outcome = (job, FAILED, exc, traceback.format_exc())
-                    continue
-                job.ended = True
-                if is_coroutine and job.canceled:
-                    outcome = (job, STOPPED, None, None)  # it swallowed the cancel
-                else:
-                    outcome = (job, DONE, result, None)
-        finally:
-            binding.follow(None)
-            if outcome is not None:  # the loop stopped under us: report it still
-                push(outcome)
-
-    async def _await(
-        self,
-        job: Any,
-        coro: Coroutine[Any, Any, Any],
-        puller: _Puller,
-        loop: asyncio.AbstractEventLoop,
-    ) -> Any:
-        """Await ``job``'s coroutine in an asyncio task of its own.
-
-        One task per coroutine job, as ``asyncio.run`` would give it: what
-        the job leaves behind that cancels "its" task (a watchdog it did not
-        call off, a thread calling ``loop.call_soon_threadsafe(task.cancel)``
-        after it returned) finds that task done and changes nothing, whoever
-        asks and from whichever thread. Its context is a copy of the
-        puller's, as for any new task.
-        """
-        with self._lock:
-            if job.canceled:  # canceled as it started: its body never runs
-                coro.close()
-                raise asyncio.CancelledError
-            running = puller.start(job, coro, loop)
-            job.coro = (loop, puller)
-        try:
-            return await running
-        finally:
-            with self._lock:
-                job.coro = None
-            puller.job = puller.running = None
-
-
-def _task_in_copy(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
-) -> asyncio.Task[Any]:
-    """A task for ``coro`` on ``loop``, in a copy of the current context.
-
-    `contextvars.copy_context` per job: Python 3.11's ``context=`` argument
-    would do the same, and Python 3.10 copies the context it is created in.
-    """
-    return contextvars.copy_context().run(loop.create_task, coro)
-
-
-class _Puller:
-    """A puller and the coroutine job it is awaiting, if any, with its task."""
-
-    __slots__ = ("job", "running")
-
-    def __init__(self) -> None:
-        self.job: Any = None
-        self.running: asyncio.Task[Any] | None = None
-
-    def start(
-        self, job: Any, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
-    ) -> asyncio.Task[Any]:
-        """Start ``job``'s coroutine as a task of its own; return that task."""
-        self.running = _task_in_copy(loop, coro)
-        self.job = job
-        return self.running
-
-    def cancel(self, job: Any) -> None:
-        """Throw `asyncio.CancelledError` into ``job``'s coroutine, if it still runs.
-
-        Runs on the puller's own loop, so it sees the puller suspended: either
-        in ``job``, or already past it (then there is nothing to stop).
-        """
-        running = self.running
-        if self.job is job and running is not None:
-            running.cancel()
+        pull(
+            self._next if pool is None else self._next_admitted,
+            self._push,
+            self.binding(pool),
+            self._lock,
+            placed=pool is not None,
+        )

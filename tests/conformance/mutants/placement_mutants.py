@@ -12,8 +12,8 @@ from typing import Any
 
 from reference import LocalExecutionBackend
 from reference._placement import CoreSet
+from reference._pull import Binding
 from reference._resources import ResourcePool
-from reference._workers import _Binding
 from spec import ResourceCapacity, TaskState
 
 
@@ -73,7 +73,7 @@ class LiesAboutCores(_Binds):
         return super()._finish(job, state)
 
 
-class _NeverRestores(_Binding):
+class _NeverRestores(Binding):
     def follow(self, job: Any) -> None:
         if job is not None:
             super().follow(job)
