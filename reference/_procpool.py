@@ -31,7 +31,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
@@ -39,22 +38,22 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import Any
 
-import cloudpickle
-
-from reference import _procstart, _workers
+from reference import _workers
 from reference._core import CancelDecision
 from reference._placement import placement
-from reference._procworker import (
-    MSG_DONE,
-    MSG_READY,
-    PROTOCOL,
-    parse,
-    worker_main,
+from reference._procslot import (
+    Slot,
+    Worker,
+    default_context,
+    dumps_call,
+    start_worker,
+    wait_ready,
 )
+from reference._procworker import MSG_DONE, parse
 from spec import StandInError
 
 __all__ = ["ProcessPool", "default_context"]
@@ -66,138 +65,6 @@ _FINISHED = "finished"
 """``job.worker`` once its result has come back: too late to cancel."""
 
 Notice = tuple[Any, int, Any, "str | None"]
-
-
-def default_context(context: BaseContext | None = None) -> BaseContext:
-    """The start method workers use: ``context`` unless it forks.
-
-    A plain ``fork`` copies the parent with its threads' locks in whatever
-    state they are (the parent runs an event loop and dispatcher threads,
-    and starts replacement workers while they run), so ``fork`` is replaced
-    by ``forkserver`` (``spawn`` where there is none).
-    """
-    if context is not None and context.get_start_method() != "fork":
-        return context
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context(
-        "forkserver" if "forkserver" in methods else "spawn"
-    )
-
-
-# -- in the parent -------------------------------------------------------------
-
-
-def _dumps_call(value: tuple[Any, ...], uid: str) -> bytes:
-    """Pickle a task's ``(function, args, kwargs)`` for a worker.
-
-    The C pickler is several times faster and suffices for module-level
-    functions; ``__main__`` ones go by value (a worker does not share the
-    parent's ``__main__``, see `reference._procstart`), as do lambdas,
-    closures, local functions and anything else naming ``__main__``.
-    """
-    if getattr(value[0], "__module__", None) != "__main__":
-        try:
-            plain = pickle.dumps(value, PROTOCOL)
-        except Exception:
-            pass  # cloudpickle below
-        else:
-            # Something refers to ``__main__`` by name (an argument's class, a
-            # partial of a __main__ function): workers have no such module.
-            if b"__main__" not in plain:
-                return plain
-    try:
-        data: bytes = cloudpickle.dumps(value, PROTOCOL)
-    except Exception as exc:
-        raise pickle.PicklingError(
-            f"function task {uid!r} cannot be sent to a process pool: "
-            f"its function or arguments cannot be pickled ({exc})"
-        ) from exc
-    return data
-
-
-class _Worker:
-    """One worker process and the parent's ends of its pipes."""
-
-    __slots__ = (
-        "home",
-        "jobs",
-        "lifeline",
-        "pid",
-        "process",
-        "reaped",
-        "results",
-        "tasks_run",
-    )
-
-    def __init__(
-        self,
-        process: Any,
-        jobs: Connection,
-        results: Connection,
-        lifeline: Connection,
-    ) -> None:
-        self.process = process
-        self.pid: int = process.pid
-        self.jobs = jobs
-        self.results = results
-        self.lifeline = lifeline
-        self.tasks_run = 0
-        # Its own CPU affinity, read before it is first bound for a job.
-        self.home: set[int] | None = None
-        # Set by its dispatcher once reaped. Other threads read this flag, never
-        # ``process.exitcode``: polling a forkserver child from two threads at
-        # once can leave one blocked forever reading its exit status.
-        self.reaped = False
-
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the worker's group (to it alone before its setsid)."""
-        if self.reaped:
-            return  # its pid may belong to someone else by now
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, sig)  # not yet its own group leader
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for conn in (self.jobs, self.results, self.lifeline):
-            conn.close()
-
-    def bind(self, cores: Iterable[int] | None) -> None:
-        """Bind the worker to ``cores`` (``None``: back to its own affinity).
-
-        Called only while it waits for a job, so the job runs bound from its
-        first instruction; what the job starts inherits the binding.
-        """
-        with contextlib.suppress(OSError):  # it died; its dispatcher sees it
-            if cores is None:
-                if self.home is not None:
-                    os.sched_setaffinity(self.pid, self.home)
-                return
-            if self.home is None:
-                self.home = os.sched_getaffinity(self.pid)
-            os.sched_setaffinity(self.pid, cores)
-
-
-class _Slot:
-    """One dispatcher thread and the worker it owns (replaced when it dies)."""
-
-    __slots__ = ("job", "kill", "thread", "wake_r", "wake_w", "worker")
-
-    def __init__(self) -> None:
-        self.job: Any = None
-        self.kill = False
-        self.worker: _Worker | None = None
-        self.thread: threading.Thread | None = None
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-
-    def close_wake(self) -> None:
-        for fd in (self.wake_r, self.wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 _LIVE_POOLS: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
@@ -258,7 +125,7 @@ class ProcessPool:
         self._push = push
         self._queue: deque[Any] = deque()
         self._lock = threading.Condition(threading.Lock())
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
         self._idle = 0
         self._closed = False
         self._broken: BaseException | None = None
@@ -274,7 +141,7 @@ class ProcessPool:
             queue = self._queue
             queue.extend(jobs)
             wanted = min(self.size - len(self._slots), len(queue) - self._idle)
-            new = [_Slot() for _ in range(max(0, wanted))]
+            new = [Slot() for _ in range(max(0, wanted))]
             self._slots.extend(new)
             if self._idle:
                 self._lock.notify(len(queue))
@@ -304,7 +171,7 @@ class ProcessPool:
             job.canceled = True
             if where is None:
                 return CancelDecision.NEVER_RUNS
-            slot: _Slot = where
+            slot: Slot = where
             if slot.job is job and not slot.kill:
                 slot.kill = True
                 with contextlib.suppress(OSError):
@@ -358,7 +225,7 @@ class ProcessPool:
 
     # -- in a dispatcher thread ------------------------------------------------
 
-    def _take(self, slot: _Slot) -> Any:
+    def _take(self, slot: Slot) -> Any:
         """Wait for the next job that is not cancelled; ``None`` once closed."""
         with self._lock:
             while True:
@@ -375,7 +242,7 @@ class ProcessPool:
                 self._lock.wait()
                 self._idle -= 1
 
-    def _dispatch(self, slot: _Slot) -> None:
+    def _dispatch(self, slot: Slot) -> None:
         try:
             self._serve(slot)
         except BaseException as exc:  # e.g. a worker cannot be started at all
@@ -392,7 +259,7 @@ class ProcessPool:
         finally:
             self._retire(slot)
 
-    def _serve(self, slot: _Slot) -> None:
+    def _serve(self, slot: Slot) -> None:
         while True:
             if slot.worker is None and not self._start_worker(slot):
                 return
@@ -407,7 +274,7 @@ class ProcessPool:
             self._run(slot, job)
             del job  # hold no finished job while waiting for the next (SC-1)
 
-    def _replace_if_dead(self, slot: _Slot) -> bool:
+    def _replace_if_dead(self, slot: Slot) -> bool:
         """Replace the slot's worker if it died while idle; False if none can start.
 
         A worker killed from outside between tasks did not die of the task
@@ -424,11 +291,11 @@ class ProcessPool:
         self._bury(slot, worker)
         return self._start_worker(slot)
 
-    def _run(self, slot: _Slot, job: Any) -> None:
+    def _run(self, slot: Slot, job: Any) -> None:
         worker = slot.worker
         assert worker is not None
         try:
-            data = _dumps_call(job.call, job.uid)
+            data = dumps_call(job.call, job.uid)
         except BaseException as exc:
             self._settle(slot, job)
             self._push((job, _workers.FAILED, exc, str(exc)))
@@ -449,7 +316,7 @@ class ProcessPool:
         self._await_outcome(slot, worker, job, cores is not None)
 
     def _await_outcome(
-        self, slot: _Slot, worker: _Worker, job: Any, bound: bool = False
+        self, slot: Slot, worker: Worker, job: Any, bound: bool = False
     ) -> None:
         results = worker.results
         sentinel = worker.process.sentinel
@@ -516,7 +383,7 @@ class ProcessPool:
         error_sent, text = value
         return (job, _workers.FAILED, error_sent, text)
 
-    def _settle(self, slot: _Slot, job: Any) -> None:
+    def _settle(self, slot: Slot, job: Any) -> None:
         with self._lock:
             slot.job = None
             slot.kill = False
@@ -524,12 +391,12 @@ class ProcessPool:
         self._drain_wake(slot)
 
     @staticmethod
-    def _drain_wake(slot: _Slot) -> None:
+    def _drain_wake(slot: Slot) -> None:
         with contextlib.suppress(OSError):
             while os.read(slot.wake_r, 64):
                 pass
 
-    def _stop(self, slot: _Slot, worker: _Worker) -> None:
+    def _stop(self, slot: Slot, worker: Worker) -> None:
         """TERM the worker's group, KILL it after the grace; return once it is dead."""
         worker.signal_group(signal.SIGTERM)
         sentinel = worker.process.sentinel
@@ -537,75 +404,28 @@ class ProcessPool:
             worker.signal_group(signal.SIGKILL)
         self._bury(slot, worker)
 
-    def _bury(self, slot: _Slot, worker: _Worker, retire: bool = False) -> int | None:
-        """Reap a dead (or retiring) worker and anything left of its group."""
-        if retire:
-            with contextlib.suppress(OSError):
-                worker.jobs.close()  # it exits when its pipe closes
-            if not wait([worker.process.sentinel], self.kill_grace):
-                worker.signal_group(signal.SIGKILL)
-        else:
-            # The leader is gone or going; children that trapped SIGTERM are not.
-            worker.signal_group(signal.SIGKILL)
-        worker.process.join()
-        code = worker.process.exitcode
-        worker.reaped = True
-        with contextlib.suppress(OSError):
-            os.killpg(worker.pid, signal.SIGKILL)  # the group outlives its leader
-        worker.close()
+    def _bury(self, slot: Slot, worker: Worker, retire: bool = False) -> int | None:
+        """Reap a dead (or retiring) worker and its group; free its slot."""
+        code = worker.bury(self.kill_grace, retire)
         slot.worker = None
-        return code  # type: ignore[no-any-return]
+        return code
 
-    def _start_worker(self, slot: _Slot) -> bool:
+    def _start_worker(self, slot: Slot) -> bool:
         """Start a worker for ``slot`` and wait until it is ready; False if closed."""
         if self._closed:
             return False
         if self._broken is not None:
             self._fail_queue(self._broken)
             return False
-        ctx = self.context
-        jobs_r, jobs_w = ctx.Pipe(duplex=False)
-        results_r, results_w = ctx.Pipe(duplex=False)
-        life_r, life_w = ctx.Pipe(duplex=False)
-        init = None
-        if self.initializer is not None:  # by value: it may live in __main__
-            init = cloudpickle.dumps((self.initializer, self.initargs), PROTOCOL)
-        process = ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(jobs_r, results_w, life_r, init),
-            name=f"asyncflow-{self.name}-worker",
-        )
-        try:
-            _procstart.start(process)  # without the caller's __main__
-        finally:
-            for conn in (jobs_r, results_w, life_r):
-                conn.close()
-        worker = _Worker(process, jobs_w, results_r, life_w)
+        worker = start_worker(self.context, self.name, self.initializer, self.initargs)
         slot.worker = worker
         if self._is_closed():  # closed as it started: kill_all may have missed it
             worker.signal_group(signal.SIGKILL)
             self._bury(slot, worker)
             return False
-        ready = wait([results_r, process.sentinel])
-        message = None
-        if results_r in ready:
-            with contextlib.suppress(EOFError, OSError):
-                message = results_r.recv_bytes()
-        if message is not None and message[0] == MSG_READY:
+        error = wait_ready(worker, self.name)
+        if error is None:
             return True
-        if message is not None:
-            _, type_name, payload = parse(message)
-            try:
-                exc, text = pickle.loads(payload)
-            except Exception as load_error:
-                exc, text = StandInError(type_name, str(load_error)), ""
-            error: BaseException = RuntimeError(
-                f"the process pool's initializer failed in a new worker: {exc!r}"
-            )
-            error.__cause__ = exc
-            logger.error("process pool %r: initializer failed\n%s", self.name, text)
-        else:
-            error = RuntimeError("a new worker process died before it was ready")
         self._bury(slot, worker)
         with self._lock:
             self._broken = error
@@ -626,7 +446,7 @@ class ProcessPool:
         for job in jobs:
             self._push((job, _workers.FAILED, error, str(error)))
 
-    def _retire(self, slot: _Slot) -> None:
+    def _retire(self, slot: Slot) -> None:
         worker = slot.worker
         if worker is not None:
             worker.signal_group(signal.SIGKILL)
