@@ -37,6 +37,7 @@ from reference._base import (
 from reference.parsl import _claims
 from reference.parsl import _worker as _w
 from reference.parsl._config import local_config
+from reference.parsl._decisions import AfterLoss, after_loss
 from reference.parsl._outcomes import apply_outcome
 from reference.parsl._plan import chunk_size, pick_executor, prepare
 from spec import (
@@ -64,13 +65,16 @@ _CLAIM_SUFFIXES = ("", ".done", ".kill")  # a task's files in the claims directo
 class _Entry(Job):
     """One accepted task and where it is in Parsl."""
 
-    __slots__ = ("asking", "chunk", "key", "kind")
+    __slots__ = ("asking", "chunk", "key", "kind", "runs")
 
     def __init__(self, task: dict[str, Any]) -> None:
         super().__init__(task)
         self.kind: TaskKind | None = task_kind(task)
-        self.key = ""  # unique per submission: names its claim
+        # Unique per run: names its claim. A run again gets a new one, so the
+        # cleanup of the lost run's claims cannot remove the new run's.
+        self.key = ""
         self.chunk: _Chunk | None = None  # set once handed to Parsl
+        self.runs = 0  # times handed to Parsl
         # A cancel waiting for a running executable's outcome.
         self.asking: asyncio.Future[bool] | None = None
 
@@ -82,8 +86,12 @@ class _Chunk:
     entries: list[_Entry]
     payload: list[tuple[str, bytes]] | bytes
     spec: dict[str, Any] = field(default_factory=dict)
-    alone: bool = False  # re-run alone after a worker died with it
     seen_done: bool = False  # its worker's done marker was seen, no result yet
+    # Its tasks' keys in this run (a task run again gets a new key).
+    keys: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = [entry.key for entry in self.entries]
 
 
 class ParslExecutionBackend(BackendBase[_Entry]):
@@ -291,12 +299,15 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         if entry.kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE):
             self._fail(entry, self._unrunnable(entry.task))  # SB-5, SB-6
             return None
-        entry.key = f"{self._token}-{next(self._counter)}"
+        entry.key = self._new_key()
         prepared = prepare(entry.task, entry.kind, mpi=self._mpi)
         if isinstance(prepared, Exception):
             self._fail(entry, prepared)  # RQ-3, SB-9: this task only
             return None
         return prepared
+
+    def _new_key(self) -> str:
+        return f"{self._token}-{next(self._counter)}"
 
     def _send(self, chunk: _Chunk) -> None:
         """Submit one chunk to the DataFlowKernel; fail its tasks if Parsl refuses."""
@@ -327,6 +338,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             return
         for entry in chunk.entries:
             entry.chunk = chunk
+            entry.runs += 1
         self._sent[id(chunk)] = chunk
         future.add_done_callback(functools.partial(self._arrived, chunk))
 
@@ -351,10 +363,17 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             except Exception:  # a bug here must not strand the other chunks
                 logger.exception("backend %r: settling a Parsl task", self.name)
 
-    def _settle(self, chunk: _Chunk, future: Any) -> None:
-        self._sent.pop(id(chunk), None)
+    def _unsend(self, chunk: _Chunk) -> bool:
+        """Take ``chunk`` off the chunks in Parsl; whether it was still there."""
+        if self._sent.pop(id(chunk), None) is None:
+            return False
         if self._settled is not None and not self._sent:
             self._settled.set()
+        return True
+
+    def _settle(self, chunk: _Chunk, future: Any) -> None:
+        if not self._unsend(chunk):
+            return  # settled already: `_sweep` found its result lost
         error = future.exception()
         if error is None:
             result = future.result()
@@ -370,37 +389,51 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             for entry in chunk.entries:
                 self._resolve_asker(entry, False)
                 self._fail(entry, error)
-        self._forget_claims([e.key for e in chunk.entries])
+        self._release(chunk)
+
+    def _release(self, chunk: _Chunk) -> None:
+        """Forget a settled chunk's claims; let go of its tasks."""
+        self._forget_claims(chunk.keys)
+        chunk.keys = []
         # Parsl keeps its futures (and their callbacks, which hold the chunk)
-        # a while after they finish: the chunk lets go of the tasks now (SC-1).
+        # a while after they finish, a lost one for ever: the chunk lets go of
+        # the tasks now (SC-1).
         chunk.entries = []
         chunk.payload = b""
 
     def _settle_lost(
-        self, chunk: _Chunk, error: BaseException, rerun: bool = False
+        self, chunk: _Chunk, error: BaseException, *, returned: bool = False
     ) -> None:
-        """A worker died with ``chunk``: re-run its functions alone, or fail the one.
+        """Parsl lost ``chunk``: run each task owed a result again alone, or fail it.
 
-        With ``rerun``, a lone function runs again too (its result was lost,
-        not its worker killed by it), once.
+        `reference.parsl._decisions.after_loss` decides, task by task.
+
+        Args:
+            chunk: The lost Parsl task's chunk.
+            error: Why: Parsl's ``WorkerLost``, or a `_LostResult`.
+            returned: Its worker returned (the done marker): only the result
+                was lost.
         """
         live = [e for e in chunk.entries if self._owes_result(e)]
-        alone = len(live) == 1 and not rerun
-        if chunk.alone or isinstance(chunk.payload, bytes) or alone:
-            for entry in live:
-                self._resolve_asker(entry, False)
-                lost = WorkerLostError(
-                    f"the Parsl worker running task {entry.uid!r} died: {error}"
-                )
-                lost.__cause__ = error
-                self._fail(entry, lost)
-            return
-        blobs = dict(chunk.payload)
-        self._forget_claims([e.key for e in chunk.entries], now=True)
-        for entry in live:  # each alone: the one that kills its worker fails alone
-            self._send(
-                _Chunk([entry], [(entry.key, blobs[entry.key])], chunk.spec, True)
+        blobs = {} if isinstance(chunk.payload, bytes) else dict(chunk.payload)
+        for entry in live:
+            decision = after_loss(
+                executable=entry.kind is TaskKind.EXECUTABLE,
+                live=len(live),
+                returned=returned,
+                runs=entry.runs,
             )
+            if decision is AfterLoss.RUN_AGAIN:  # alone: a killer then fails alone
+                blob = blobs[entry.key]
+                entry.key = self._new_key()
+                self._send(_Chunk([entry], [(entry.key, blob)], chunk.spec))
+                continue
+            self._resolve_asker(entry, False)
+            lost = WorkerLostError(
+                f"the Parsl worker running task {entry.uid!r} died: {error}"
+            )
+            lost.__cause__ = error
+            self._fail(entry, lost)
 
     async def _sweep(self) -> None:
         """Find chunks whose worker returned but whose result Parsl lost.
@@ -413,14 +446,15 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         while True:
             await asyncio.sleep(_SWEEP_PERIOD)
             chunks = [c for c in self._sent.values() if c.entries]
-            paths = [_claims.done_path(self._claims, c.entries[0].key) for c in chunks]
+            paths = [_claims.done_path(self._claims, c.keys[0]) for c in chunks]
             done = await asyncio.to_thread(_existing, paths) if paths else []
             for chunk, finished in zip(chunks, done, strict=True):
                 if not finished or self._sent.get(id(chunk)) is not chunk:
                     continue
                 if chunk.seen_done:
-                    del self._sent[id(chunk)]
-                    self._settle_lost(chunk, _LostResult(), rerun=True)
+                    self._unsend(chunk)
+                    self._settle_lost(chunk, _LostResult(), returned=True)
+                    self._release(chunk)  # a result arriving after all is dropped
                 chunk.seen_done = True
 
     def _apply(self, entry: _Entry, outcome: _w.Outcome) -> None:
@@ -442,17 +476,15 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         if asking is not None and not asking.done():
             asking.set_result(stopped)
 
-    def _forget_claims(self, keys: list[str], now: bool = False) -> None:
-        """Delete settled tasks' claims and markers (in a thread, unless ``now``)."""
+    def _forget_claims(self, keys: list[str]) -> None:
+        """Delete settled runs' claims and markers, in a thread."""
         paths = [
             os.path.join(self._claims, k + suffix)
             for k in keys
             if k
             for suffix in _CLAIM_SUFFIXES
         ]
-        if now:
-            _unlink(paths)
-        elif paths and self._loop is not None:
+        if paths and self._loop is not None:
             self._loop.run_in_executor(None, _unlink, paths)
 
     # -- cancellation ------------------------------------------------------------

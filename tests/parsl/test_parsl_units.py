@@ -13,6 +13,7 @@ import pytest
 from reference.parsl import _claims
 from reference.parsl import _worker as w
 from reference.parsl._config import resource_spec
+from reference.parsl._decisions import MAX_RUNS, AfterLoss, after_loss
 from reference.parsl._outcomes import apply_outcome, load_exception, unsendable_error
 from reference.parsl._plan import chunk_size, pick_executor, prepare
 from spec import (
@@ -40,6 +41,33 @@ D = _claims.Decision
 )
 def test_decide(sent: bool, won: bool, executable: bool, expected: D) -> None:
     assert _claims.decide(sent=sent, won_claim=won, executable=executable) is expected
+
+
+A = AfterLoss
+
+
+@pytest.mark.parametrize(
+    ("executable", "live", "returned", "runs", "expected"),
+    [
+        (False, 6, False, 1, A.RUN_AGAIN),  # a chunk's worker died: each alone
+        (False, 1, False, 1, A.FAIL),  # died running it alone: the killer
+        (False, 1, False, 2, A.FAIL),  # died running it alone, again
+        (False, 3, True, 1, A.RUN_AGAIN),  # a chunk returned, its result lost
+        (False, 1, True, 1, A.RUN_AGAIN),  # the same for a chunk of one
+        # Issue 24's flake: run again alone after its chunk's worker died, it
+        # returned, then its worker took the killer and lost its result.
+        (False, 1, True, 2, A.RUN_AGAIN),
+        (False, 1, True, MAX_RUNS, A.FAIL),  # it keeps losing: bounded
+        (False, 4, False, MAX_RUNS, A.FAIL),
+        (True, 1, False, 1, A.FAIL),  # an executable never runs twice
+        (True, 1, True, 1, A.FAIL),
+    ],
+)
+def test_after_loss(
+    executable: bool, live: int, returned: bool, runs: int, expected: AfterLoss
+) -> None:
+    decided = after_loss(executable=executable, live=live, returned=returned, runs=runs)
+    assert decided is expected
 
 
 def test_claim_has_exactly_one_winner(tmp_path: Path) -> None:
