@@ -86,6 +86,7 @@ class _Chunk:
     entries: list[_Entry]
     payload: list[tuple[str, bytes]] | bytes
     spec: dict[str, Any] = field(default_factory=dict)
+    isolated: bool = False  # one function, run in a child process of the worker
     seen_done: bool = False  # its worker's done marker was seen, no result yet
     # Its tasks' keys in this run (a task run again gets a new key).
     keys: list[str] = field(init=False)
@@ -321,6 +322,9 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 self._work_dir,
                 self._grace,
             )
+        elif chunk.isolated:
+            [(key, blob)] = chunk.payload
+            func, args = _w.run_isolated, (self._claims, key, blob)
         else:
             func, args = _w.run_functions, (self._claims, chunk.payload)
         try:
@@ -377,7 +381,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         error = future.exception()
         if error is None:
             result = future.result()
-            outcomes = [result] if isinstance(chunk.payload, bytes) else result
+            outcomes = result if isinstance(result, list) else [result]
             for entry, outcome in zip(chunk.entries, outcomes, strict=True):
                 try:
                     self._apply(entry, outcome)
@@ -423,10 +427,14 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 returned=returned,
                 runs=entry.runs,
             )
-            if decision is AfterLoss.RUN_AGAIN:  # alone: a killer then fails alone
+            if decision is AfterLoss.RUN_AGAIN:
+                # Alone, in a child process: if it kills its process, it
+                # fails alone, and no Parsl worker dies with it.
                 blob = blobs[entry.key]
                 entry.key = self._new_key()
-                self._send(_Chunk([entry], [(entry.key, blob)], chunk.spec))
+                self._send(
+                    _Chunk([entry], [(entry.key, blob)], chunk.spec, isolated=True)
+                )
                 continue
             self._resolve_asker(entry, False)
             lost = WorkerLostError(

@@ -28,7 +28,7 @@ MAX_RUNS = 3
 class AfterLoss(enum.Enum):
     """What becomes of a task still owed a result when its Parsl task was lost."""
 
-    RUN_AGAIN = "run again, alone"
+    RUN_AGAIN = "run again, alone, in a child process of a worker"
     FAIL = "fail with WorkerLostError"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from _parsl_helpers import add, kill_own_worker
 
 from reference.parsl import _claims
 from reference.parsl import _worker as w
@@ -23,6 +24,7 @@ from spec import (
     StandInError,
     TaskKind,
     TaskState,
+    WorkerLostError,
 )
 
 D = _claims.Decision
@@ -113,6 +115,20 @@ def test_worker_without_the_claims_directory_runs_nothing(tmp_path: Path) -> Non
     [outcome] = w.run_functions(str(tmp_path / "absent"), [("k", blob)])
     assert outcome[0] == w.MISSING and "absent" in outcome[4]
     assert not marker.exists()
+
+
+def test_isolated_rerun_dies_alone(tmp_path: Path) -> None:
+    claims = str(tmp_path)
+    killer = w.run_isolated(claims, "k", w.dumps_call(kill_own_worker, (), {}))
+    assert killer[0] == w.FAILED  # the child died; this process lives on
+    error = load_exception(killer[1], killer[3], killer[4])
+    assert isinstance(error, WorkerLostError) and "SIGKILL" in str(error)
+    adds = w.dumps_call(add, (2, 3), {})
+    ok = w.run_isolated(claims, "a", adds)
+    assert ok[0] == w.OK and ok[1] is not None and cloudpickle.loads(ok[1]) == 5
+    assert os.path.lexists(_claims.done_path(claims, "a"))
+    assert _claims.claim(claims, "c", _claims.CANCELED)  # a cancel came first
+    assert w.run_isolated(claims, "c", adds)[0] == w.SKIPPED
 
 
 def test_worker_executable_is_killed_on_request(tmp_path: Path) -> None:
