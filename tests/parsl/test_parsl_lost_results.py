@@ -21,8 +21,7 @@ from _parsl_helpers import Recorder, add
 from spec import TaskState, WorkerLostError
 
 pytest.importorskip("parsl")
-from reference.parsl import ParslExecutionBackend
-from reference.parsl import _backend as backend_module
+from reference.parsl import ParslExecutionBackend, _settle
 
 pytestmark = pytest.mark.asyncio
 
@@ -80,7 +79,7 @@ async def _run(
 
 @pytest.fixture(autouse=True)
 def _fast_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend_module, "_SWEEP_PERIOD", 0.05)
+    monkeypatch.setattr(_settle, "_SWEEP_PERIOD", 0.05)
 
 
 async def test_lost_result_reruns_each_function_alone(tmp_path: Path) -> None:
