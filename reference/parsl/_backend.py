@@ -33,7 +33,7 @@ from reference.parsl._config import local_config
 from reference.parsl._jobs import Chunk, ParslJob, resolve_asker
 from reference.parsl._plan import chunk_size, pick_executor, prepare
 from reference.parsl._settle import Settler
-from spec import BackendError, BackendState, Capability, TaskKind
+from spec import BackendError, BackendState, Capability, TaskKind, is_service
 
 __all__ = ["ParslExecutionBackend"]
 
@@ -239,11 +239,14 @@ class ParslExecutionBackend(BackendBase[ParslJob]):
 
     def _prepare(self, entry: ParslJob) -> tuple[bytes, dict[str, Any]] | None:
         """Pickle one task for Parsl and map its request; fail it if it cannot run."""
-        if entry.kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE):
+        kind = entry.kind
+        if kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE) or is_service(
+            entry.task
+        ):  # nothing to run here, a prompt, or a service (contract 1.2)
             self._fail(entry, self._unrunnable(entry.task))  # SB-5, SB-6
             return None
         entry.key = self._new_key()
-        prepared = prepare(entry.task, entry.kind, mpi=self._mpi)
+        prepared = prepare(entry.task, kind, mpi=self._mpi)
         if isinstance(prepared, Exception):
             self._fail(entry, prepared)  # RQ-3, SB-9: this task only
             return None

@@ -31,7 +31,9 @@ def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:
     if status in (_w.OK, _w.EXITED) and payload is not None:
         try:
             value = cloudpickle.loads(payload)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # its own code ran: even SystemExit (RS-12)
             error = BackendError(
                 f"the result of task {task.get('uid')!r} arrived but cannot be "
                 f"unpickled here: {exc!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -248,6 +249,18 @@ def test_apply_outcome_unloadable_result_fails_naming_it() -> None:
     assert apply_outcome(task, (w.OK, b"not a pickle", "", "", "")) is TaskState.FAILED
     assert isinstance(task["exception"], BackendError)
     assert "cannot be unpickled" in str(task["exception"])
+
+
+class _ExitsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (sys.exit, ("_ExitsWhenLoaded cannot be loaded here",))
+
+
+def test_apply_outcome_result_raising_system_exit_fails_only_its_task() -> None:
+    task: dict[str, object] = {"uid": "x"}
+    payload = cloudpickle.dumps(_ExitsWhenLoaded())
+    assert apply_outcome(task, (w.OK, payload, "", "", "")) is TaskState.FAILED
+    assert "_ExitsWhenLoaded" in str(task["exception"])
 
 
 def test_apply_outcome_unasked_skip_fails() -> None:
