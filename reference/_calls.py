@@ -3,8 +3,9 @@
 `call` runs a function task's callable, running a coroutine it returns on
 `thread_loop` (one persistent loop per worker thread, never a fresh
 ``asyncio.run`` loop per task); `sendable` makes an exception safe to send
-across processes, and `load_exception` rebuilds one a remote worker sent.
-Used by the pullers (`reference._workers`), the process pool's workers
+across processes, and `load_exception` rebuilds one a remote worker sent;
+`unsendable_error` names the part of a task that cannot be pickled. Used by
+the pullers (`reference._workers`), the process pool's workers
 (`reference._procpool`) and the Dask and Parsl backends.
 """
 
@@ -16,6 +17,7 @@ import pickle
 import threading
 from collections.abc import (
     Callable,
+    Iterable,
     Mapping,
     Sequence,
 )
@@ -25,7 +27,7 @@ import cloudpickle
 
 from spec import StandInError
 
-__all__ = ["call", "load_exception", "sendable", "thread_loop"]
+__all__ = ["call", "load_exception", "sendable", "thread_loop", "unsendable_error"]
 
 
 class _LoopHolder:
@@ -103,3 +105,45 @@ def load_exception(
             if isinstance(exc, BaseException):
                 return exc
     return StandInError(type_name or "unknown", message)
+
+
+def unsendable_error(
+    uid: str, parts: Iterable[tuple[str, Any]], exc: Exception, workers: str
+) -> TypeError:
+    """The error failing a task that cannot be pickled, naming the part at fault.
+
+    Args:
+        uid: The task's uid.
+        parts: ``(name, value)`` of what was pickled: ``("args", [...])``.
+        exc: What pickling raised.
+        workers: Whose workers it was for ("Dask", "Parsl"), for the message.
+    """
+    what = _unsendable(parts) or "its function or arguments"
+    error = TypeError(
+        f"task {uid!r}: {what} cannot be pickled to send it to the {workers} "
+        f"workers: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _unsendable(parts: Iterable[tuple[str, Any]], depth: int = 0) -> str:
+    """Name the first part that does not pickle: ``"arguments[1] (Lock)"``.
+
+    Lists, tuples and dicts are searched one level further down (twice at
+    most: ``task_backend_specific_kwargs['env']['X']``), so the name points
+    at the value itself rather than at the container holding it.
+    """
+    for name, value in parts:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            inner: list[tuple[str, Any]] = []
+            if depth < 2 and isinstance(value, (list, tuple)):
+                inner = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            elif depth < 2 and isinstance(value, dict):
+                inner = [(f"{name}[{k!r}]", v) for k, v in value.items()]
+            return _unsendable(inner, depth + 1) or (
+                f"{name} ({type(value).__qualname__})"
+            )
+    return ""

@@ -3,9 +3,9 @@
 Shared by the Dask and Parsl workers. Results travel as strings and bytes,
 never as live objects, so a return value or exception that cannot be pickled
 fails only its own task, with a message saying why. This module imports only
-the standard library and cloudpickle: it is also the program of the Dask
-backend's isolated re-run child (`reference.dask._worker`), run as a file so
-that the child imports neither ``reference`` nor ``distributed`` to run one
+the standard library and cloudpickle: it is also the program of the
+isolated re-run child (`reference._isolated`), run as a file so that the
+child imports neither ``reference`` nor the worker's framework to run one
 function.
 """
 

@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from reference._base import duration, function_call
+from reference._calls import unsendable_error
 from reference._executables import build_command, parse_options
 from reference.dask import _decisions, _outcomes, _worker
 from reference.dask._jobs import ONE_CORE, Chunk, DaskHooks, DaskJob
@@ -220,7 +221,8 @@ class Dispatcher:
                 blob = _outcomes.dumps_function_item(function, args, kwargs)
             except Exception as exc:
                 parts = (("function", function), ("args", args), ("kwargs", kwargs))
-                self._host._fail(job, unsendable_error(job.uid, parts, exc))  # RS-3
+                error = unsendable_error(job.uid, parts, exc, "Dask")
+                self._host._fail(job, error)  # RS-3
                 continue
             items.append((job.key, blob))
             members.append(job)
@@ -270,7 +272,8 @@ class Dispatcher:
             try:
                 blob = cloudpickle.dumps(part)
             except Exception as exc:
-                self._host._fail(job, unsendable_error(job.uid, part.items(), exc))
+                error = unsendable_error(job.uid, part.items(), exc, "Dask")
+                self._host._fail(job, error)
                 continue
             chunks.append(self._new_chunk([job], key=job.key))
             payload = _worker.ExecutableJob(
@@ -340,37 +343,3 @@ class Dispatcher:
         for chunk, future in zip(chunks, futures, strict=True):
             chunk.future = future
         self._submitted(futures)
-
-
-def unsendable_error(
-    uid: str, parts: Iterable[tuple[str, Any]], exc: Exception
-) -> TypeError:
-    """The error failing a task that cannot be pickled, naming the part at fault."""
-    what = _unsendable(parts) or "its function or arguments"
-    error = TypeError(
-        f"task {uid!r}: {what} cannot be pickled to send it to the Dask workers: {exc}"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _unsendable(parts: Iterable[tuple[str, Any]], depth: int = 0) -> str:
-    """Name the first part that does not pickle: ``"arguments[1] (Lock)"``.
-
-    Lists, tuples and dicts are searched one level further down (twice at
-    most: ``task_backend_specific_kwargs['env']['X']``), so the name points
-    at the value itself rather than at the container holding it.
-    """
-    for name, value in parts:
-        try:
-            cloudpickle.dumps(value)
-        except Exception:
-            inner: list[tuple[str, Any]] = []
-            if depth < 2 and isinstance(value, (list, tuple)):
-                inner = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
-            elif depth < 2 and isinstance(value, dict):
-                inner = [(f"{name}[{k!r}]", v) for k, v in value.items()]
-            return _unsendable(inner, depth + 1) or (
-                f"{name} ({type(value).__qualname__})"
-            )
-    return ""

@@ -17,13 +17,10 @@ before its child starts never starts it (CN-6).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import pickle
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,15 +28,14 @@ from typing import Any
 
 import cloudpickle
 
-from reference import _outcomes as _shared_outcomes
 from reference._executables import group_alive, signal_group
 from reference._executables import run_executable as _run_to_completion
+from reference._isolated import DIE_WITH_PARENT, isolated_outcome, start_isolated
 from reference._outcomes import gather_outcomes
 from reference._workers import thread_loop
 from reference.dask import _outcomes
 from reference.dask._outcomes import SKIPPED, Outcome, Ran, Where, failure
 from reference.dask._registry import CanceledBeforeStart, KeyRegistry
-from spec import WorkerLostError
 
 __all__ = [
     "ExecutableJob",
@@ -261,35 +257,18 @@ def run_functions(batch: FunctionBatch) -> list[Outcome]:
 
 # -- function tasks in a child process ------------------------------------------
 
-# The child runs the shared outcomes module as a file: importing it would
-# import the reference package first (and reference.dask, distributed).
-_ISOLATED_MAIN = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
-
 
 def _run_isolated(key: str, blob: bytes, chunk: str = "") -> Outcome:
     """Run one function task in a child process of this worker.
 
-    The child is registered under ``key`` like an executable's, so a cancel
-    kills it (and a key canceled first never starts it); it dies with the
-    worker (Linux). If it dies before sending its outcome, the task fails
-    with `WorkerLostError` (RS-12), and only this task.
+    The child (`reference._isolated.start_isolated`) is registered under
+    ``key`` like an executable's, so a cancel kills it (and a key canceled
+    first never starts it); it dies with the worker (Linux). If it dies
+    before sending its outcome, the task fails with `spec.WorkerLostError`
+    (RS-12), and only this task.
     """
-    env = dict(os.environ)
-    # The worker's import path, so the child finds what the task's pickle names.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-c", _ISOLATED_MAIN, _shared_outcomes.__file__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # cancel_keys kills its process group
-            preexec_fn=_preexec,  # only a prctl call: safe after fork
-        )
-
     try:
-        child = _registry.spawn(key, start)
+        child = _registry.spawn(key, start_isolated)
     except CanceledBeforeStart:
         return SKIPPED
     try:
@@ -297,36 +276,10 @@ def _run_isolated(key: str, blob: bytes, chunk: str = "") -> Outcome:
     finally:
         _registry.child_ended(key, chunk)
         signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
-    if child.returncode == 0:
-        try:
-            outcome: Outcome = pickle.loads(out)
-        except Exception:
-            pass
-        else:
-            return outcome
-    code = child.returncode
-    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    error = WorkerLostError(
-        f"the process running the task died ({how}) before returning a result; "
-        "the task ran alone in it because a Dask worker had died with its chunk"
-    )
-    return failure(error, stderr=str(error))
+    return isolated_outcome(child.returncode, out, "Dask")
 
 
 # -- executable tasks -----------------------------------------------------------
-
-
-_PR_SET_PDEATHSIG = 1
-# Resolved once here: the forked child must only call it, not look it up.
-_prctl: Any = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Ask Linux to SIGKILL the child if its worker dies (a lost worker)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-_preexec: Callable[[], None] | None = _die_with_parent if _prctl is not None else None
 
 
 def _with_gpus(task: dict[str, Any], gpus: tuple[str, ...]) -> None:
@@ -386,7 +339,7 @@ def run_executable(job: ExecutableJob) -> Outcome:
             job.work_dir,
             job.grace,
             spawn=spawn,
-            preexec_fn=_preexec,  # only a prctl call: safe after fork
+            preexec_fn=DIE_WITH_PARENT,
         )
     except CanceledBeforeStart:
         return SKIPPED

@@ -5,8 +5,8 @@ runs inside it). A dispatcher task on the caller's loop starts the
 DataFlowKernel (in a thread: it starts Parsl's interchange and asks the
 provider for workers), waits until a worker has connected, then pickles
 function tasks into chunks, one Parsl task per chunk, and submits each
-executable as a Parsl task of its own. Parsl calls back from its own thread;
-the outcomes are handed to the loop in batches and reported there.
+executable as a Parsl task of its own. `reference.parsl._settle.Settler`
+reports the outcomes, and runs again what Parsl lost.
 
 Parsl cannot cancel a task it holds, so cancels go through claims (symbolic links) the
 workers check before starting each task (`reference.parsl._claims`).
@@ -16,38 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import os
 import shutil
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from typing_extensions import Self
 
-from reference._base import (
-    _RUNS_FUNCTIONS_AND_EXECUTABLES,
-    BackendBase,
-    Job,
-    duration,
-)
+from reference._base import _RUNS_FUNCTIONS_AND_EXECUTABLES, BackendBase, duration
 from reference.parsl import _claims
 from reference.parsl import _worker as _w
 from reference.parsl._config import local_config
-from reference.parsl._outcomes import apply_outcome
+from reference.parsl._jobs import Chunk, ParslJob, resolve_asker
 from reference.parsl._plan import chunk_size, pick_executor, prepare
-from spec import (
-    BackendError,
-    BackendState,
-    Capability,
-    TaskKind,
-    TaskState,
-    WorkerLostError,
-    task_kind,
-)
+from reference.parsl._settle import Settler
+from spec import BackendError, BackendState, Capability, TaskKind, is_service
 
 __all__ = ["ParslExecutionBackend"]
 
@@ -56,37 +42,9 @@ logger = logging.getLogger("reference.parsl")
 _SLICE_SECONDS = 0.01  # dispatch work per loop turn: keeps the loop responsive
 _REMOTE_SLACK = 5.0  # seconds a kill request may take on top of kill_grace
 _CLEANUP_TIMEOUT = 30.0  # seconds Parsl's own cleanup may take
-_LOST = ("WorkerLost", "ManagerLost")  # Parsl's exceptions for a dead worker
-_SWEEP_PERIOD = 5.0  # seconds between looks for results Parsl lost
-_CLAIM_SUFFIXES = ("", ".done", ".kill")  # a task's files in the claims directory
 
 
-class _Entry(Job):
-    """One accepted task and where it is in Parsl."""
-
-    __slots__ = ("asking", "chunk", "key", "kind")
-
-    def __init__(self, task: dict[str, Any]) -> None:
-        super().__init__(task)
-        self.kind: TaskKind | None = task_kind(task)
-        self.key = ""  # unique per submission: names its claim
-        self.chunk: _Chunk | None = None  # set once handed to Parsl
-        # A cancel waiting for a running executable's outcome.
-        self.asking: asyncio.Future[bool] | None = None
-
-
-@dataclass(eq=False)
-class _Chunk:
-    """One Parsl task: function tasks, or one executable."""
-
-    entries: list[_Entry]
-    payload: list[tuple[str, bytes]] | bytes
-    spec: dict[str, Any] = field(default_factory=dict)
-    alone: bool = False  # re-run alone after a worker died with it
-    seen_done: bool = False  # its worker's done marker was seen, no result yet
-
-
-class ParslExecutionBackend(BackendBase[_Entry]):
+class ParslExecutionBackend(BackendBase[ParslJob]):
     """Runs function and executable tasks on Parsl (docs/parsl.md).
 
     Built from a ``parsl.Config`` (any provider: local, Slurm, PBS, LSF,
@@ -120,7 +78,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         TypeError: An option of the wrong type.
     """
 
-    # crash_isolation: a lost worker fails only its own task (_settle_lost).
+    # crash_isolation: a lost worker fails only its own task (_settle.Settler).
     # Not preemptive_cancel: a running function cannot be stopped.
     capabilities = _RUNS_FUNCTIONS_AND_EXECUTABLES | {Capability.CRASH_ISOLATION}
 
@@ -162,18 +120,13 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         self._workers = 1
         self._counter = itertools.count()
         self._token = uuid.uuid4().hex[:10]
-        self._pending: deque[_Entry] = deque()
-        self._sent: dict[int, _Chunk] = {}  # id(chunk) -> chunk, until settled
-        self._arrivals: deque[tuple[_Chunk, Any]] = deque()  # from Parsl's thread
-        self._drain_due = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: deque[ParslJob] = deque()
+        self._settler = Settler(self, self._send, self._new_key)
         self._starter: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
         self._opening: asyncio.Future[Any] | None = None  # the DataFlowKernel's start
         self._start_error: BaseException | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._settled: asyncio.Event | None = None
         self._closed: asyncio.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -189,8 +142,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
     async def _ready(self) -> None:
         """Start once; later callers wait for the same attempt."""
         if self._starter is None:
-            self._loop = asyncio.get_running_loop()
-            self._starter = self._loop.create_task(self._open())
+            self._starter = asyncio.get_running_loop().create_task(self._open())
         await asyncio.shield(self._starter)
 
     async def _open(self) -> None:
@@ -213,6 +165,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             base = self._claim_base or os.path.join(self._dfk.run_dir, "claims")
             self._claims = os.path.abspath(os.path.join(base, self._token))
             os.makedirs(self._claims)
+            self._settler.start(self._claims)
         except Exception as exc:
             error = exc if isinstance(exc, BackendError) else None
             self._start_error = error or BackendError(
@@ -229,7 +182,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             spec.TaskValidationError: The batch is malformed (nothing accepted).
             spec.BackendShutdownError: The backend is shut down.
         """
-        self._pending.extend(self._accept(tasks, _Entry))
+        self._pending.extend(self._accept(tasks, ParslJob))
         loop = asyncio.get_running_loop()
         if self._wake is None:
             self._wake = asyncio.Event()
@@ -239,8 +192,6 @@ class ParslExecutionBackend(BackendBase[_Entry]):
 
     async def _dispatch(self) -> None:
         await self._ready()
-        if self._start_error is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         wake = self._wake
         assert wake is not None  # set with the dispatcher
         while True:
@@ -259,7 +210,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         """Hand one loop turn's worth of queued tasks to Parsl."""
         loop = asyncio.get_running_loop()
         end = loop.time() + _SLICE_SECONDS
-        functions: dict[str, list[tuple[_Entry, bytes]]] = {}
+        functions: dict[str, list[tuple[ParslJob, bytes]]] = {}
         specs: dict[str, dict[str, Any]] = {}
         while self._pending and loop.time() < end:
             for _ in range(64):
@@ -273,7 +224,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                     continue
                 blob, spec = prepared
                 if entry.kind is TaskKind.EXECUTABLE:
-                    self._send(_Chunk([entry], blob, spec))
+                    self._send(Chunk([entry], blob, spec))
                 else:
                     group = repr(sorted(spec.items()))
                     functions.setdefault(group, []).append((entry, blob))
@@ -284,21 +235,27 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             for start in range(0, len(items), size):
                 part = items[start : start + size]
                 entries = [e for e, _ in part]
-                self._send(_Chunk(entries, [(e.key, b) for e, b in part], specs[group]))
+                self._send(Chunk(entries, [(e.key, b) for e, b in part], specs[group]))
 
-    def _prepare(self, entry: _Entry) -> tuple[bytes, dict[str, Any]] | None:
+    def _prepare(self, entry: ParslJob) -> tuple[bytes, dict[str, Any]] | None:
         """Pickle one task for Parsl and map its request; fail it if it cannot run."""
-        if entry.kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE):
+        kind = entry.kind
+        if kind not in (TaskKind.FUNCTION, TaskKind.EXECUTABLE) or is_service(
+            entry.task
+        ):  # nothing to run here, a prompt, or a service (contract 1.2)
             self._fail(entry, self._unrunnable(entry.task))  # SB-5, SB-6
             return None
-        entry.key = f"{self._token}-{next(self._counter)}"
-        prepared = prepare(entry.task, entry.kind, mpi=self._mpi)
+        entry.key = self._new_key()
+        prepared = prepare(entry.task, kind, mpi=self._mpi)
         if isinstance(prepared, Exception):
             self._fail(entry, prepared)  # RQ-3, SB-9: this task only
             return None
         return prepared
 
-    def _send(self, chunk: _Chunk) -> None:
+    def _new_key(self) -> str:
+        return f"{self._token}-{next(self._counter)}"
+
+    def _send(self, chunk: Chunk) -> None:
         """Submit one chunk to the DataFlowKernel; fail its tasks if Parsl refuses."""
         kwargs = {"parsl_resource_specification": chunk.spec} if chunk.spec else {}
         if isinstance(chunk.payload, bytes):
@@ -310,6 +267,9 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 self._work_dir,
                 self._grace,
             )
+        elif chunk.isolated:
+            [(key, blob)] = chunk.payload
+            func, args = _w.run_isolated, (self._claims, key, blob)
         else:
             func, args = _w.run_functions, (self._claims, chunk.payload)
         try:
@@ -327,133 +287,8 @@ class ParslExecutionBackend(BackendBase[_Entry]):
             return
         for entry in chunk.entries:
             entry.chunk = chunk
-        self._sent[id(chunk)] = chunk
-        future.add_done_callback(functools.partial(self._arrived, chunk))
-
-    # -- outcomes ------------------------------------------------------------------
-
-    def _arrived(self, chunk: _Chunk, future: Any) -> None:
-        """Parsl's thread: hand a finished chunk to the loop (batched)."""
-        self._arrivals.append((chunk, future))
-        if not self._drain_due:
-            self._drain_due = True
-            loop = self._loop
-            if loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        self._drain_due = False
-        while self._arrivals:
-            chunk, future = self._arrivals.popleft()
-            try:
-                self._settle(chunk, future)
-            except Exception:  # a bug here must not strand the other chunks
-                logger.exception("backend %r: settling a Parsl task", self.name)
-
-    def _settle(self, chunk: _Chunk, future: Any) -> None:
-        self._sent.pop(id(chunk), None)
-        if self._settled is not None and not self._sent:
-            self._settled.set()
-        error = future.exception()
-        if error is None:
-            result = future.result()
-            outcomes = [result] if isinstance(chunk.payload, bytes) else result
-            for entry, outcome in zip(chunk.entries, outcomes, strict=True):
-                try:
-                    self._apply(entry, outcome)
-                except Exception as exc:  # fails this task only, never strands it
-                    self._fail(entry, BackendError(f"cannot read its outcome: {exc!r}"))
-        elif type(error).__name__ in _LOST:
-            self._settle_lost(chunk, error)
-        else:
-            for entry in chunk.entries:
-                self._resolve_asker(entry, False)
-                self._fail(entry, error)
-        self._forget_claims([e.key for e in chunk.entries])
-        # Parsl keeps its futures (and their callbacks, which hold the chunk)
-        # a while after they finish: the chunk lets go of the tasks now (SC-1).
-        chunk.entries = []
-        chunk.payload = b""
-
-    def _settle_lost(
-        self, chunk: _Chunk, error: BaseException, rerun: bool = False
-    ) -> None:
-        """A worker died with ``chunk``: re-run its functions alone, or fail the one.
-
-        With ``rerun``, a lone function runs again too (its result was lost,
-        not its worker killed by it), once.
-        """
-        live = [e for e in chunk.entries if self._owes_result(e)]
-        alone = len(live) == 1 and not rerun
-        if chunk.alone or isinstance(chunk.payload, bytes) or alone:
-            for entry in live:
-                self._resolve_asker(entry, False)
-                lost = WorkerLostError(
-                    f"the Parsl worker running task {entry.uid!r} died: {error}"
-                )
-                lost.__cause__ = error
-                self._fail(entry, lost)
-            return
-        blobs = dict(chunk.payload)
-        self._forget_claims([e.key for e in chunk.entries], now=True)
-        for entry in live:  # each alone: the one that kills its worker fails alone
-            self._send(
-                _Chunk([entry], [(entry.key, blobs[entry.key])], chunk.spec, True)
-            )
-
-    async def _sweep(self) -> None:
-        """Find chunks whose worker returned but whose result Parsl lost.
-
-        A chunk whose done marker was seen on two sweeps in a row, its result
-        still missing, lost it with a worker killed right after: its
-        functions run again, each alone (an executable fails, rather than
-        run twice).
-        """
-        while True:
-            await asyncio.sleep(_SWEEP_PERIOD)
-            chunks = [c for c in self._sent.values() if c.entries]
-            paths = [_claims.done_path(self._claims, c.entries[0].key) for c in chunks]
-            done = await asyncio.to_thread(_existing, paths) if paths else []
-            for chunk, finished in zip(chunks, done, strict=True):
-                if not finished or self._sent.get(id(chunk)) is not chunk:
-                    continue
-                if chunk.seen_done:
-                    del self._sent[id(chunk)]
-                    self._settle_lost(chunk, _LostResult(), rerun=True)
-                chunk.seen_done = True
-
-    def _apply(self, entry: _Entry, outcome: _w.Outcome) -> None:
-        status = outcome[0]
-        self._resolve_asker(entry, status == _w.KILLED)
-        if not self._owes_result(entry):
-            return
-        if status == _w.KILLED:  # stopped on a cancel's request: it is true
-            entry.canceled = True
-            self._finish(entry, TaskState.CANCELED)
-            return
-        if status == _w.MISSING:
-            self._fail(entry, _claims_not_shared(outcome[4]))
-            return
-        self._finish(entry, apply_outcome(entry.task, outcome))
-
-    def _resolve_asker(self, entry: _Entry, stopped: bool) -> None:
-        asking, entry.asking = entry.asking, None
-        if asking is not None and not asking.done():
-            asking.set_result(stopped)
-
-    def _forget_claims(self, keys: list[str], now: bool = False) -> None:
-        """Delete settled tasks' claims and markers (in a thread, unless ``now``)."""
-        paths = [
-            os.path.join(self._claims, k + suffix)
-            for k in keys
-            if k
-            for suffix in _CLAIM_SUFFIXES
-        ]
-        if now:
-            _unlink(paths)
-        elif paths and self._loop is not None:
-            self._loop.run_in_executor(None, _unlink, paths)
+            entry.runs += 1
+        self._settler.watch(chunk, future)
 
     # -- cancellation ------------------------------------------------------------
 
@@ -522,7 +357,7 @@ class ParslExecutionBackend(BackendBase[_Entry]):
         self._state = BackendState.SHUTDOWN
         self._pending.clear()
         killing = False
-        for chunk in list(self._sent.values()):
+        for chunk in list(self._settler.sent.values()):
             for entry in chunk.entries:
                 with contextlib.suppress(OSError):
                     if _claims.claim(self._claims, entry.key, _claims.CANCELED):
@@ -531,17 +366,13 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                         _claims.request_kill(self._claims, entry.key)
                     killing = killing or entry.kind is TaskKind.EXECUTABLE
         if killing:
-            self._settled = asyncio.Event()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._settled.wait(), self._grace + _REMOTE_SLACK
-                )
+            await self._settler.wait_settled(self._grace + _REMOTE_SLACK)
         for entry in list(self._jobs.values()):
-            self._resolve_asker(entry, True)
+            resolve_asker(entry, True)
         self._cancel_all()
-        for task in (self._dispatcher, self._sweeper):
-            if task is not None:
-                task.cancel()
+        self._settler.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
         if self._dfk is None and self._opening is not None:
@@ -561,27 +392,3 @@ class ParslExecutionBackend(BackendBase[_Entry]):
                 logger.error("backend %r: Parsl's cleanup overran", self.name)
         if self._claims:
             await asyncio.to_thread(shutil.rmtree, self._claims, True)
-
-
-class _LostResult(Exception):
-    """Stands for the worker death that lost a finished chunk's result."""
-
-    def __str__(self) -> str:
-        return "it finished, but its result was lost with a worker that died"
-
-
-def _existing(paths: list[str]) -> list[bool]:
-    return [os.path.lexists(path) for path in paths]
-
-
-def _claims_not_shared(detail: str) -> BackendError:
-    return BackendError(
-        f"the Parsl worker cannot see the backend's claims directory: {detail}; "
-        "give claim_dir on a file system shared with the workers"
-    )
-
-
-def _unlink(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

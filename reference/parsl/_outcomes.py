@@ -12,6 +12,7 @@ from typing import Any
 
 import cloudpickle
 
+from reference import _calls
 from reference._calls import load_exception
 from reference.parsl import _worker as _w
 from spec import BackendError, TaskState
@@ -30,7 +31,9 @@ def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:
     if status in (_w.OK, _w.EXITED) and payload is not None:
         try:
             value = cloudpickle.loads(payload)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # its own code ran: even SystemExit (RS-12)
             error = BackendError(
                 f"the result of task {task.get('uid')!r} arrived but cannot be "
                 f"unpickled here: {exc!r}"
@@ -61,26 +64,6 @@ def apply_outcome(task: dict[str, Any], outcome: _w.Outcome) -> TaskState:
 
 def unsendable_error(uid: str, task: dict[str, Any], exc: Exception) -> TypeError:
     """The error failing a task that cannot be pickled, naming the part at fault."""
-    parts: list[tuple[str, Any]] = [("function", task.get("function"))]
-    for field in ("args", "arguments"):
-        values = task.get(field)
-        if isinstance(values, (list, tuple)):
-            parts += [(f"{field}[{i}]", v) for i, v in enumerate(values)]
-    kwargs = task.get("kwargs")
-    if isinstance(kwargs, dict):
-        parts += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
-    parts.append(
-        ("task_backend_specific_kwargs", task.get("task_backend_specific_kwargs"))
-    )
-    what = "its function or arguments"
-    for name, value in parts:
-        try:
-            cloudpickle.dumps(value)
-        except Exception:
-            what = f"{name} ({type(value).__qualname__})"
-            break
-    error = TypeError(
-        f"task {uid!r}: {what} cannot be pickled to send it to the Parsl workers: {exc}"
-    )
-    error.__cause__ = exc
-    return error
+    fields = ("function", "args", "kwargs", *_w.EXEC_FIELDS[1:])
+    parts = [(name, task[name]) for name in fields if name in task]
+    return _calls.unsendable_error(uid, parts, exc, "Parsl")

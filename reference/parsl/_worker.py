@@ -1,4 +1,4 @@
-"""What runs inside a Parsl worker: function chunks and executables.
+"""What runs inside a Parsl worker: function chunks, isolated re-runs, executables.
 
 Nothing here imports Parsl: the worker calls these plain functions, so it
 needs only this distribution installed (and the task functions importable).
@@ -14,21 +14,20 @@ task is not run, since a cancel could not reach it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-from reference._executables import kill_group
+from reference._executables import kill_group, signal_group
 from reference._executables import run_executable as _run_to_completion
+from reference._isolated import DIE_WITH_PARENT, isolated_outcome, start_isolated
 from reference._outcomes import (
     EXITED,
     FAILED,
@@ -61,6 +60,7 @@ __all__ = [
     "dumps_task",
     "run_executable",
     "run_functions",
+    "run_isolated",
     "with_mpi_prefix",
 ]
 
@@ -129,14 +129,40 @@ def run_functions(
     return [o if o is not None else failure(RuntimeError("lost")) for o in outcomes]
 
 
-_PR_SET_PDEATHSIG = 1
-# Resolved here, once: the forked child must only call it, not look it up.
-_prctl: Any = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+def run_isolated(
+    claims: str,
+    key: str,
+    blob: bytes,
+    parsl_resource_specification: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run one function task in a child process of this worker.
 
+    The Parsl task the backend submits for a function run again after its
+    Parsl task was lost: if the function kills its process, the child dies,
+    not this worker, and the task fails alone with `spec.WorkerLostError`
+    (`reference._isolated`). This worker lives on, so it cannot take with
+    it the result it returned just before, nor leave its pool's result
+    queue locked (docs/parsl.md, Lost workers).
 
-def _die_with_worker() -> None:  # pragma: no cover - runs in the forked child
-    """Ask Linux to SIGKILL the child if its worker dies (a lost worker)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    Returns:
+        The child's `Outcome`; `SKIPPED` or `MISSING` when not run.
+
+    Args:
+        claims: The claims directory.
+        key: The task's key.
+        blob: The cloudpickled ``(function, args, kwargs)``.
+        parsl_resource_specification: Passed by Parsl; not used here.
+    """
+    refused = _claimed(claims, key)
+    if refused is not None:
+        return refused
+    child = start_isolated()
+    try:
+        out, _ = child.communicate(blob)
+    finally:
+        signal_group(child.pid, signal.SIGKILL)  # whatever it started goes too
+        mark_done(claims, key)
+    return isolated_outcome(child.returncode, out, "Parsl")
 
 
 class _Watcher:
@@ -209,9 +235,10 @@ def run_executable(
         watcher.watch(child)
         return child
 
-    preexec = _die_with_worker if _prctl is not None else None
     try:
-        _run_to_completion(task, work_dir, grace, spawn=spawn, preexec_fn=preexec)
+        _run_to_completion(
+            task, work_dir, grace, spawn=spawn, preexec_fn=DIE_WITH_PARENT
+        )
     finally:
         watcher.stop()
         mark_done(claims, key)

@@ -22,7 +22,12 @@ from _parsl_helpers import (
     wait_gone,
 )
 
-from spec import TaskState, TaskTimeoutError, WorkerLostError
+from spec import (
+    CapabilityNotSupportedError,
+    TaskState,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 
 pytest.importorskip("parsl")
 from reference.parsl import ParslExecutionBackend
@@ -82,6 +87,7 @@ async def test_functions_and_executables_report_results(
         },
         {"uid": "missing", "executable": "/no/such/program"},
         {"uid": "nothing"},
+        {"uid": "service", "function": add, "args": [1], "is_service": True},
     ]
     try:
         await backend.submit_tasks(tasks)
@@ -101,6 +107,8 @@ async def test_functions_and_executables_report_results(
     assert isinstance(by["slow"]["exception"], TaskTimeoutError)
     assert isinstance(by["missing"]["exception"], FileNotFoundError)
     assert recorder.final("nothing") is TaskState.FAILED
+    assert recorder.states["service"] == [TaskState.FAILED]  # no services (SB-6)
+    assert isinstance(by["service"]["exception"], CapabilityNotSupportedError)
     for uid in ("sync", "async", "echo", "argv", "captured"):
         assert recorder.states[uid] == [TaskState.DONE], uid
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
+from _parsl_helpers import add, kill_own_worker
 
 from reference.parsl import _claims
 from reference.parsl import _worker as w
 from reference.parsl._config import resource_spec
+from reference.parsl._decisions import MAX_RUNS, AfterLoss, after_loss
 from reference.parsl._outcomes import apply_outcome, load_exception, unsendable_error
 from reference.parsl._plan import chunk_size, pick_executor, prepare
 from spec import (
@@ -22,6 +25,7 @@ from spec import (
     StandInError,
     TaskKind,
     TaskState,
+    WorkerLostError,
 )
 
 D = _claims.Decision
@@ -40,6 +44,33 @@ D = _claims.Decision
 )
 def test_decide(sent: bool, won: bool, executable: bool, expected: D) -> None:
     assert _claims.decide(sent=sent, won_claim=won, executable=executable) is expected
+
+
+A = AfterLoss
+
+
+@pytest.mark.parametrize(
+    ("executable", "live", "returned", "runs", "expected"),
+    [
+        (False, 6, False, 1, A.RUN_AGAIN),  # a chunk's worker died: each alone
+        (False, 1, False, 1, A.FAIL),  # died running it alone: the killer
+        (False, 1, False, 2, A.FAIL),  # died running it alone, again
+        (False, 3, True, 1, A.RUN_AGAIN),  # a chunk returned, its result lost
+        (False, 1, True, 1, A.RUN_AGAIN),  # the same for a chunk of one
+        # Issue 24's flake: run again alone after its chunk's worker died, it
+        # returned, then its worker took the killer and lost its result.
+        (False, 1, True, 2, A.RUN_AGAIN),
+        (False, 1, True, MAX_RUNS, A.FAIL),  # it keeps losing: bounded
+        (False, 4, False, MAX_RUNS, A.FAIL),
+        (True, 1, False, 1, A.FAIL),  # an executable never runs twice
+        (True, 1, True, 1, A.FAIL),
+    ],
+)
+def test_after_loss(
+    executable: bool, live: int, returned: bool, runs: int, expected: AfterLoss
+) -> None:
+    decided = after_loss(executable=executable, live=live, returned=returned, runs=runs)
+    assert decided is expected
 
 
 def test_claim_has_exactly_one_winner(tmp_path: Path) -> None:
@@ -85,6 +116,20 @@ def test_worker_without_the_claims_directory_runs_nothing(tmp_path: Path) -> Non
     [outcome] = w.run_functions(str(tmp_path / "absent"), [("k", blob)])
     assert outcome[0] == w.MISSING and "absent" in outcome[4]
     assert not marker.exists()
+
+
+def test_isolated_rerun_dies_alone(tmp_path: Path) -> None:
+    claims = str(tmp_path)
+    killer = w.run_isolated(claims, "k", w.dumps_call(kill_own_worker, (), {}))
+    assert killer[0] == w.FAILED  # the child died; this process lives on
+    error = load_exception(killer[1], killer[3], killer[4])
+    assert isinstance(error, WorkerLostError) and "SIGKILL" in str(error)
+    adds = w.dumps_call(add, (2, 3), {})
+    ok = w.run_isolated(claims, "a", adds)
+    assert ok[0] == w.OK and ok[1] is not None and cloudpickle.loads(ok[1]) == 5
+    assert os.path.lexists(_claims.done_path(claims, "a"))
+    assert _claims.claim(claims, "c", _claims.CANCELED)  # a cancel came first
+    assert w.run_isolated(claims, "c", adds)[0] == w.SKIPPED
 
 
 def test_worker_executable_is_killed_on_request(tmp_path: Path) -> None:
@@ -204,6 +249,18 @@ def test_apply_outcome_unloadable_result_fails_naming_it() -> None:
     assert apply_outcome(task, (w.OK, b"not a pickle", "", "", "")) is TaskState.FAILED
     assert isinstance(task["exception"], BackendError)
     assert "cannot be unpickled" in str(task["exception"])
+
+
+class _ExitsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (sys.exit, ("_ExitsWhenLoaded cannot be loaded here",))
+
+
+def test_apply_outcome_result_raising_system_exit_fails_only_its_task() -> None:
+    task: dict[str, object] = {"uid": "x"}
+    payload = cloudpickle.dumps(_ExitsWhenLoaded())
+    assert apply_outcome(task, (w.OK, payload, "", "", "")) is TaskState.FAILED
+    assert "_ExitsWhenLoaded" in str(task["exception"])
 
 
 def test_apply_outcome_unasked_skip_fails() -> None:
