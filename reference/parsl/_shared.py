@@ -4,7 +4,8 @@ The suite builds a backend per test; starting Parsl's interchange and
 workers for each would cost seconds a test. `shared_local_backend` starts
 one local DataFlowKernel on first use (two workers) and hands out backends
 that use it and leave it running; it is cleaned up when the interpreter
-exits.
+exits, and so is its run directory (logs, scripts) under the temporary
+directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import shutil
 import tempfile
 import threading
 from typing import Any
@@ -33,6 +35,9 @@ def _shared_dfk() -> Any:
     with _lock:
         if not _shared:
             run_dir = tempfile.mkdtemp(prefix="asyncflow-parsl-")
+            # atexit runs last-in first-out: the DataFlowKernel is closed
+            # (its interchange and workers gone), then its run directory.
+            atexit.register(shutil.rmtree, run_dir, True)
             dfk = open_dfk(local_config(workers=2, run_dir=run_dir))
             atexit.register(close_dfk, dfk)
             _shared.append(dfk)
