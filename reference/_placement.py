@@ -4,8 +4,9 @@ The decisions are pure and tested without threads: `usable_cores` reads the
 process's cpuset once, `core_ids_from` turns the ``cores=`` option into the
 ids the capacity names (refusing ids the process cannot use), `CoreSet`
 chooses ids for a grant from the free ones, and `placement` writes the
-record a task carries. `bound` is the one piece of I/O: it binds the
-calling thread for a block and restores it after.
+record a task carries (a `PlacementRecord`: read-only, so the tasks that
+held one grant in turn can share one record). `bound` is the one piece of
+I/O: it binds the calling thread for a block and restores it after.
 
 Binding an executable without a race rests on one Linux rule: a new process
 starts with the CPU affinity of the *thread* that created it (``clone``
@@ -22,12 +23,14 @@ import os
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, NoReturn, cast
 
 from spec import Placement
 
 __all__ = [
     "CAN_BIND",
     "CoreSet",
+    "PlacementRecord",
     "bind_thread",
     "bound",
     "core_ids_from",
@@ -158,26 +161,59 @@ class CoreSet:
         free.sort()
 
 
+class PlacementRecord(dict[str, Any]):
+    """A placement record (`spec.Placement`) that cannot be changed.
+
+    A pool thread's tasks that hold one grant in turn (the default path:
+    one core each) carry one shared record, built when the grant changes
+    hands, not per task: a dict per task was most of what binding cost
+    (issue 22's T16). Shared, it must not change: every method that would
+    raises `TypeError`. ``dict(record)`` is a copy that may. It is still a
+    dict: ``json.dumps``, ``==``, pickling and ``copy`` work as for one.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "a task's placement is read-only (tasks that held the same grant "
+            "share it); copy it with dict(task['placement']) to change it"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = _read_only
+    setdefault = update = __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[type[PlacementRecord], tuple[dict[str, Any]]]:
+        # dict's own pickling would rebuild it item by item, through the
+        # __setitem__ that refuses.
+        return (type(self), (dict(self),))
+
+
 def placement(
     cores: tuple[int, ...] | None,
     gpus: tuple[str, ...],
     memory: int,
     host: str = HOST,
+    worker: str | None = None,
 ) -> Placement:
-    """The record a task carries in ``task["placement"]`` (PL-1).
+    """The record a task carries in ``task["placement"]`` (PL-1), read-only.
 
     Args:
         cores: The ids it is bound to; ``None`` where cores are not bound.
         gpus: Its GPU ids.
         memory: MB granted (0 where memory is not accounted).
         host: Where it ran; this machine by default.
+        worker: The worker that ran it, where workers are named (Dask).
     """
-    return {
+    record: dict[str, Any] = {
         "host": host,
         "cores": cores,
         "gpus": gpus,
         "memory": memory,
     }
+    if worker is not None:
+        record["worker"] = worker
+    return cast(Placement, PlacementRecord(record))
 
 
 def thread_cores() -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from reference._calls import thread_loop
-from reference._placement import HOST, bind_thread, thread_cores
+from reference._placement import bind_thread, placement, thread_cores
 from reference._resources import ResourcePool
 
 __all__ = [
@@ -178,28 +178,31 @@ async def _pull(
     fresh_context = contextvars.copy_context
     job = None
     outcome: Notice | None = None
+    # The grant of the last job and its placement record: a job that takes
+    # a grant over (the default path) shares its record (read-only) and
+    # finds the thread already bound, so it costs one identity check.
+    held: Any = None
+    record: Any = None
     try:
         while True:
             job = next_job(job)
-            if binding.home is not None and (
-                job is None or job.grant.core_ids is not binding.bound
-            ):
-                binding.follow(job)  # a grant passed over keeps its ids
-            if outcome is not None:
-                push(outcome)
-                outcome = None
             if job is None:
+                binding.follow(None)
+                if outcome is not None:
+                    push(outcome)  # after the thread is restored (PL-4)
+                    outcome = None
                 return
             task = job.task
             if placed:
-                # `reference._placement.placement`, inline: once per task.
                 grant = job.grant
-                task["placement"] = {
-                    "host": HOST,
-                    "cores": grant.core_ids,
-                    "gpus": grant.gpus,
-                    "memory": grant.memory,
-                }
+                if grant is not held:
+                    held = grant
+                    binding.follow(job)
+                    record = placement(grant.core_ids, grant.gpus, grant.memory)
+                task["placement"] = record
+            if outcome is not None:
+                push(outcome)  # after the thread is bound for its next job
+                outcome = None
             push((job, RUNNING, None, None))
             is_coroutine = False
             try:

@@ -20,7 +20,8 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Generic, NamedTuple, TypeVar
 
 from reference._placement import CoreSet, core_ids_from, usable_cores
@@ -52,12 +53,24 @@ class Grant:
         memory: MB held (0 when memory is not accounted).
         core_ids: The core ids it holds, exclusively, where the pool binds
             (its capacity names core ids); ``None`` where cores are counted.
+        lane: For a grant of cores alone, the pool's shared grant of that
+            many cores (`of_cores`; that grant's lane is itself): a job
+            whose need names it may take this grant over (`passes_to`).
+            ``None`` for a grant that holds GPUs or memory.
     """
 
     cores: int
     gpus: tuple[str, ...]
     memory: int
     core_ids: tuple[int, ...] | None = None
+    lane: Grant | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_cores(cls, cores: int) -> Grant:
+        """The shared grant of ``cores`` alone, counted: its own lane."""
+        grant = cls(cores, (), 0)
+        object.__setattr__(grant, "lane", grant)  # frozen: set once, here
+        return grant
 
     def passes_to(self, need: _Need) -> bool:
         """Whether a job with ``need`` can take this grant over as it is.
@@ -65,18 +78,11 @@ class Grant:
         True for a need of cores alone, the same number, when this grant
         holds nothing else: the thread pool's default path (one core each)
         then hands a finished job's cores to the next with no pool count
-        changing and, binding, no thread rebound.
+        changing and, binding, no thread rebound. `reference._workers`
+        spells it out inline on that path.
         """
         plain = need.plain
-        return plain is not None and (
-            plain is self
-            or (
-                self.cores == plain.cores
-                and self.core_ids is not None
-                and not self.gpus
-                and not self.memory
-            )
-        )
+        return plain is not None and plain is self.lane
 
 
 class _Need(NamedTuple):
@@ -245,7 +251,7 @@ class ResourcePool(Generic[_J]):
         if not gpus and not memory:
             plain = self._plain.get(demand.cores)
             if plain is None:
-                plain = self._plain[demand.cores] = Grant(demand.cores, (), 0)
+                plain = self._plain[demand.cores] = Grant.of_cores(demand.cores)
         need = _Need(demand.cores, gpus, memory, plain)
         self._last_demand, self._last_need = demand, need
         return need
@@ -263,6 +269,14 @@ class ResourcePool(Generic[_J]):
             if demand is not last:  # a batch mostly shares one demand
                 last, need = demand, self._need(demand)
             append((job, need))
+
+    def enqueue_each(self, jobs: Iterable[_J], demand: ResourceDemand) -> None:
+        """Queue ``jobs`` in order, each asking for ``demand``.
+
+        The common batch (every task asking for the default) in one C loop,
+        not a Python step per task as `enqueue_all` takes.
+        """
+        self.waiting.extend(zip(jobs, repeat(self._need(demand))))
 
     def fits(self, demand: ResourceDemand) -> bool:
         """Whether ``demand`` could ever run here (fits the whole capacity)."""
@@ -298,7 +312,7 @@ class ResourcePool(Generic[_J]):
             if plain is not None:
                 if ids is None:
                     return job, plain  # cores alone, counted: a shared grant
-                return job, Grant(cores, (), 0, ids.take(cores))
+                return job, Grant(cores, (), 0, ids.take(cores), plain)
             held = tuple(self._free_gpus[:gpus])
             del self._free_gpus[:gpus]
             self._free_memory -= memory

@@ -202,7 +202,7 @@ class JobQueue:
     # -- resource accounting -------------------------------------------------
 
     def admit(
-        self, jobs: Sequence[Any], demands: Sequence[ResourceDemand]
+        self, jobs: Sequence[Any], demands: Sequence[ResourceDemand] | ResourceDemand
     ) -> tuple[list[Any], int] | None:
         """Queue jobs for their resources, then admit what fits (event loop).
 
@@ -215,7 +215,8 @@ class JobQueue:
 
         Args:
             jobs: New jobs, in arrival order.
-            demands: What each asks for; each fits the pool's whole capacity.
+            demands: What each asks for, or one demand all of them ask for;
+                each fits the pool's whole capacity.
 
         Returns:
             The admitted jobs that are not for the pullers (the caller
@@ -226,7 +227,10 @@ class JobQueue:
         assert pool is not None  # only a queue with a pool admits
         if self.closed:
             return [], 0
-        pool.enqueue_all(zip(jobs, demands, strict=True))
+        if isinstance(demands, ResourceDemand):
+            pool.enqueue_each(jobs, demands)
+        else:
+            pool.enqueue_all(zip(jobs, demands, strict=True))
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -297,27 +301,53 @@ class JobQueue:
             return job
 
     def _next_admitted(self, done: Any) -> Any:
-        # `_next` with a pool. One lock for all of it: give back what
-        # ``done`` held, take the oldest job that may run (admitted earlier,
-        # else the pool's head if it fits now: RQ-5), and wake one more
-        # puller if what is free fits the next head too.
+        # `_next` with a pool. It runs once per job, so the default path
+        # comes first, spelled out: nothing is free, the head asks for
+        # exactly the cores ``done`` held (`Grant.passes_to`: one core each),
+        # and takes them over; the pool's counts do not change and the
+        # thread stays bound where it is. Anything else: `_next_admitted_slowly`.
+        pool = self._pool
+        if done is not None and pool is not None:
+            waiting = pool.waiting
+            with self._lock:
+                if waiting and not self._jobs and not self.closed:
+                    grant = done.grant
+                    head, need = waiting[0]
+                    plain = need.plain
+                    if (
+                        grant is not None
+                        and plain is not None
+                        and plain is grant.lane
+                        and head.threaded
+                        and not head.canceled
+                        and not pool.free_cores
+                    ):
+                        waiting.popleft()
+                        done.grant = None  # released once, here: passed on
+                        head.grant = grant
+                        head.pulled = True
+                        return head
+        return self._next_admitted_slowly(done)
+
+    def _next_admitted_slowly(self, done: Any) -> Any:
+        # One lock for all of it: give back what ``done`` held, take the
+        # oldest job that may run (admitted earlier, else the pool's head if
+        # it fits now: RQ-5), and wake one more puller if what is free fits
+        # the next head too.
         pool = self._pool
         assert pool is not None
         waiting = pool.waiting
         others: list[Any] | None = None
         job: Any = None
-        wake = False
         with self._lock:
             if done is None:
                 self._starting -= 1  # this puller has started
             elif (grant := done.grant) is not None:
                 done.grant = None  # released once, here: a puller took it
-                if not self._jobs and waiting and not self.closed:
+                if waiting and not self._jobs and not self.closed:
                     head, need = waiting[0]
+                    # The hand-over, with cores free: a puller may be woken.
                     if grant.passes_to(need) and head.threaded and not head.canceled:
-                        # The default path: the head asks for exactly the
-                        # cores that came back. It takes them over, and the
-                        # pool's counts do not change.
                         waiting.popleft()
                         head.grant = grant
                         head.pulled = True
@@ -329,20 +359,20 @@ class JobQueue:
                     self._pullers -= 1
                     return None
                 job, others = self._take_locked(pool)
-            if (
+            wake = (
                 job is not None
                 and pool.free_cores
                 and waiting
                 and not self._starting
                 and self._pullers < self.width
                 and pool.head_fits()
-            ):
+            )
+            if wake:
                 # More is free than this puller takes (a bigger grant came
                 # back, or a puller left while the loop queued more): one more
                 # puller, which wakes the next in turn if more still fits.
                 self._pullers += 1
                 self._starting += 1
-                wake = True
         if others:
             for admitted in others:
                 self._push((admitted, ADMITTED, None, None))

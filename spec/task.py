@@ -106,9 +106,10 @@ class Placement(TypedDict):
 
     A backend adds keys of its own freely; these four are fixed by the
     contract, and ``worker`` by backends that run tasks on named workers.
-    The ids are tuples: immutable, so a backend may share one between the
-    records of the tasks that held the same cores, and a record costs one
-    dict per task (the suite also accepts lists).
+    The ids are tuples (the suite also accepts lists). Read a record, do not
+    change it: a backend may hand one record to every task that held the
+    same grant in turn (the reference backends do, and theirs raise
+    `TypeError` on any change); ``dict(record)`` is a copy to change.
     """
 
     host: str

@@ -236,9 +236,9 @@ class Settler:
         if capacity is not None and where is not None:
             # Dask binds no cores: counted, and said so (cores None).
             memory = job.demand.memory if capacity.memory is not None else 0
-            record = placement(None, tuple(where["gpus"]), memory, where["host"])
-            record["worker"] = where["worker"]
-            job.task["placement"] = record
+            job.task["placement"] = placement(
+                None, tuple(where["gpus"]), memory, where["host"], where["worker"]
+            )
         if found.error is not None:
             host._fail(job, found.error, found.stderr)  # RS-2
         else:

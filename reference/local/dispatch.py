@@ -32,6 +32,9 @@ __all__ = ["DispatchHost", "Dispatcher"]
 _DISPATCH_CHUNK = 128
 """Jobs handed on per loop turn, so a huge batch never stalls the loop (SC-3)."""
 
+_LOCK_RETRY_SECONDS = 0.0005
+"""How soon an admission that found the pool's lock busy tries again."""
+
 
 class DispatchHost(BackendHooks, Protocol):
     """What the dispatcher needs of the backend: its loop, state and hooks."""
@@ -123,7 +126,9 @@ class Dispatcher:
             self.launch(ready)
         else:
             jobs: list[LocalJob] = []
-            demands: list[ResourceDemand] = []
+            # One demand per job, kept only once a job asks for other than
+            # the default: a batch of default tasks is queued in one C loop.
+            demands: list[ResourceDemand] | None = None
             # The default path, inline: a thread-pool function task with no
             # request asks for one core, which any capacity can give.
             plain = self._procs is None and not self._async_on_loop
@@ -148,7 +153,8 @@ class Dispatcher:
                         continue
                     job.threaded = True
                     jobs.append(job)
-                    demands.append(ONE_CORE)
+                    if demands is not None:
+                        demands.append(ONE_CORE)
                 else:
                     try:
                         demand = self._host._wait_for_resources(job, pool)
@@ -156,10 +162,12 @@ class Dispatcher:
                         self._host._fail(job, exc)  # SB-9
                         continue
                     if demand is not None:
+                        if demands is None:
+                            demands = [ONE_CORE] * len(jobs)
                         jobs.append(job)
                         demands.append(demand)
             self._is_coroutine.forget()  # keep no function past its turn
-            self.admit(jobs, demands)
+            self.admit(jobs, ONE_CORE if demands is None else demands)
         if pending and not self._scheduled:
             self._scheduled = True
             self._host._bound_loop().call_soon(self.dispatch)
@@ -215,22 +223,37 @@ class Dispatcher:
             self._executables.start()
 
     def admit(
-        self, jobs: Sequence[LocalJob] = (), demands: Sequence[ResourceDemand] = ()
+        self,
+        jobs: Sequence[LocalJob] = (),
+        demands: Sequence[ResourceDemand] | ResourceDemand = (),
     ) -> None:
-        """Queue ``jobs`` for their ``demands``; start every job that fits now."""
+        """Queue ``jobs`` for their ``demands`` (or one for all); start what fits."""
         admitted = self._queue.admit(jobs, demands)
-        if admitted is None:  # a puller holds the lock: admit on a later turn
-            self.admit_soon()
+        if admitted is None:
+            # A puller holds the lock: it may have lost the GIL inside it.
+            # Retrying on the very next turn would spin the loop, holding the
+            # GIL that puller needs, for a whole switch interval (5 ms); a
+            # timer lets the loop sleep in its selector and the puller finish.
+            # Meanwhile the pullers admit the new jobs themselves.
+            self.admit_soon(_LOCK_RETRY_SECONDS)
             return
         others, pullers = admitted
         self.launch(others)
         self._start_pullers(pullers)
 
-    def admit_soon(self) -> None:
-        """Admit waiting jobs on a later loop turn (once, however often asked)."""
+    def admit_soon(self, delay: float = 0.0) -> None:
+        """Admit waiting jobs on a later loop turn (once, however often asked).
+
+        Args:
+            delay: Seconds to wait first; 0 for the next turn.
+        """
         if not self._admission_scheduled:
             self._admission_scheduled = True
-            self._host._bound_loop().call_soon(self._admit_waiting)
+            loop = self._host._bound_loop()
+            if delay:
+                loop.call_later(delay, self._admit_waiting)
+            else:
+                loop.call_soon(self._admit_waiting)
 
     def _admit_waiting(self) -> None:
         self._admission_scheduled = False

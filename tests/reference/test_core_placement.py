@@ -149,3 +149,34 @@ def test_plain_grants_are_shared_and_clear_forgets_the_queue() -> None:
         pool.release(grant)
     assert pool.admit(_never) == []
     assert pool.free_cores == 3
+
+
+def test_a_grant_of_cores_alone_passes_to_a_need_of_as_many_cores_alone() -> None:
+    # The pullers' default path: a finished job's grant goes straight to the
+    # head when the head asks for exactly what it held, nothing else.
+    pool: ResourcePool[str] = ResourcePool(
+        ResourceCapacity(4, ("g",), 100, core_ids=(0, 1, 2, 3))
+    )
+    one, two = ResourceDemand(), ResourceDemand(cores=2)
+    pool.enqueue_all([("a", one), ("b", two), ("c", ResourceDemand(gpus=1.0))])
+    (_, a), (_, b), (_, c) = pool.admit(_never)
+    assert a == Grant(1, (), 0, (0,))  # what it holds; its lane is not compared
+    assert a.passes_to(pool._need(one))
+    assert a.passes_to(pool._need(ResourceDemand(cores=1)))  # equal, not the same
+    assert not a.passes_to(pool._need(two))
+    assert b.passes_to(pool._need(two))
+    assert not a.passes_to(pool._need(ResourceDemand(memory=10)))
+    assert not c.passes_to(pool._need(ResourceDemand(gpus=1.0)))  # GPUs come back
+    counted: ResourcePool[str] = ResourcePool(ResourceCapacity(2))
+    shared = counted._need(one).plain
+    assert shared is not None and shared.passes_to(counted._need(one))
+
+
+def test_a_batch_asking_for_one_demand_queues_as_one_by_one() -> None:
+    each: ResourcePool[int] = ResourcePool(ResourceCapacity(2, core_ids=(0, 1)))
+    pairs: ResourcePool[int] = ResourcePool(ResourceCapacity(2, core_ids=(0, 1)))
+    demand = ResourceDemand()
+    each.enqueue_each(range(5), demand)
+    pairs.enqueue_all((i, demand) for i in range(5))
+    assert list(each.waiting) == list(pairs.waiting)
+    assert [job for job, _ in each.admit(_never)] == [0, 1]

@@ -223,3 +223,31 @@ async def test_placement_is_written_for_a_failure_not_for_a_task_never_started(
     assert tasks[1]["placement"]["memory"] == 7
     assert recorder.final("never") is TaskState.CANCELED
     assert "placement" not in tasks[2]
+
+
+@pytest.mark.asyncio
+async def test_tasks_that_held_one_grant_share_one_read_only_record(
+    recorder: Recorder,
+) -> None:
+    # One core, one pool thread: each task takes over the grant of the one
+    # before, so the record is built once, and a caller cannot rewrite it
+    # (that would rewrite every task's).
+    backend = LocalExecutionBackend(ThreadPoolExecutor(2), cores=USABLE[:1])
+    tasks = [
+        {"uid": f"t{i}", "function": _affinity, "args": [], "kwargs": {}}
+        for i in range(20)
+    ]
+    await _run(backend, recorder, tasks)
+    assert [t["return_value"] for t in tasks] == [USABLE[:1]] * 20
+    assert {id(t["placement"]) for t in tasks} == {id(tasks[0]["placement"])}
+    assert tasks[0]["placement"] == {
+        "host": HOST,
+        "cores": (USABLE[0],),
+        "gpus": (),
+        "memory": 0,
+    }
+    with pytest.raises(TypeError, match="read-only"):
+        tasks[0]["placement"]["cores"] = (99,)
+    mine = dict(tasks[0]["placement"])
+    mine["cores"] = (99,)
+    assert tasks[1]["placement"]["cores"] == (USABLE[0],)

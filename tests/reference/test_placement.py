@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +87,52 @@ def test_placement_record() -> None:
         "memory": 64,
     }
     assert placement(None, (), 0)["cores"] is None
+    assert placement(None, (), 0, "node7", "tcp://node7:1")["worker"] == "tcp://node7:1"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.__setitem__("cores", (5,)),
+        lambda r: r.__delitem__("host"),
+        lambda r: r.clear(),
+        lambda r: r.pop("memory"),
+        lambda r: r.pop("nothing", None),
+        lambda r: r.popitem(),
+        lambda r: r.setdefault("note", 1),
+        lambda r: r.update(memory=1),
+        lambda r: r.__ior__({"memory": 1}),
+    ],
+)
+def test_a_placement_record_cannot_be_changed(change: Any) -> None:
+    # Tasks that held one grant in turn share one record: a change to one
+    # task's would rewrite the others'.
+    record = placement((0,), (), 0)
+    before = dict(record)
+    with pytest.raises(TypeError, match="read-only"):
+        change(record)
+    assert record == before
+
+
+def test_a_placement_record_is_still_a_dict_to_read_copy_and_send() -> None:
+    record = placement((0, 1), ("7",), 64)
+    assert isinstance(record, dict)
+    assert json.loads(json.dumps(record)) == {
+        "host": _placement.HOST,
+        "cores": [0, 1],
+        "gpus": ["7"],
+        "memory": 64,
+    }
+    for again in (
+        pickle.loads(pickle.dumps(record)),
+        copy.copy(record),
+        copy.deepcopy(record),
+    ):
+        assert again == record
+        assert type(again) is type(record)
+    mine = dict(record)  # a copy the caller may change
+    mine["cores"] = (3,)
+    assert record["cores"] == (0, 1)
 
 
 @needs_affinity

@@ -67,9 +67,12 @@ class LiesAboutCores(_Binds):
         record = job.task.get("placement")
         if record and record.get("cores"):
             ids = list(self.capacity.core_ids)
-            record["cores"] = tuple(
-                sorted(ids[(ids.index(c) + 1) % len(ids)] for c in record["cores"])
-            )
+            job.task["placement"] = {
+                **record,
+                "cores": tuple(
+                    sorted(ids[(ids.index(c) + 1) % len(ids)] for c in record["cores"])
+                ),
+            }
         return super()._finish(job, state)
 
 
