@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -410,3 +411,131 @@ def test_a_puller_in_a_thread_that_runs_a_loop_raises_rather_than_spins() -> Non
     assert not thread.is_alive()
     assert len(raised) == 1
     assert "event loop is running" in str(raised[0])
+
+
+# -- the first step, taken as the job's task is created ------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_job_s_first_step_runs_as_its_task_is_created(
+    recorder: Recorder,
+) -> None:
+    # A callback the first job queues on the puller's loop runs after the
+    # second job's first step: that step did not wait for a turn of the loop
+    # (a turn a job costs a selector poll, which gives the GIL away).
+    order: list[str] = []
+    callback_ran = threading.Event()
+
+    def queued() -> None:
+        order.append("queued by the first")
+        callback_ran.set()
+
+    async def queues_a_callback() -> None:
+        asyncio.get_running_loop().call_soon(queued)
+
+    async def records(own: list[object]) -> None:
+        order.append("second job's first step")
+        own.append(asyncio.current_task())
+
+    seen: list[object] = []
+    tasks: list[dict[str, Any]] = [
+        {"uid": "first", "function": queues_a_callback},
+        {"uid": "second", "function": records, "args": (seen,)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["first", "second"], timeout=10)
+        # The puller's loop runs the callback after the second job's outcome
+        # was pushed: wait for it, not for the outcomes alone.
+        assert await asyncio.to_thread(callback_ran.wait, 10)
+    finally:
+        await backend.shutdown()
+    assert order == ["second job's first step", "queued by the first"]
+    (task,) = seen
+    assert isinstance(task, asyncio.Task) and task.done()  # its own, ended
+
+
+async def _times_out_after_its_first_step() -> str:
+    # The timeout is set in the first step and fires after the job has
+    # suspended: it must cancel the task the rest of the job runs in.
+    async with asyncio.timeout(0.05):  # type: ignore[attr-defined,unused-ignore]
+        await asyncio.sleep(10)
+    return "not timed out"
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
+async def test_a_timeout_entered_in_the_first_step_fires_on_the_job_s_task(
+    recorder: Recorder,
+) -> None:
+    tasks = [{"uid": "t", "function": _times_out_after_its_first_step}]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["t"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("t") is TaskState.FAILED
+    assert isinstance(tasks[0]["exception"], TimeoutError)
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_during_the_first_step_stops_the_job_where_it_suspends(
+    recorder: Recorder,
+) -> None:
+    in_first_step = threading.Event()
+    go_on = threading.Event()
+    reached: list[str] = []
+
+    async def blocks_then_waits() -> str:
+        in_first_step.set()
+        go_on.wait(10)  # still the first step: nothing can interrupt it
+        reached.append("first step over")
+        await asyncio.sleep(10)
+        reached.append("after the sleep")
+        return "ran to the end"
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "job", "function": blocks_then_waits},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        assert await asyncio.to_thread(in_first_step.wait, 10)
+        assert await backend.cancel_task("job") is True
+        go_on.set()
+        await recorder.wait(["job", "next"], timeout=10)
+    finally:
+        go_on.set()
+        await backend.shutdown()
+    assert recorder.final("job") is TaskState.CANCELED
+    assert reached == ["first step over"]
+    assert tasks[1]["return_value"] == 3
+    assert not recorder.violations
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+async def test_system_exit_in_a_job_s_first_step_fails_that_job_only(
+    recorder: Recorder, kind: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def raises() -> None:
+        raise kind("from the job")
+
+    tasks: list[dict[str, Any]] = [
+        {"uid": "raises", "function": raises},
+        {"uid": "next", "function": _add, "args": (1, 2)},
+    ]
+    backend = await _backend(1, recorder)
+    try:
+        await backend.submit_tasks(tasks)
+        await recorder.wait(["raises", "next"], timeout=10)
+    finally:
+        await backend.shutdown()
+    assert recorder.final("raises") is TaskState.FAILED
+    assert isinstance(tasks[0]["exception"], kind)
+    assert tasks[1]["return_value"] == 3
+    gc.collect()  # a task whose exception nobody took logs it as it goes
+    assert "never retrieved" not in caplog.text
