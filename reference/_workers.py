@@ -301,39 +301,12 @@ class JobQueue:
             return job
 
     def _next_admitted(self, done: Any) -> Any:
-        # `_next` with a pool. It runs once per job, so the default path
-        # comes first, spelled out: nothing is free, the head asks for
-        # exactly the cores ``done`` held (`Grant.passes_to`: one core each),
-        # and takes them over; the pool's counts do not change and the
-        # thread stays bound where it is. Anything else: `_next_admitted_slowly`.
-        pool = self._pool
-        if done is not None and pool is not None:
-            waiting = pool.waiting
-            with self._lock:
-                if waiting and not self._jobs and not self.closed:
-                    grant = done.grant
-                    head, need = waiting[0]
-                    plain = need.plain
-                    if (
-                        grant is not None
-                        and plain is not None
-                        and plain is grant.lane
-                        and head.threaded
-                        and not head.canceled
-                        and not pool.free_cores
-                    ):
-                        waiting.popleft()
-                        done.grant = None  # released once, here: passed on
-                        head.grant = grant
-                        head.pulled = True
-                        return head
-        return self._next_admitted_slowly(done)
-
-    def _next_admitted_slowly(self, done: Any) -> Any:
-        # One lock for all of it: give back what ``done`` held, take the
-        # oldest job that may run (admitted earlier, else the pool's head if
-        # it fits now: RQ-5), and wake one more puller if what is free fits
-        # the next head too.
+        # `_next` with a pool. One lock for all of it: give back what
+        # ``done`` held, take the oldest job that may run (admitted earlier,
+        # else the pool's head if it fits now: RQ-5), and wake one more
+        # puller if what is free fits the next head too. It runs once per
+        # job: the default path (a hand-over with nothing else free) returns
+        # from the middle.
         pool = self._pool
         assert pool is not None
         waiting = pool.waiting
@@ -346,11 +319,22 @@ class JobQueue:
                 done.grant = None  # released once, here: a puller took it
                 if waiting and not self._jobs and not self.closed:
                     head, need = waiting[0]
-                    # The hand-over, with cores free: a puller may be woken.
-                    if grant.passes_to(need) and head.threaded and not head.canceled:
+                    # `Grant.passes_to`, inline: the head asks for exactly
+                    # the cores that came back (one core each, by default).
+                    # It takes them over: the pool's counts do not change,
+                    # and the thread stays bound where it is.
+                    plain = need.plain
+                    if (
+                        plain is not None
+                        and plain is grant.lane
+                        and head.threaded
+                        and not head.canceled
+                    ):
                         waiting.popleft()
                         head.grant = grant
                         head.pulled = True
+                        if not pool.free_cores:
+                            return head  # nothing else free: no one to wake
                         job = head
                 if job is None:
                     pool.release(grant)
