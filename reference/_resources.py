@@ -240,6 +240,14 @@ class ResourcePool(Generic[_J]):
         """How many jobs wait for resources."""
         return len(self.waiting)
 
+    def shared_grant(self, demand: ResourceDemand) -> Grant | None:
+        """The shared grant of a demand of cores alone, or ``None``.
+
+        The same object for every demand of as many cores (its own
+        `Grant.lane`); ``None`` for a demand of GPUs or (accounted) memory.
+        """
+        return self._need(demand).plain
+
     def _need(self, demand: ResourceDemand) -> _Need:
         # What the pool compares and hands out for ``demand``; one per demand
         # object, so a batch sharing the default demand shares one.
@@ -307,12 +315,10 @@ class ResourcePool(Generic[_J]):
             ):
                 return None
             queue.popleft()
+            if plain is not None:
+                return job, self._cores_alone(cores, plain)
             self.free_cores -= cores
             ids = self._free_core_ids
-            if plain is not None:
-                if ids is None:
-                    return job, plain  # cores alone, counted: a shared grant
-                return job, Grant(cores, (), 0, ids.take(cores), plain)
             held = tuple(self._free_gpus[:gpus])
             del self._free_gpus[:gpus]
             self._free_memory -= memory
@@ -320,6 +326,29 @@ class ResourcePool(Generic[_J]):
                 cores, held, memory, None if ids is None else ids.take(cores)
             )
         return None
+
+    def take_cores(self, plain: Grant) -> Grant | None:
+        """Take the cores of ``plain`` (a `shared_grant`) now, ahead of the queue.
+
+        For a job that arrived before every queued one, so that it overtakes
+        none (RQ-5): `reference._workers.JobQueue` runs its ready queue's
+        default jobs on cores taken this way.
+
+        Returns:
+            What the job now holds, or ``None`` if fewer cores are free.
+        """
+        if plain.cores > self.free_cores:
+            return None
+        return self._cores_alone(plain.cores, plain)
+
+    def _cores_alone(self, cores: int, plain: Grant) -> Grant:
+        # Cores known to be free, for a demand of cores alone: the shared
+        # grant where cores are counted, their ids where the pool binds.
+        self.free_cores -= cores
+        ids = self._free_core_ids
+        if ids is None:
+            return plain
+        return Grant(cores, (), 0, ids.take(cores), plain)
 
     def head_fits(self) -> bool:
         """Whether the job at the head of the queue would fit now."""

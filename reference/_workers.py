@@ -70,6 +70,10 @@ class CoroutineStop(NamedTuple):
 _is_canceled: Callable[[Any], bool] = operator.attrgetter("canceled")
 """Whether a job waiting for resources was canceled (it is then skipped)."""
 
+_is_threaded: Callable[[Any], bool] = operator.attrgetter("threaded")
+
+_ONE_CORE = ResourceDemand(cores=1)
+
 
 class JobQueue:
     """Function jobs waiting for a pool thread, and the pullers that run them.
@@ -96,17 +100,28 @@ class JobQueue:
     arrival order with every other kind of job, and the pullers admit them
     themselves, under the pool's lock, which this queue then shares: a
     puller that has run a job hands its grant to the job at the head when
-    that job asks for the same cores (the default path: one core each), or
-    gives it back and takes the head if it fits; either way with no trip
-    through the event loop. When more is free than it takes and the next
-    head fits too, it starts one more puller, which does the same in turn.
-    The event loop admits with `admit` (new jobs) and after `release`
-    (grants it gives back). Pool jobs also need ``grant`` (what they hold)
-    and ``threaded`` (true for a job the pullers run; any other job a
-    puller admits, an executable say, is pushed to the backend as
-    `ADMITTED`, holding its grant). The grant of a job a puller has taken
-    (``pulled``) is given back by that puller, as it asks for its next job;
-    any other grant by the backend, as it reports the job.
+    that job asks for the same cores, or gives it back and takes the head
+    if it fits; either way with no trip through the event loop. When more
+    is free than it takes and the next head fits too, it starts one more
+    puller, which does the same in turn. The event loop admits with `admit`
+    (new jobs) and after `release` (grants it gives back). Pool jobs also
+    need ``grant`` (what they hold) and ``threaded`` (true for a job the
+    pullers run; any other job a puller admits, an executable say, is
+    pushed to the backend as `ADMITTED`, holding its grant). The grant of a
+    job a puller has taken (``pulled``) is given back by that puller, as it
+    asks for its next job; any other grant by the backend, as it reports
+    the job.
+
+    Default jobs (thread jobs asking for one core) that arrive with no job
+    waiting in the pool skip it: they join the ready queue, holding
+    nothing, and each runs on one core a puller takes as it starts the job:
+    the one its last job held (the default path: no count changes, the
+    thread stays bound), else a free one. No one-by-one admission, and no
+    tuple per job in the pool's queue: with accounting on, the default
+    path costs what it costs with it off. Order holds (RQ-5): the ready
+    queue's jobs all arrived before every job the pool queues, so a free
+    core goes to them first, and none is admitted from the pool while a
+    default job waits in the ready queue.
 
     ``pull`` calls ``_next(None)`` (``_next_admitted`` with a pool) first,
     then again with the job it has just run: that call is where its grant
@@ -126,6 +141,7 @@ class JobQueue:
     __slots__ = (
         "_jobs",
         "_lock",
+        "_one_core",
         "_pool",
         "_pullers",
         "_push",
@@ -144,6 +160,8 @@ class JobQueue:
     ) -> None:
         self._jobs: deque[Any] = deque()
         self._pool = pool
+        # The shared grant of one core: what a default job runs on.
+        self._one_core = None if pool is None else pool.shared_grant(_ONE_CORE)
         self._lock = threading.Lock() if pool is None else pool.lock
         self._pullers = 0
         # Pullers submitted that have not yet asked for a job.
@@ -167,9 +185,12 @@ class JobQueue:
             self._jobs.extend(jobs)
             return self._wanted()
 
-    def _wanted(self) -> int:
-        # Under the lock: pullers to add for the jobs ready to run.
+    def _wanted(self, most: int | None = None) -> int:
+        # Under the lock: pullers to add for the jobs ready to run (no more
+        # than ``most``, when given).
         wanted = min(self.width - self._pullers, len(self._jobs))
+        if most is not None:
+            wanted = min(wanted, most)
         if wanted <= 0:
             return 0
         self._pullers += wanted
@@ -208,10 +229,14 @@ class JobQueue:
 
         It never waits for the lock, as it runs for every batch: a puller
         that lost the GIL while holding it would stall the event loop until
-        the interpreter switches threads again (milliseconds). The jobs are
-        queued at once (a deque append needs no lock) and, if the lock is
-        busy, ``None`` asks the caller to try the admission again on a later
-        loop turn; until then the pullers may admit the new jobs themselves.
+        the interpreter switches threads again (milliseconds). If the lock
+        is busy, the jobs are queued in the pool at once (a deque append
+        needs no lock) and ``None`` asks the caller to try the admission
+        again on a later loop turn; until then the pullers may admit the
+        new jobs themselves.
+
+        A batch of default jobs (thread jobs, one demand for one core) that
+        finds no job waiting in the pool joins the ready queue instead.
 
         Args:
             jobs: New jobs, in arrival order.
@@ -227,19 +252,41 @@ class JobQueue:
         assert pool is not None  # only a queue with a pool admits
         if self.closed:
             return [], 0
-        if isinstance(demands, ResourceDemand):
-            pool.enqueue_each(jobs, demands)
-        else:
-            pool.enqueue_all(zip(jobs, demands, strict=True))
         if not self._lock.acquire(blocking=False):
+            self._enqueue(pool, jobs, demands)
             return None
         try:
+            if (
+                not pool.waiting
+                and isinstance(demands, ResourceDemand)
+                and pool.shared_grant(demands) is self._one_core
+                and all(map(_is_threaded, jobs))
+            ):
+                # Default jobs with none queued ahead of them: no admission
+                # one by one, they join the ready queue and run on the cores
+                # the pullers hold or take (`_next_admitted`). A puller
+                # each, for the cores free and not yet spoken for.
+                self._jobs.extend(jobs)
+                return [], self._wanted(pool.free_cores - self._starting)
+            self._enqueue(pool, jobs, demands)
             others: list[Any] = []
             if pool.waiting:
                 self._admit_locked(pool, others)
             return others, self._wanted()
         finally:
             self._lock.release()
+
+    @staticmethod
+    def _enqueue(
+        pool: ResourcePool[Any],
+        jobs: Sequence[Any],
+        demands: Sequence[ResourceDemand] | ResourceDemand,
+    ) -> None:
+        # A deque append needs no lock: the pullers only take from the left.
+        if isinstance(demands, ResourceDemand):
+            pool.enqueue_each(jobs, demands)
+        else:
+            pool.enqueue_all(zip(jobs, demands, strict=True))
 
     def release(self, job: Any) -> bool:
         """Give back the grant of a job no puller took (event loop).
@@ -254,12 +301,18 @@ class JobQueue:
             if grant is not None:
                 job.grant = None
                 pool.release(grant)
-            return not self.closed and bool(pool.waiting)
+            # Ready default jobs may have waited for that core, with no
+            # puller left to run them (every core was held elsewhere).
+            return not self.closed and bool(pool.waiting or self._jobs)
 
     def _admit_locked(self, pool: ResourcePool[Any], others: list[Any]) -> None:
         # Under the lock: every head job that fits now, in order; the
         # pullers' own go to the ready queue, the rest to ``others``.
         ready = self._jobs
+        if ready and ready[-1].grant is None:
+            # Default jobs in the ready queue wait for cores: they arrived
+            # first, so what is free is theirs (their pullers take it).
+            return
         take = pool.take
         while (taken := take(_is_canceled)) is not None:
             job, grant = taken
@@ -302,27 +355,60 @@ class JobQueue:
 
     def _next_admitted(self, done: Any) -> Any:
         # `_next` with a pool. One lock for all of it: give back what
-        # ``done`` held, take the oldest job that may run (admitted earlier,
-        # else the pool's head if it fits now: RQ-5), and wake one more
-        # puller if what is free fits the next head too. It runs once per
-        # job: the default path (a hand-over with nothing else free) returns
-        # from the middle.
+        # ``done`` held, take the oldest job that may run, and wake one more
+        # puller if what is free fits the next too. The oldest is in the
+        # ready queue, if it holds any (its jobs arrived before every job
+        # the pool queues), else the pool's head if it fits now (RQ-5). It
+        # runs once per job: the default path (a default job on the core
+        # this puller holds, nothing else free) returns from the middle.
         pool = self._pool
         assert pool is not None
-        waiting = pool.waiting
+        jobs = self._jobs
         others: list[Any] | None = None
         job: Any = None
         with self._lock:
             if done is None:
                 self._starting -= 1  # this puller has started
-            elif (grant := done.grant) is not None:
+                grant = None
+            else:
+                grant = done.grant
                 done.grant = None  # released once, here: a puller took it
-                if waiting and not self._jobs and not self.closed:
+            while jobs:
+                job = jobs.popleft()
+                if job.canceled:
+                    # Canceled while ready: it never starts (CN-6); a grant
+                    # it holds comes back as the backend reports it CANCELED.
+                    job = None
+                    continue
+                if job.grant is None:
+                    # A default job: it runs on one core, the one that came
+                    # back if that is all that did (no count changes, the
+                    # thread stays bound), else one that is free.
+                    one_core = self._one_core
+                    if grant is None or grant.lane is not one_core:
+                        if grant is not None:
+                            pool.release(grant)
+                        assert one_core is not None  # a queue with a pool has it
+                        grant = pool.take_cores(one_core)
+                        if grant is None:
+                            # Every core is held: their holders run it.
+                            jobs.appendleft(job)
+                            job = None
+                            break
+                    job.grant = grant
+                    grant = None
+                job.pulled = True
+                if grant is None and not pool.free_cores:
+                    return job  # nothing else free: no one to wake
+                break
+            if grant is not None:
+                waiting = pool.waiting
+                if job is None and waiting and not self.closed:
+                    # The ready queue is empty. `Grant.passes_to`, inline:
+                    # the pool's head asks for exactly the cores that came
+                    # back. It takes them over: the pool's counts do not
+                    # change, and the thread stays bound where it is.
                     head, need = waiting[0]
-                    # `Grant.passes_to`, inline: the head asks for exactly
-                    # the cores that came back (one core each, by default).
-                    # It takes them over: the pool's counts do not change,
-                    # and the thread stays bound where it is.
                     plain = need.plain
                     if (
                         plain is not None
@@ -336,20 +422,22 @@ class JobQueue:
                         if not pool.free_cores:
                             return head  # nothing else free: no one to wake
                         job = head
-                if job is None:
+                        grant = None
+                if grant is not None:
                     pool.release(grant)
             if job is None:
-                if self.closed:
+                if self.closed or jobs:
+                    # Closed, or a ready default job waits for a core that
+                    # its holders will give it: this puller stops.
                     self._pullers -= 1
                     return None
                 job, others = self._take_locked(pool)
             wake = (
                 job is not None
                 and pool.free_cores
-                and waiting
                 and not self._starting
                 and self._pullers < self.width
-                and pool.head_fits()
+                and (jobs or (pool.waiting and pool.head_fits()))
             )
             if wake:
                 # More is free than this puller takes (a bigger grant came
@@ -365,30 +453,20 @@ class JobQueue:
         return job
 
     def _take_locked(self, pool: ResourcePool[Any]) -> tuple[Any, list[Any] | None]:
-        # Under the lock: the oldest job ready (admitted earlier), else the
-        # pool's head if it fits now. Jobs the pullers do not run that are
-        # admitted on the way are returned for the event loop. No job: this
-        # puller stops.
-        ready = self._jobs
+        # Under the lock, the ready queue empty: the pool's head if it fits
+        # now. Jobs the pullers do not run that are admitted on the way are
+        # returned for the event loop. No job: this puller stops.
         others: list[Any] | None = None
         job: Any = None
-        while ready:
-            job = ready.popleft()
-            # Canceled while ready: it never starts (CN-6); the backend
-            # gives back its grant as it reports it CANCELED.
-            if not job.canceled:
+        take = pool.take
+        while (taken := take(_is_canceled)) is not None:
+            job, grant = taken
+            job.grant = grant
+            if job.threaded:
                 break
+            # An executable, say: the event loop launches it.
+            (others := others or []).append(job)
             job = None
-        if job is None:
-            take = pool.take
-            while (taken := take(_is_canceled)) is not None:
-                job, grant = taken
-                job.grant = grant
-                if job.threaded:
-                    break
-                # An executable, say: the event loop launches it.
-                (others := others or []).append(job)
-                job = None
         if job is None:
             self._pullers -= 1
         else:

@@ -28,6 +28,7 @@ from spec import ResourceCapacity, ResourceDemand
 pytestmark = pytest.mark.timeout(120)
 
 _GPUS = ("g0", "g1")
+_ONE_CORE = ResourceDemand(cores=1)
 
 
 @dataclass
@@ -129,8 +130,20 @@ class _Loop:
         self.terminal: set[int] = set()
         self.launched: set[int] = set()
 
-    def admit(self, jobs: list[_Job] = ()) -> None:  # type: ignore[assignment]
-        admitted = self.jobs.admit(jobs, [job.demand for job in jobs])
+    def admit(
+        self,
+        jobs: list[_Job] = (),  # type: ignore[assignment]
+        *,
+        default: bool = False,
+    ) -> int:
+        """Queue ``jobs``; return how many pullers that started.
+
+        ``default``: every job is a thread job asking for the default (one
+        core), passed as the backend passes such a batch: one demand.
+        """
+        demands: list[ResourceDemand] | ResourceDemand
+        demands = _ONE_CORE if default else [job.demand for job in jobs]
+        admitted = self.jobs.admit(jobs, demands)
         while admitted is None:  # a puller holds the lock: try again
             time.sleep(0)
             admitted = self.jobs.admit([], [])
@@ -139,6 +152,7 @@ class _Loop:
             self.jobs.spawn()  # type: ignore[misc]
         for job in others:
             self.launch(job)
+        return pullers
 
     def launch(self, job: _Job) -> None:
         # An executable, say: it runs elsewhere and its end comes back here.
@@ -294,3 +308,142 @@ def test_a_canceled_job_holding_a_grant_gives_it_back_once() -> None:
         loop.close()
     _check(world, loop, [first, canceled, last])
     assert world.ran == [0, 2]
+
+
+# -- default jobs: the ready queue, on the cores the pullers hold ------------
+
+
+def _defaults(world: _World, first: int, count: int) -> list[_Job]:
+    return [_Job(world, i, 1, 0, True) for i in range(first, first + count)]
+
+
+def test_default_jobs_with_none_queued_ahead_join_the_ready_queue() -> None:
+    # Not admitted one by one: they wait in the ready queue and the pullers
+    # started are as many as the cores free, not one per job up to width.
+    world = _World(2)
+    loop = _Loop(world, 4)
+    jobs = _defaults(world, 0, 10)
+    jobs[0].gate = threading.Event()
+    try:
+        assert loop.admit(jobs, default=True) == 2
+        assert not loop.pool.waiting
+        assert jobs[0].started.wait(10)
+        jobs[0].gate.set()
+        loop.run_until(len(jobs))
+    finally:
+        loop.close()
+    _check(world, loop, jobs)
+
+
+def test_default_jobs_behind_a_queued_job_wait_behind_it() -> None:
+    world = _World(2)
+    loop = _Loop(world, 2)
+    holder = _Job(world, 0, 2, 0, True)  # holds both cores
+    holder.gate = threading.Event()
+    queued = _Job(world, 1, 2, 0, False)  # an executable asking for both
+    later = _defaults(world, 2, 3)
+    jobs = [holder, queued, *later]
+    try:
+        loop.admit([holder])
+        assert holder.started.wait(10)
+        loop.admit([queued])
+        loop.admit(later, default=True)
+        # In the pool's queue, behind the executable: not ready to run.
+        assert [job for job, _ in loop.pool.waiting] == [queued, *later]
+        assert not loop.jobs._jobs
+        holder.gate.set()
+        loop.run_until(len(jobs))
+    finally:
+        loop.close()
+    _check(world, loop, jobs)
+    assert world.admitted == [0, 1, 2, 3, 4]
+
+
+def test_a_job_queued_behind_ready_default_jobs_does_not_overtake_them() -> None:
+    # One puller (width 1) runs the first default job on one of two cores;
+    # the other core is free, but the executable queued after the default
+    # jobs must wait until both have started (RQ-5).
+    world = _World(2)
+    loop = _Loop(world, 1)
+    ready = _defaults(world, 0, 3)
+    ready[0].gate = threading.Event()
+    executable = _Job(world, 3, 1, 0, False)
+    jobs = [*ready, executable]
+    try:
+        assert loop.admit(ready, default=True) == 1
+        assert ready[0].started.wait(10)
+        loop.admit([executable])
+        assert executable.grant is None and not loop.launched
+        ready[0].gate.set()
+        loop.run_until(len(jobs))
+    finally:
+        loop.close()
+    _check(world, loop, jobs)
+    assert world.admitted == [0, 1, 2, 3]
+
+
+def test_ready_default_jobs_start_when_a_core_held_elsewhere_comes_back() -> None:
+    # Every core is held by an executable when the default jobs arrive, so
+    # no puller starts for them; the executable's core, given back by the
+    # loop, must start one (or they would wait forever).
+    world = _World(1)
+    loop = _Loop(world, 2)
+    executable = _Job(world, 0, 1, 0, False)
+    executable.gate = threading.Event()
+    later = _defaults(world, 1, 3)
+    jobs = [executable, *later]
+    try:
+        loop.admit([executable])
+        assert executable.started.wait(10)
+        assert loop.admit(later, default=True) == 0
+        executable.gate.set()
+        loop.run_until(len(jobs))
+    finally:
+        loop.close()
+    _check(world, loop, jobs)
+    assert world.ran == [0, 1, 2, 3]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    cores=st.integers(1, 3),
+    width=st.integers(1, 4),
+    batches=st.lists(
+        st.tuples(
+            st.booleans(),  # a batch of default jobs (else mixed)
+            st.lists(_job_spec, min_size=1, max_size=8),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_default_and_mixed_batches_keep_capacity_order_and_release_once(
+    cores: int,
+    width: int,
+    batches: list[tuple[bool, list[tuple[int, int, bool, bool]]]],
+) -> None:
+    world = _World(cores)
+    loop = _Loop(world, width)
+    jobs: list[_Job] = []
+    try:
+        for default, specs in batches:
+            first = len(jobs)
+            batch = [
+                _Job(world, first + i, 1, 0, True)
+                if default
+                else _Job(world, first + i, min(c, cores), 0 if t else g, t)
+                for i, (c, g, t, _) in enumerate(specs)
+            ]
+            jobs += batch
+            loop.admit(batch, default=default)
+            for job, spec in zip(batch, specs, strict=True):
+                if spec[3]:
+                    loop.cancel(job)
+        loop.run_until(len(jobs))
+    finally:
+        loop.close()
+    _check(world, loop, jobs)

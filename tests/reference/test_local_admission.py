@@ -329,3 +329,78 @@ async def test_an_executor_shut_down_under_the_backend_fails_every_waiting_task(
     assert {recorder.final(t["uid"]) for t in tasks} == {TaskState.FAILED}
     assert isinstance(tasks[-1]["exception"], RuntimeError)
     assert recorder.violations == []
+
+
+async def test_default_functions_around_a_big_executable_keep_order_and_capacity(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    # Default functions (no request: one core each) run from the ready
+    # queue on the cores the pullers hold; an executable asking for both
+    # cores arrives behind them and must wait for all of them to start,
+    # and the functions after it for it. Some waiting functions are
+    # canceled on the way: those never run, and every core comes back.
+    cores = 2
+    backend = LocalExecutionBackend(ThreadPoolExecutor(4), cores=cores, bind=False)
+    backend.register_callback(recorder)
+    entered, release = threading.Event(), threading.Event()
+
+    def first(path: str) -> None:
+        start = time.time()
+        entered.set()
+        release.wait(10)
+        Path(path).write_text(f"{start} {time.time()}")
+
+    def default(uid: str) -> dict[str, Any]:
+        return {
+            "uid": uid,
+            "function": _record_span,
+            "args": (str(tmp_path / uid), 0.002),
+        }
+
+    before = [{"uid": "b00", "function": first, "args": (str(tmp_path / "b00"),)}]
+    before += [default(f"b{i:02}") for i in range(1, 30)]
+    big = _executable(tmp_path, "x", 0.05, cores)
+    after = [default(f"a{i:02}") for i in range(30)]
+    tasks = [*before, big, *after]
+    try:
+        await backend.submit_tasks(before)
+        assert await asyncio.to_thread(entered.wait, 10)
+        await backend.submit_tasks([big])
+        pool = backend._resources
+        assert pool is not None
+        for _ in range(500):  # dispatched on a later turn: queued in the pool
+            if len(pool):
+                break
+            await asyncio.sleep(0.001)
+        assert len(pool) == 1
+        await backend.submit_tasks(after)
+        canceled = [t["uid"] for t in (*before[5::7], *after[::5])]
+        for uid in canceled:
+            await backend.cancel_task(uid)
+        release.set()
+        await recorder.wait([t["uid"] for t in tasks], timeout=30)
+        await _whole_again(backend, cores)
+    finally:
+        release.set()
+        await asyncio.wait_for(backend.shutdown(), 15)
+    assert recorder.violations == []
+    ran = []
+    for t in tasks:
+        state = recorder.final(t["uid"])
+        span = tmp_path / t["uid"]
+        if state is TaskState.CANCELED:
+            assert not span.exists(), f"{t['uid']} ran after its CANCELED"
+            continue
+        assert state is TaskState.DONE, (t["uid"], state, t.get("exception"))
+        start, end = map(float, span.read_text().split())
+        ran.append((start, end, cores if t is big else 1))
+    assert all(recorder.final(t["uid"]) is TaskState.CANCELED for t in after[::5])
+    # As in the test above: stretched back to the earliest later start, the
+    # spans never hold more than the capacity (no overtaking, no excess).
+    held = [
+        (min([start, *(s for s, _, _ in ran[i + 1 :])]), end, n)
+        for i, (start, end, n) in enumerate(ran)
+    ]
+    for moment, _, _ in held:
+        busy = sum(n for begin, end, n in held if begin <= moment < end)
+        assert busy <= cores, f"{busy} cores held at {moment} of {cores}"

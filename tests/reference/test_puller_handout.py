@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from reference._resources import ResourcePool
 from reference._workers import NOT_STARTED, UNSTOPPABLE, JobQueue
+from spec import ResourceCapacity, ResourceDemand
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,3 +80,25 @@ def test_stop_before_hand_out_keeps_the_job_from_running() -> None:
     assert queue.stop(job) is NOT_STARTED
     assert queue._next(None) is None  # skipped: it never starts (CN-6)
     assert not job.pulled
+
+
+def test_stop_during_hand_out_of_a_default_job_with_resources() -> None:
+    # With accounting on, a default job waits in the ready queue holding
+    # nothing and takes its core as it is handed out: a cancel that wins
+    # the race leaves it unstarted and the core free.
+    pool: ResourcePool[Any] = ResourcePool(ResourceCapacity(1))
+    queue = JobQueue(lambda notice: None, width=1, pool=pool)
+    job = _RacingJob(queue)
+    assert queue.admit([job], ResourceDemand(cores=1)) == ([], 1)
+    assert not pool.waiting  # the ready queue, not the pool's
+    job.armed = True
+    taken = queue._next_admitted(None)  # as the puller's first call
+    assert job.racer is not None, "_next_admitted never looked at canceled"
+    job.racer.join(10)
+    assert not job.racer.is_alive()
+    if taken is job:
+        assert job.decision is UNSTOPPABLE, job.decision
+        assert job.pulled and job.grant is not None and pool.free_cores == 0
+    else:
+        assert job.decision is NOT_STARTED and taken is None
+        assert job.grant is None and pool.free_cores == 1
