@@ -63,6 +63,24 @@ def _free(backend: LocalExecutionBackend) -> int:
     return pool.free_cores
 
 
+def _assert_in_order_within(spans: list[tuple[float, ...]], cores: int) -> None:
+    """Check ``(start, end, cores)`` spans, in arrival order, for RQ-5 and RQ-1.
+
+    In arrival order, a task holds its cores from its admission, which is
+    no later than the start of any task after it: stretch each span back
+    to the earliest start that follows it. A backend that let a later task
+    overtake one waiting at the head, or ran more than it has, shows a
+    moment where the stretched spans hold more than the capacity.
+    """
+    held = [
+        (min([start, *(later[0] for later in spans[i + 1 :])]), end, n)
+        for i, (start, end, n) in enumerate(spans)
+    ]
+    for moment, _, _ in held:
+        busy = sum(n for begin, end, n in held if begin <= moment < end)
+        assert busy <= cores, f"{busy} cores held at {moment} of {cores}"
+
+
 async def _whole_again(backend: LocalExecutionBackend, cores: int) -> None:
     """Wait (bounded) until every core is free: a puller gives its job's back
     just after the outcome is pushed, so the last one may lag the callback."""
@@ -167,20 +185,10 @@ async def test_mixed_kinds_keep_arrival_order_and_the_capacity(
         await asyncio.wait_for(backend.shutdown(), 15)
     assert [recorder.final(t["uid"]) for t in tasks] == [TaskState.DONE] * len(tasks)
     spans = [
-        tuple(map(float, (tmp_path / t["uid"]).read_text().split())) for t in tasks
+        (*map(float, (tmp_path / t["uid"]).read_text().split()), plan[i][1])
+        for i, t in enumerate(tasks)
     ]
-    # In arrival order, a task holds its cores from its admission, which is
-    # no later than the start of any task after it: stretch each span back
-    # to the earliest start that follows it. A backend that let a later task
-    # overtake one waiting at the head, or ran more than it has, shows a
-    # moment where the stretched spans hold more than the capacity.
-    held = []
-    for i, (start, end) in enumerate(spans):
-        later = [s for s, _ in spans[i + 1 :]]
-        held.append((min([start, *later]), end, plan[i][1]))
-    for moment, _, _ in held:
-        busy = sum(n for begin, end, n in held if begin <= moment < end)
-        assert busy <= cores, f"{busy} cores held at {moment} of {cores}"
+    _assert_in_order_within(spans, cores)
 
 
 async def test_a_task_that_raises_or_is_canceled_gives_its_cores_back_once(
@@ -395,12 +403,4 @@ async def test_default_functions_around_a_big_executable_keep_order_and_capacity
         start, end = map(float, span.read_text().split())
         ran.append((start, end, cores if t is big else 1))
     assert all(recorder.final(t["uid"]) is TaskState.CANCELED for t in after[::5])
-    # As in the test above: stretched back to the earliest later start, the
-    # spans never hold more than the capacity (no overtaking, no excess).
-    held = [
-        (min([start, *(s for s, _, _ in ran[i + 1 :])]), end, n)
-        for i, (start, end, n) in enumerate(ran)
-    ]
-    for moment, _, _ in held:
-        busy = sum(n for begin, end, n in held if begin <= moment < end)
-        assert busy <= cores, f"{busy} cores held at {moment} of {cores}"
+    _assert_in_order_within(ran, cores)

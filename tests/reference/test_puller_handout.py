@@ -10,6 +10,7 @@ keeps it out (the worst interleaving for a ``_next`` that reads unlocked).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,13 +57,11 @@ class _RacingJob:
         self._canceled = value
 
 
-def test_stop_during_hand_out_never_lets_a_canceled_job_run() -> None:
-    queue = JobQueue(lambda notice: None, width=1)
-    job = _RacingJob(queue)
-    assert queue.put([job]) == 1
+def _hand_out_racing(job: _RacingJob, next_job: Callable[[Any], Any]) -> Any:
+    """Hand ``job`` out with ``next_job`` while a `stop` races it; return it."""
     job.armed = True
-    taken = queue._next(None)  # as the puller's first call
-    assert job.racer is not None, "_next never looked at the job's canceled flag"
+    taken = next_job(None)  # as the puller's first call
+    assert job.racer is not None, "the hand-out never looked at the canceled flag"
     job.racer.join(10)
     assert not job.racer.is_alive()
     if taken is job:
@@ -71,6 +70,14 @@ def test_stop_during_hand_out_never_lets_a_canceled_job_run() -> None:
         assert job.pulled
     else:
         assert job.decision is NOT_STARTED and taken is None
+    return taken
+
+
+def test_stop_during_hand_out_never_lets_a_canceled_job_run() -> None:
+    queue = JobQueue(lambda notice: None, width=1)
+    job = _RacingJob(queue)
+    assert queue.put([job]) == 1
+    _hand_out_racing(job, queue._next)
 
 
 def test_stop_before_hand_out_keeps_the_job_from_running() -> None:
@@ -91,14 +98,7 @@ def test_stop_during_hand_out_of_a_default_job_with_resources() -> None:
     job = _RacingJob(queue)
     assert queue.admit([job], ResourceDemand(cores=1)) == ([], 1)
     assert not pool.waiting  # the ready queue, not the pool's
-    job.armed = True
-    taken = queue._next_admitted(None)  # as the puller's first call
-    assert job.racer is not None, "_next_admitted never looked at canceled"
-    job.racer.join(10)
-    assert not job.racer.is_alive()
-    if taken is job:
-        assert job.decision is UNSTOPPABLE, job.decision
-        assert job.pulled and job.grant is not None and pool.free_cores == 0
+    if _hand_out_racing(job, queue._next_admitted) is job:
+        assert job.grant is not None and pool.free_cores == 0
     else:
-        assert job.decision is NOT_STARTED and taken is None
         assert job.grant is None and pool.free_cores == 1
